@@ -1,0 +1,19 @@
+module github.com/waferd/waferd
+
+go 1.26.8
+
+require (
+	github.com/d2r2/go-logger v0.0.0-20210606094344-60e9d1233e22
+	github.com/pelletier/go-toml/v2 v2.4.3
+	github.com/stretchr/testify v1.12.1
+	go.bug.st/serial v1.8.0
+	go.uber.org/goleak v1.3.0
+	golang.org/x/sys v0.50.0
+	periph.io/x/conn/v3 v3.7.3
+)
+
+require (
+	github.com/davecgh/go-spew v1.1.1 // indirect
+	github.com/jonboulle/clockwork v0.5.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+)
