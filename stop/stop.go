@@ -1,0 +1,81 @@
+// Package stop holds the typed reasons a run can be stopped for, ordered by
+// strength, and the cancel cause that carries them through every layer via
+// context.Cause. Every stop source (console, button, SIGTERM, watchdog,
+// device fault, e-stop) names its reason with this package; the one cancel
+// path that acts on them lives with the runner.
+package stop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Reason says why a run stops. Reasons are ordered: a stronger reason
+// arriving during a weaker stop escalates it; a weaker one is ignored.
+type Reason int
+
+const (
+	None     Reason = iota
+	Operator        // console "stop" or Ctrl-C at the terminal
+	Button          // the physical stop button
+	Shutdown        // SIGTERM from systemd
+	Fault           // a device error or a lost link
+	Watchdog        // a missed heartbeat or a watchdog alarm
+	EStop           // the emergency-stop input
+)
+
+var reasonNames = [...]string{"none", "operator", "button", "shutdown", "fault", "watchdog", "estop"}
+
+func (r Reason) String() string {
+	if r >= 0 && int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", int(r))
+}
+
+// ParseReason is the inverse of Reason.String.
+func ParseReason(s string) (Reason, error) {
+	for i, n := range reasonNames {
+		if n == s && i > 0 {
+			return Reason(i), nil
+		}
+	}
+	return None, fmt.Errorf("stop: unknown reason %q", s)
+}
+
+// Immediate reports whether the reason calls for the immediate stop path
+// (abort) rather than a graceful cancel.
+func (r Reason) Immediate() bool { return r >= Fault }
+
+// Cause is the cancel cause of a stopped run: the reason and who or what
+// asked. It is an error so that it travels through context.Cause and
+// errors.As.
+type Cause struct {
+	Reason Reason
+	Detail string // e.g. "console ttyS0", "SIGTERM", "stage alarm 2"
+}
+
+func (c *Cause) Error() string {
+	if c.Detail == "" {
+		return "stopped: " + c.Reason.String()
+	}
+	return "stopped: " + c.Reason.String() + " (" + c.Detail + ")"
+}
+
+// New returns a cause for reason with a detail.
+func New(r Reason, detail string) *Cause { return &Cause{Reason: r, Detail: detail} }
+
+// FromContext returns the stop cause ctx was cancelled with, if any.
+func FromContext(ctx context.Context) (*Cause, bool) {
+	return As(context.Cause(ctx))
+}
+
+// As finds a *Cause in err's chain.
+func As(err error) (*Cause, bool) {
+	var c *Cause
+	if errors.As(err, &c) {
+		return c, true
+	}
+	return nil, false
+}
