@@ -1,0 +1,258 @@
+package results
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"image/draw"
+	"io"
+	"path/filepath"
+	"sync"
+)
+
+// Recorder records one run. Its methods are safe for concurrent use: the
+// runner may save site N while it already works on site N+1, and SaveSite
+// calls for different sites run their (expensive) image and defect-list
+// writes in parallel. Every method that changes the run rewrites run.json
+// before it returns; concurrent changes share one rewrite.
+//
+// The in-memory record is the truth: when rewriting run.json fails (full
+// disk), the method returns the error but keeps the change, and the next
+// successful rewrite (any later SaveSite, FailSite, Flush or Finish) records
+// it. Run returns the in-memory record.
+type Recorder struct {
+	store *Store
+	id    string // == run.ID, fixed after Create
+	dir   string
+
+	finishMu sync.Mutex // serialises Finish
+
+	mu        sync.Mutex
+	run       Run
+	pos       map[int]int  // site index -> position in run.Sites
+	busy      map[int]bool // sites being saved
+	version   uint64       // incremented by every change to run
+	finishing bool         // Finish called: no more changes to sites
+	outcome   Run          // Finish's outcome, applied once saves in flight returned
+	applied   bool         // outcome applied to run
+	persisted bool         // Finish succeeded: further calls are no-ops
+	inflight  sync.WaitGroup
+
+	writeMu sync.Mutex // serialises run.json writes; taken before mu
+	written uint64     // version last written to run.json; guarded by writeMu
+}
+
+// ID returns the run ID (the directory name).
+func (r *Recorder) ID() string { return r.id }
+
+// Dir returns the run directory.
+func (r *Recorder) Dir() string { return r.dir }
+
+// Run returns a copy of the current record.
+func (r *Recorder) Run() Run {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.run.clone()
+}
+
+// SaveSite records the result of site index: it writes the image (if img is
+// not nil) as an 8-bit grey PNG to sites/NNNN.png, then the defect list to
+// sites/NNNN.json, marks the site done, updates the counters and rewrites
+// run.json. img is not retained after SaveSite returns, so a pooled frame
+// may be released then; non-Gray images are converted to grey.
+//
+// SaveSite fails for an unknown index, a site already done or being saved,
+// and after Finish (ErrFinished). If writing the site files fails the site
+// is left as it was. It blocks on disk I/O.
+func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error {
+	r.mu.Lock()
+	site, err := r.claimLocked(index, "save")
+	if err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	r.busy[index] = true
+	r.inflight.Add(1)
+	r.mu.Unlock()
+	defer r.inflight.Done()
+
+	res := SiteResult{RunID: r.id, Index: index, Die: site.Die, XMM: site.XMM, YMM: site.YMM, Defects: defects}
+	if res.Defects == nil {
+		res.Defects = []Defect{}
+	}
+	imgRel, resRel := "", siteRel(index, ".json")
+	err = func() error {
+		if img != nil {
+			imgRel = siteRel(index, ".png")
+			g := toGray(img)
+			if err := r.store.writeFile(r.path(imgRel), func(w io.Writer) error { return r.store.enc.Encode(w, g) }); err != nil {
+				return err
+			}
+		}
+		return r.store.writeJSON(r.path(resRel), res)
+	}()
+
+	r.mu.Lock()
+	delete(r.busy, index)
+	if err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	st := &r.run.Sites[r.pos[index]]
+	st.Status, st.Defects, st.Result, st.Image, st.Error = SiteDone, len(defects), resRel, imgRel, ""
+	ver := r.changedLocked()
+	r.mu.Unlock()
+	return r.commit(ver)
+}
+
+// FailSite marks site index failed with err's text and rewrites run.json.
+// It fails for an unknown index, a site already done or being saved, and
+// after Finish (ErrFinished). Failing a failed site again replaces the
+// message.
+func (r *Recorder) FailSite(index int, err error) error {
+	r.mu.Lock()
+	if _, cerr := r.claimLocked(index, "fail"); cerr != nil {
+		r.mu.Unlock()
+		return cerr
+	}
+	st := &r.run.Sites[r.pos[index]]
+	st.Status, st.Defects, st.Result, st.Image = SiteFailed, 0, "", ""
+	st.Error = "unknown error"
+	if err != nil {
+		st.Error = err.Error()
+	}
+	ver := r.changedLocked()
+	r.mu.Unlock()
+	return r.commit(ver)
+}
+
+// claimLocked checks that site index may be changed now.
+func (r *Recorder) claimLocked(index int, op string) (Site, error) {
+	if r.finishing {
+		return Site{}, fmt.Errorf("results: run %s: %s site %d: %w", r.id, op, index, ErrFinished)
+	}
+	p, ok := r.pos[index]
+	if !ok {
+		return Site{}, fmt.Errorf("results: run %s: %s site %d: no such site", r.id, op, index)
+	}
+	if r.busy[index] {
+		return Site{}, fmt.Errorf("results: run %s: %s site %d: site is being saved", r.id, op, index)
+	}
+	if r.run.Sites[p].Status == SiteDone {
+		return Site{}, fmt.Errorf("results: run %s: %s site %d: site already saved", r.id, op, index)
+	}
+	return r.run.Sites[p], nil
+}
+
+// Flush rewrites run.json if the last rewrite failed. It is a cheap no-op
+// otherwise.
+func (r *Recorder) Flush() error {
+	r.mu.Lock()
+	ver := r.version
+	r.mu.Unlock()
+	return r.commit(ver)
+}
+
+// Finish ends the run: it records state, reason, runErr's text and whether
+// the stage position is still trusted, sets ended_at to now and complete to
+// (state == Completed and every site done), writes wafermap.png and then
+// run.json. It first waits for SaveSite calls in progress to return, and
+// makes later SaveSite and FailSite calls fail with ErrFinished.
+//
+// state must be final (not Running). Once Finish has succeeded, later calls
+// are no-ops returning nil. If writing failed, a later call retries the
+// writes with the outcome of the first call (its arguments are ignored), so
+// the safe-stop sequence may simply call Finish again.
+func (r *Recorder) Finish(state State, reason string, runErr error, positionTrusted bool) error {
+	r.finishMu.Lock()
+	defer r.finishMu.Unlock()
+
+	r.mu.Lock()
+	if r.persisted {
+		r.mu.Unlock()
+		return nil
+	}
+	if !r.finishing {
+		if !state.Final() {
+			r.mu.Unlock()
+			return fmt.Errorf("results: run %s: finish: %q is not a final state", r.id, state)
+		}
+		r.finishing = true
+		t := r.store.now().UTC()
+		r.outcome = Run{State: state, Reason: reason, EndedAt: &t, PositionTrusted: positionTrusted}
+		if runErr != nil {
+			r.outcome.Error = runErr.Error()
+		}
+	}
+	r.mu.Unlock()
+
+	// No new saves can start (finishing is set); let those in flight land
+	// before the outcome becomes visible, so run.json never says finished
+	// while sites are still being added.
+	r.inflight.Wait()
+
+	r.mu.Lock()
+	if !r.applied {
+		o := r.outcome
+		r.run.State, r.run.Reason, r.run.Error, r.run.EndedAt, r.run.PositionTrusted = o.State, o.Reason, o.Error, o.EndedAt, o.PositionTrusted
+		r.run.recount()
+		r.run.Complete = r.run.State == Completed && r.run.SitesDone == r.run.SitesTotal
+		r.changedLocked()
+		r.applied = true
+	}
+	snap := r.run.clone()
+	ver := r.version
+	r.mu.Unlock()
+
+	mapErr := r.store.writeWaferMap(r.path("wafermap.png"), snap)
+	// run.json is the commit point and is written even if the map failed.
+	if err := errors.Join(mapErr, r.commit(ver)); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.persisted = true
+	r.mu.Unlock()
+	r.store.mu.Lock()
+	delete(r.store.active, r.id)
+	r.store.mu.Unlock()
+	return nil
+}
+
+// changedLocked recounts after a change and returns the new version.
+func (r *Recorder) changedLocked() uint64 {
+	r.run.recount()
+	r.version++
+	return r.version
+}
+
+// commit makes sure run.json holds version ver or later. Concurrent callers
+// share one write: the first to get writeMu writes the latest version.
+func (r *Recorder) commit(ver uint64) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	if r.written >= ver {
+		return nil
+	}
+	r.mu.Lock()
+	snap := r.run.clone()
+	latest := r.version
+	r.mu.Unlock()
+	if err := r.store.writeJSON(r.path("run.json"), snap); err != nil {
+		return err
+	}
+	r.written = latest
+	return nil
+}
+
+func (r *Recorder) path(rel string) string { return filepath.Join(r.dir, filepath.FromSlash(rel)) }
+
+// toGray returns img as *image.Gray, converting when needed.
+func toGray(img image.Image) *image.Gray {
+	if g, ok := img.(*image.Gray); ok {
+		return g
+	}
+	b := img.Bounds()
+	g := image.NewGray(b)
+	draw.Draw(g, b, img, b.Min, draw.Src)
+	return g
+}

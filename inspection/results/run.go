@@ -1,0 +1,229 @@
+// Package results writes and reads the records of inspection runs so that
+// nothing is lost: every file is replaced atomically (temporary file in the
+// same directory, fsync, rename, fsync of the directory), so a crash or a
+// full disk leaves either the previous complete file or the new complete
+// file, never a torn one.
+//
+// On-disk layout, under the data directory given to Open:
+//
+//	runs/<run-id>/run.json          the run record (Run), rewritten after every change
+//	runs/<run-id>/sites/NNNN.json   defect list of site N (SiteResult)
+//	runs/<run-id>/sites/NNNN.png    image of site N, 8-bit grey
+//	runs/<run-id>/wafermap.png      wafer map (RenderWaferMap), written by Finish
+//
+// NNNN is the site index in decimal, zero-padded to four digits (wider when
+// the index needs it). All paths stored inside run.json are relative to the
+// run directory and use '/'.
+//
+// Write order per site is image, defect list, run.json, so an existing
+// sites/NNNN.json always has its image beside it, and run.json never points
+// at a file that is not complete. A run found "running" at start-up is marked
+// "interrupted" by MarkInterrupted, which also picks up sites whose files were
+// written but not yet recorded in run.json.
+package results
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/waferd/waferd/motion"
+)
+
+// State is the outcome of a run as recorded in run.json.
+type State string
+
+// Run states. Running is the only non-final state.
+const (
+	Running     State = "running"     // in progress (or found so after a crash: see MarkInterrupted)
+	Completed   State = "completed"   // every site was visited
+	Canceled    State = "canceled"    // stopped by the operator, the button or a shutdown
+	Failed      State = "failed"      // an error in the work ended the run
+	Aborted     State = "aborted"     // fault, watchdog or e-stop
+	Interrupted State = "interrupted" // found unfinished at start-up (crash, power loss)
+)
+
+// Final reports whether s is one of the final states a run can end in.
+func (s State) Final() bool {
+	switch s {
+	case Completed, Canceled, Failed, Aborted, Interrupted:
+		return true
+	}
+	return false
+}
+
+// SiteStatus is the progress of one site.
+type SiteStatus string
+
+// Site statuses.
+const (
+	SitePending SiteStatus = "pending" // not (yet) saved
+	SiteDone    SiteStatus = "done"    // defect list (and image) saved
+	SiteFailed  SiteStatus = "failed"  // the work on this site failed; see Site.Error
+)
+
+// Site is one inspection site of a run.
+type Site struct {
+	Index int `json:"index"`
+	// Die is the die column and row relative to the wafer centre die.
+	Die [2]int `json:"die"`
+	// XMM and YMM are the machine coordinates of the site centre, in mm.
+	XMM    float64    `json:"x_mm"`
+	YMM    float64    `json:"y_mm"`
+	Status SiteStatus `json:"status"`
+	// Defects is the number of defects found (done sites only).
+	Defects int `json:"defects"`
+	// Result is the path of the defect list relative to the run directory.
+	Result string `json:"result,omitempty"`
+	// Image is the path of the site image relative to the run directory.
+	Image string `json:"image,omitempty"`
+	// Error says why the site failed (failed sites only).
+	Error string `json:"error,omitempty"`
+}
+
+// Defect is one defect found on a site.
+type Defect struct {
+	// XMM and YMM are the machine coordinates of the centroid, in mm.
+	XMM float64 `json:"x_mm"`
+	YMM float64 `json:"y_mm"`
+	// Box is the bounding box x0,y0,x1,y1 in image pixels (x1,y1 exclusive).
+	Box [4]int `json:"box_px"`
+	// AreaPx is the area in pixels, AreaUM2 in square micrometres.
+	AreaPx  int     `json:"area_px"`
+	AreaUM2 float64 `json:"area_um2"`
+	// Peak is the strongest pixel deviation from the background (0..255).
+	Peak int `json:"peak"`
+}
+
+// SiteResult is the content of sites/NNNN.json.
+type SiteResult struct {
+	RunID   string   `json:"run_id"`
+	Index   int      `json:"index"`
+	Die     [2]int   `json:"die"`
+	XMM     float64  `json:"x_mm"`
+	YMM     float64  `json:"y_mm"`
+	Defects []Defect `json:"defects"` // never null in the file
+}
+
+// Geometry describes the wafer for the wafer map. In JSON the values are
+// millimetres: {"wafer_center_mm":[x,y],"wafer_diameter_mm":d,"die_pitch_mm":[x,y]}.
+type Geometry struct {
+	WaferCenter   motion.Point    // machine coordinates of the wafer centre
+	WaferDiameter motion.Distance // zero when unknown
+	DiePitch      motion.Point    // die size (step) in X and Y; zero when unknown
+}
+
+type geometryJSON struct {
+	WaferCenterMM   [2]float64 `json:"wafer_center_mm"`
+	WaferDiameterMM float64    `json:"wafer_diameter_mm"`
+	DiePitchMM      [2]float64 `json:"die_pitch_mm"`
+}
+
+// MarshalJSON encodes g in millimetres.
+func (g Geometry) MarshalJSON() ([]byte, error) {
+	return json.Marshal(geometryJSON{
+		WaferCenterMM:   [2]float64{g.WaferCenter.X.Millimetres(), g.WaferCenter.Y.Millimetres()},
+		WaferDiameterMM: g.WaferDiameter.Millimetres(),
+		DiePitchMM:      [2]float64{g.DiePitch.X.Millimetres(), g.DiePitch.Y.Millimetres()},
+	})
+}
+
+// UnmarshalJSON decodes g from millimetres, rounding to the micrometre.
+func (g *Geometry) UnmarshalJSON(b []byte) error {
+	var j geometryJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*g = Geometry{
+		WaferCenter:   motion.Point{X: motion.MM(j.WaferCenterMM[0]), Y: motion.MM(j.WaferCenterMM[1])},
+		WaferDiameter: motion.MM(j.WaferDiameterMM),
+		DiePitch:      motion.Point{X: motion.MM(j.DiePitchMM[0]), Y: motion.MM(j.DiePitchMM[1])},
+	}
+	return nil
+}
+
+// Run is the record of one inspection run, the content of run.json.
+type Run struct {
+	ID         string `json:"id"`
+	Recipe     string `json:"recipe"`
+	RecipeFile string `json:"recipe_file"`
+	State      State  `json:"state"`
+	// Reason says why the run ended (for example the stop reason).
+	Reason string `json:"reason"`
+	// Error is the run error's text for failed and aborted runs.
+	Error     string     `json:"error"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at"` // null while running
+	// SitesTotal, SitesDone, SitesFailed and DefectsTotal are derived from
+	// Sites on every change.
+	SitesTotal   int `json:"sites_total"`
+	SitesDone    int `json:"sites_done"`
+	SitesFailed  int `json:"sites_failed"`
+	DefectsTotal int `json:"defects_total"`
+	// Complete is true only for a Completed run whose every site is done.
+	Complete bool `json:"complete"`
+	// PositionTrusted is false when the stage position was lost (re-homing
+	// required) at the end of the run.
+	PositionTrusted bool     `json:"position_trusted"`
+	Geometry        Geometry `json:"geometry"`
+	Sites           []Site   `json:"sites"`
+}
+
+// clone returns a deep copy of r.
+func (r Run) clone() Run {
+	c := r
+	if r.EndedAt != nil {
+		t := *r.EndedAt
+		c.EndedAt = &t
+	}
+	if r.Sites != nil {
+		c.Sites = append([]Site(nil), r.Sites...)
+	}
+	return c
+}
+
+// recount derives the counters from the sites.
+func (r *Run) recount() {
+	r.SitesTotal = len(r.Sites)
+	r.SitesDone, r.SitesFailed, r.DefectsTotal = 0, 0, 0
+	for _, s := range r.Sites {
+		switch s.Status {
+		case SiteDone:
+			r.SitesDone++
+			r.DefectsTotal += s.Defects
+		case SiteFailed:
+			r.SitesFailed++
+		}
+	}
+}
+
+// Sentinel errors that callers test with errors.Is. Missing runs are
+// reported with errors wrapping fs.ErrNotExist.
+var (
+	// ErrInvalidID: a run ID that is empty, longer than 255 bytes, or
+	// contains '/', '\\', NUL or "..", or starts with '.'.
+	ErrInvalidID = errors.New("results: invalid run id")
+	// ErrFinished: the run was already finished; nothing more can be saved.
+	ErrFinished = errors.New("results: run already finished")
+)
+
+// validateID checks that id names a directory inside the runs directory.
+func validateID(id string) error {
+	switch {
+	case id == "", id[0] == '.', len(id) > 255, strings.Contains(id, ".."):
+	default:
+		ok := true
+		for i := 0; i < len(id); i++ {
+			if c := id[i]; c == '/' || c == '\\' || c == 0 {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w %q", ErrInvalidID, id)
+}

@@ -1,0 +1,418 @@
+package results
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Store is the runs directory. Its methods are safe for concurrent use and
+// block on disk I/O.
+type Store struct {
+	dir string // <data>/runs
+	now func() time.Time
+	enc *png.Encoder
+
+	mu     sync.Mutex
+	active map[string]struct{} // runs with a live Recorder (not yet finished)
+
+	// wrapWrite, when set (tests only), wraps the writer of every file
+	// write; it injects faults such as a full disk.
+	wrapWrite func(path string, w io.Writer) io.Writer
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock used for start, end and interruption times
+// (default time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// Open opens the runs directory <dataDir>/runs, creating it if missing. It
+// fails with a clear error when dataDir or runs is not a directory or runs is
+// not writable.
+func Open(dataDir string, opts ...Option) (*Store, error) {
+	if fi, err := os.Stat(dataDir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("results: data directory %s is not a directory", dataDir)
+	}
+	dir := filepath.Join(dataDir, "runs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("results: create runs directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("results: runs directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("results: runs directory %s is not a directory", dir)
+	}
+	probe, err := os.CreateTemp(dir, ".probe"+tmpMarker)
+	if err != nil {
+		return nil, fmt.Errorf("results: runs directory %s is not writable: %w", dir, err)
+	}
+	_ = probe.Close()
+	_ = os.Remove(probe.Name())
+
+	s := &Store{
+		dir:    dir,
+		now:    time.Now,
+		enc:    &png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: new(pngBufferPool)},
+		active: make(map[string]struct{}),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// Dir returns the runs directory (<data>/runs).
+func (s *Store) Dir() string { return s.dir }
+
+// RunDir returns the directory of run id, after validating id. It does not
+// check that the run exists.
+func (s *Store) RunDir(id string) (string, error) {
+	if err := validateID(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.dir, id), nil
+}
+
+// NewID returns a run ID made of the UTC time of now and the recipe name:
+// "20261126T081500Z-demo". The recipe name is lower-cased; runs of
+// characters other than [a-z0-9._-] become one '-'; it is cut to 48 bytes;
+// an empty result becomes "run".
+func NewID(now time.Time, recipe string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(recipe) {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.'
+		if !ok || r == '-' {
+			dash = b.Len() > 0
+			continue
+		}
+		if r == '.' && (b.Len() == 0 || strings.HasSuffix(b.String(), ".")) {
+			continue // no leading '.', never ".."
+		}
+		if dash {
+			b.WriteByte('-')
+			dash = false
+		}
+		b.WriteRune(r)
+	}
+	name := b.String()
+	if len(name) > 48 {
+		name = name[:48]
+	}
+	name = strings.Trim(name, "-.")
+	if name == "" {
+		name = "run"
+	}
+	return now.UTC().Format("20060102T150405Z") + "-" + name
+}
+
+// Create starts the record of a new run and returns its Recorder.
+//
+// run.ID is used as the directory name; when empty it is NewID(StartedAt,
+// Recipe). If the directory exists, "-2", "-3", ... is appended and run.ID
+// updated (see Recorder.Run). A zero StartedAt becomes now. State is set to
+// Running and every site to pending with no results; the counters are
+// derived from Sites. Site indexes must be unique and non-negative. Create
+// writes run.json before returning; on error it leaves no directory behind.
+func (s *Store) Create(run Run) (*Recorder, error) {
+	if run.StartedAt.IsZero() {
+		run.StartedAt = s.now()
+	}
+	run.StartedAt = run.StartedAt.UTC()
+	if run.ID == "" {
+		run.ID = NewID(run.StartedAt, run.Recipe)
+	}
+	if err := validateID(run.ID); err != nil {
+		return nil, err
+	}
+	pos := make(map[int]int, len(run.Sites))
+	sites := make([]Site, len(run.Sites))
+	for i, st := range run.Sites {
+		if st.Index < 0 {
+			return nil, fmt.Errorf("results: create run %s: negative site index %d", run.ID, st.Index)
+		}
+		if _, dup := pos[st.Index]; dup {
+			return nil, fmt.Errorf("results: create run %s: duplicate site index %d", run.ID, st.Index)
+		}
+		pos[st.Index] = i
+		sites[i] = Site{Index: st.Index, Die: st.Die, XMM: st.XMM, YMM: st.YMM, Status: SitePending}
+	}
+	run.Sites = sites
+	run.State = Running
+	run.Reason, run.Error = "", ""
+	run.EndedAt = nil
+	run.Complete = false
+	run.recount()
+
+	base := run.ID
+	var dir string
+	for n := 1; ; n++ {
+		id := base
+		if n > 1 {
+			id = base + "-" + strconv.Itoa(n)
+		}
+		if err := validateID(id); err != nil {
+			return nil, err
+		}
+		dir = filepath.Join(s.dir, id)
+		err := os.Mkdir(dir, 0o755)
+		if err == nil {
+			run.ID = id
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || n >= 10000 {
+			return nil, fmt.Errorf("results: create run %s: %w", base, err)
+		}
+	}
+	r := &Recorder{store: s, id: run.ID, dir: dir, run: run, pos: pos, busy: make(map[int]bool)}
+	err := func() error {
+		if err := os.Mkdir(filepath.Join(dir, "sites"), 0o755); err != nil {
+			return fmt.Errorf("results: create run %s: %w", run.ID, err)
+		}
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("results: create run %s: %w", run.ID, err)
+		}
+		if err := syncDir(s.dir); err != nil {
+			return fmt.Errorf("results: create run %s: %w", run.ID, err)
+		}
+		r.version = 1
+		return r.commit(1)
+	}()
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	s.mu.Lock()
+	s.active[run.ID] = struct{}{}
+	s.mu.Unlock()
+	return r, nil
+}
+
+// writeFile writes path atomically through the fault-injection hook, if any.
+func (s *Store) writeFile(path string, write func(io.Writer) error) error {
+	if s.wrapWrite == nil {
+		return writeFileAtomic(path, write)
+	}
+	return writeFileAtomic(path, func(w io.Writer) error { return write(s.wrapWrite(path, w)) })
+}
+
+// writeJSON writes v as indented JSON to path atomically.
+func (s *Store) writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: encode %s: %w", path, err)
+	}
+	b = append(b, '\n')
+	return s.writeFile(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// List returns the runs newest first (by StartedAt, then ID).
+//
+// A run directory whose run.json is missing or unreadable is skipped; List
+// then returns the runs it could read together with a non-nil error joining
+// one error per skipped run (each naming its file). Callers should use the
+// runs and report the error. Entries starting with '.' and plain files are
+// ignored. Only a failure to read the runs directory itself returns no runs.
+func (s *Store) List() ([]Run, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("results: list runs: %w", err)
+	}
+	var runs []Run
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || validateID(e.Name()) != nil {
+			continue
+		}
+		run, err := s.readRun(e.Name())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		runs = append(runs, run)
+	}
+	sort.SliceStable(runs, func(i, j int) bool {
+		a, b := runs[i], runs[j]
+		if !a.StartedAt.Equal(b.StartedAt) {
+			return a.StartedAt.After(b.StartedAt)
+		}
+		return a.ID > b.ID
+	})
+	return runs, errors.Join(errs...)
+}
+
+// Load reads the record of run id. id must be a plain directory name (see
+// ErrInvalidID). A missing run gives an error wrapping fs.ErrNotExist. The
+// returned ID is always id (the directory name).
+func (s *Store) Load(id string) (Run, error) {
+	if err := validateID(id); err != nil {
+		return Run{}, err
+	}
+	return s.readRun(id)
+}
+
+// LoadSite reads the defect list of site index of run id.
+func (s *Store) LoadSite(id string, index int) (SiteResult, error) {
+	if err := validateID(id); err != nil {
+		return SiteResult{}, err
+	}
+	if index < 0 {
+		return SiteResult{}, fmt.Errorf("results: run %s: negative site index %d", id, index)
+	}
+	path := filepath.Join(s.dir, id, filepath.FromSlash(siteRel(index, ".json")))
+	var res SiteResult
+	if err := readJSON(path, &res); err != nil {
+		return SiteResult{}, err
+	}
+	return res, nil
+}
+
+func (s *Store) readRun(id string) (Run, error) {
+	var run Run
+	if err := readJSON(filepath.Join(s.dir, id, "run.json"), &run); err != nil {
+		return Run{}, err
+	}
+	run.ID = id
+	return run, nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("results: read %s: %w", path, err)
+	}
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(v); err != nil {
+		return fmt.Errorf("results: read %s: %w", path, err)
+	}
+	return nil
+}
+
+// InterruptedReason is the Reason given to runs marked by MarkInterrupted.
+const InterruptedReason = "found unfinished at start-up"
+
+// MarkInterrupted finds every run whose run.json says running and that has
+// no live Recorder in this Store, and marks it interrupted: ended_at now,
+// reason InterruptedReason, complete false. Sites whose defect list was
+// written but not yet recorded (a crash between the two writes) are
+// recovered as done. Leftover temporary files of the run are removed and its
+// wafer map is written. Call it at start-up, before any run begins.
+//
+// It returns the runs it marked (as written) and a joined error for runs it
+// could not read or rewrite; those are left as they were.
+func (s *Store) MarkInterrupted() ([]Run, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("results: mark interrupted: %w", err)
+	}
+	var marked []Run
+	var errs []error
+	for _, e := range entries {
+		id := e.Name()
+		if !e.IsDir() || validateID(id) != nil {
+			continue
+		}
+		s.mu.Lock()
+		_, live := s.active[id]
+		s.mu.Unlock()
+		if live {
+			continue
+		}
+		run, err := s.readRun(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if run.State != Running {
+			continue
+		}
+		dir := filepath.Join(s.dir, id)
+		t := s.now().UTC()
+		run.State = Interrupted
+		run.EndedAt = &t
+		run.Reason = InterruptedReason
+		recoverSites(dir, &run)
+		run.recount()
+		run.Complete = false
+		removeTemps(dir)
+		removeTemps(filepath.Join(dir, "sites"))
+		if err := s.writeWaferMap(filepath.Join(dir, "wafermap.png"), run); err != nil {
+			errs = append(errs, err)
+		}
+		if err := s.writeJSON(filepath.Join(dir, "run.json"), run); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		marked = append(marked, run)
+	}
+	return marked, errors.Join(errs...)
+}
+
+// recoverSites marks pending sites done whose defect list exists. Files are
+// written atomically, so an existing sites/NNNN.json is complete.
+func recoverSites(dir string, run *Run) {
+	for i := range run.Sites {
+		st := &run.Sites[i]
+		if st.Status != SitePending {
+			continue
+		}
+		rel := siteRel(st.Index, ".json")
+		var res SiteResult
+		if readJSON(filepath.Join(dir, filepath.FromSlash(rel)), &res) != nil || res.Index != st.Index {
+			continue
+		}
+		st.Status = SiteDone
+		st.Defects = len(res.Defects)
+		st.Result = rel
+		img := siteRel(st.Index, ".png")
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(img))); err == nil {
+			st.Image = img
+		}
+	}
+}
+
+// removeTemps removes temporary files left by interrupted atomic writes.
+func removeTemps(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if n := e.Name(); e.Type().IsRegular() && strings.HasPrefix(n, ".") && strings.Contains(n, tmpMarker) {
+			_ = os.Remove(filepath.Join(dir, n))
+		}
+	}
+}
+
+// siteRel returns the path of site index's file with extension ext,
+// relative to the run directory: "sites/0007.json".
+func siteRel(index int, ext string) string {
+	return fmt.Sprintf("sites/%04d%s", index, ext)
+}
+
+// pngBufferPool lets PNG encodes reuse their compression buffers.
+type pngBufferPool struct{ p sync.Pool }
+
+func (p *pngBufferPool) Get() *png.EncoderBuffer {
+	b, _ := p.p.Get().(*png.EncoderBuffer)
+	return b
+}
+
+func (p *pngBufferPool) Put(b *png.EncoderBuffer) { p.p.Put(b) }
