@@ -1,0 +1,421 @@
+package analysis
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"image"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/waferd/waferd/camera"
+)
+
+// newFrame returns a w×h frame (stride w+pad) filled with grey.
+func newFrame(w, h, pad int, grey byte) *camera.Frame {
+	f := &camera.Frame{Width: w, Height: h, Stride: w + pad, Pix: make([]byte, (w+pad)*h)}
+	for i := range f.Pix {
+		f.Pix[i] = grey
+	}
+	return f
+}
+
+// pair returns a golden frame with a noisy texture and a copy of it.
+func pair(t testing.TB, w, h, pad int, seed uint64) (frame, golden *camera.Frame) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 1))
+	golden = newFrame(w, h, pad, 0)
+	for y := range h {
+		row := golden.Row(y)
+		for x := range row {
+			row[x] = byte(100 + r.IntN(60))
+		}
+	}
+	frame = newFrame(w, h, pad, 0)
+	copy(frame.Pix, golden.Pix)
+	return frame, golden
+}
+
+// paint sets the listed pixels of f to golden + delta (clamped).
+func paint(f, golden *camera.Frame, delta int, pts ...image.Point) {
+	for _, p := range pts {
+		v := int(golden.Row(p.Y)[p.X]) + delta
+		f.Row(p.Y)[p.X] = byte(min(max(v, 0), 255))
+	}
+}
+
+func rect(x0, y0, x1, y1 int) []image.Point {
+	var pts []image.Point
+	for y := y0; y < y1; y++ {
+		for x := x0; x < x1; x++ {
+			pts = append(pts, image.Pt(x, y))
+		}
+	}
+	return pts
+}
+
+func detect(t *testing.T, d *Detector, f, g *camera.Frame) []Defect {
+	t.Helper()
+	got, err := d.Detect(context.Background(), f, g, nil)
+	require.NoError(t, err)
+	return got
+}
+
+func TestDetectSquare(t *testing.T) {
+	f, g := pair(t, 64, 48, 0, 1)
+	paint(f, g, 90, rect(10, 20, 14, 23)...)
+	f.Row(21)[12] = byte(int(g.Row(21)[12]) - 70) // a dark pixel inside: peak is |diff|
+	got := detect(t, &Detector{}, f, g)
+	require.Len(t, got, 1)
+	assert.Equal(t, Defect{X: 11.5, Y: 21, Box: image.Rect(10, 20, 14, 23), Area: 12, Peak: 90}, got[0])
+}
+
+func TestDetectDiagonalTouchIsOneComponent(t *testing.T) {
+	f, g := pair(t, 40, 40, 0, 2)
+	paint(f, g, 80, rect(5, 5, 8, 8)...)
+	paint(f, g, -80, rect(8, 8, 11, 11)...) // touches only at the corner (7,7)-(8,8)
+	paint(f, g, 80, rect(20, 10, 23, 13)...)
+	paint(f, g, 80, rect(17, 13, 20, 16)...) // anti-diagonal corner (20,12)-(19,13)
+	got := detect(t, &Detector{}, f, g)
+	require.Len(t, got, 2)
+	assert.Equal(t, image.Rect(5, 5, 11, 11), got[0].Box)
+	assert.Equal(t, 18, got[0].Area)
+	assert.InDelta(t, 7.5, got[0].X, 1e-9)
+	assert.InDelta(t, 7.5, got[0].Y, 1e-9)
+	assert.Equal(t, image.Rect(17, 10, 23, 16), got[1].Box)
+	assert.Equal(t, 18, got[1].Area)
+}
+
+func TestDetectGapIsTwoComponents(t *testing.T) {
+	f, g := pair(t, 40, 40, 0, 3)
+	paint(f, g, 80, rect(5, 5, 8, 8)...)
+	paint(f, g, 80, rect(9, 5, 12, 8)...)  // one column gap
+	paint(f, g, 80, rect(5, 9, 12, 12)...) // one row gap
+	got := detect(t, &Detector{}, f, g)
+	assert.Len(t, got, 3)
+}
+
+func TestDetectShapesMergingAcrossRows(t *testing.T) {
+	f, g := pair(t, 60, 60, 0, 4)
+	// U: two arms that are separate runs for many rows, joined by the base
+	// only at the bottom.
+	paint(f, g, 80, rect(5, 5, 7, 20)...)
+	paint(f, g, 80, rect(12, 5, 14, 20)...)
+	paint(f, g, 80, rect(5, 20, 14, 22)...)
+	// W: three arms joined by a base, the middle arm joining last.
+	var w []image.Point
+	w = append(w, rect(30, 30, 31, 40)...)
+	w = append(w, rect(35, 30, 36, 41)...)
+	w = append(w, rect(40, 30, 41, 41)...)
+	w = append(w, rect(31, 40, 35, 41)...) // row 40: one run joining arms 1 and 2
+	w = append(w, rect(36, 41, 40, 42)...) // row 41: one run joining both corners
+	paint(f, g, -80, w...)
+	got := detect(t, &Detector{}, f, g)
+	require.Len(t, got, 2)
+	assert.Equal(t, image.Rect(5, 5, 14, 22), got[0].Box)
+	assert.Equal(t, 15*2*2+9*2, got[0].Area)
+	assert.Equal(t, image.Rect(30, 30, 41, 42), got[1].Box)
+	assert.Equal(t, len(w), got[1].Area)
+}
+
+func TestDetectBorders(t *testing.T) {
+	const w, h = 50, 40
+	f, g := pair(t, w, h, 7, 5)                 // stride > width: padding must be ignored
+	paint(f, g, 100, rect(0, 0, 3, 3)...)       // top-left corner
+	paint(f, g, 100, rect(w-3, 0, w, 3)...)     // top-right, runs to the row end
+	paint(f, g, 100, rect(0, h-2, 4, h)...)     // bottom-left
+	paint(f, g, 100, rect(w-4, h-2, w, h)...)   // bottom-right
+	paint(f, g, 100, rect(20, 0, 30, 1)...)     // along the top edge
+	paint(f, g, 100, rect(0, 15, 1, 25)...)     // along the left edge
+	paint(f, g, 100, rect(w-1, 15, w, 25)...)   // along the right edge
+	paint(f, g, 100, rect(0, h-1, w-5, h)...)   // full bottom row but the last 5 px, merges bottom-left
+	paint(f, g, 100, rect(w-5, h-1, w-4, h)...) // closes the gap: one bottom component
+	for y := range h {                          // padding differs wildly
+		f.Pix[y*f.Stride+w] = 0
+		g.Pix[y*g.Stride+w] = 255
+	}
+	got := detect(t, &Detector{}, f, g)
+	boxes := make([]image.Rectangle, len(got))
+	for i, d := range got {
+		boxes[i] = d.Box
+	}
+	assert.ElementsMatch(t, []image.Rectangle{
+		image.Rect(0, 0, 3, 3),
+		image.Rect(w-3, 0, w, 3),
+		image.Rect(20, 0, 30, 1),
+		image.Rect(0, 15, 1, 25),
+		image.Rect(w-1, 15, w, 25),
+		image.Rect(0, h-2, w, h),
+	}, boxes)
+}
+
+func TestDetectMinArea(t *testing.T) {
+	f, g := pair(t, 40, 40, 0, 6)
+	paint(f, g, 80, rect(2, 2, 7, 3)...)     // 5 px: dropped
+	paint(f, g, 80, rect(2, 10, 8, 11)...)   // 6 px: kept
+	paint(f, g, 80, image.Pt(20, 20))        // single pixel: dropped
+	paint(f, g, 80, rect(30, 30, 32, 33)...) // 6 px: kept
+	got := detect(t, &Detector{}, f, g)
+	require.Len(t, got, 2)
+	assert.Equal(t, 6, got[0].Area)
+	assert.Equal(t, 6, got[1].Area)
+
+	got = detect(t, &Detector{MinArea: 1}, f, g)
+	assert.Len(t, got, 4)
+	got = detect(t, &Detector{MinArea: 7}, f, g)
+	assert.Empty(t, got)
+}
+
+func TestDetectThreshold(t *testing.T) {
+	f, g := pair(t, 64, 64, 0, 7)
+	r := rand.New(rand.NewPCG(7, 7))
+	for y := range f.Height {
+		row, grow := f.Row(y), g.Row(y)
+		for x := range row {
+			row[x] = byte(int(grow[x]) + r.IntN(81) - 40) // |noise| <= 40 = threshold
+		}
+	}
+	assert.Empty(t, detect(t, &Detector{}, f, g), "noise up to the threshold is ignored")
+	paint(f, g, 41, rect(10, 10, 13, 12)...)
+	paint(f, g, -41, rect(40, 40, 43, 42)...)
+	got := detect(t, &Detector{}, f, g)
+	require.Len(t, got, 2)
+	assert.Equal(t, 41, got[0].Peak)
+	assert.Equal(t, 41, got[1].Peak)
+	assert.Empty(t, detect(t, &Detector{Threshold: 41}, f, g))
+}
+
+func TestDetectSortedAndAppends(t *testing.T) {
+	f, g := pair(t, 100, 100, 0, 8)
+	paint(f, g, 80, rect(70, 10, 73, 13)...)
+	paint(f, g, 80, rect(10, 50, 13, 53)...)
+	paint(f, g, 80, rect(10, 10, 13, 13)...)
+	paint(f, g, 80, rect(40, 80, 43, 83)...)
+	prefix := []Defect{{Area: -1}}
+	got, err := (&Detector{}).Detect(context.Background(), f, g, prefix)
+	require.NoError(t, err)
+	require.Len(t, got, 5)
+	assert.Equal(t, -1, got[0].Area)
+	var centres [][2]float64
+	for _, d := range got[1:] {
+		centres = append(centres, [2]float64{d.X, d.Y})
+	}
+	assert.Equal(t, [][2]float64{{11, 11}, {71, 11}, {11, 51}, {41, 81}}, centres)
+}
+
+// reference labels the mask with a flood fill, the obvious way.
+func reference(f, g *camera.Frame, threshold, minArea int) []Defect {
+	w, h := f.Width, f.Height
+	mask := make([]bool, w*h)
+	diff := make([]int, w*h)
+	for y := range h {
+		for x := range w {
+			d := int(f.Row(y)[x]) - int(g.Row(y)[x])
+			d = max(d, -d)
+			diff[y*w+x] = d
+			mask[y*w+x] = d > threshold
+		}
+	}
+	seen := make([]bool, w*h)
+	var out []Defect
+	for i := range mask {
+		if !mask[i] || seen[i] {
+			continue
+		}
+		seen[i] = true
+		stack := []int{i}
+		var area, sx, sy, peak int
+		box := image.Rectangle{Min: image.Pt(w, h), Max: image.Pt(-1, -1)} // not image.Rect: it would swap the corners
+		for len(stack) > 0 {
+			p := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			x, y := p%w, p/w
+			area++
+			sx += x
+			sy += y
+			peak = max(peak, diff[p])
+			box.Min = image.Pt(min(box.Min.X, x), min(box.Min.Y, y))
+			box.Max = image.Pt(max(box.Max.X, x+1), max(box.Max.Y, y+1))
+			for dy := -1; dy <= 1; dy++ {
+				for dx := -1; dx <= 1; dx++ {
+					nx, ny := x+dx, y+dy
+					if nx < 0 || ny < 0 || nx >= w || ny >= h {
+						continue
+					}
+					q := ny*w + nx
+					if mask[q] && !seen[q] {
+						seen[q] = true
+						stack = append(stack, q)
+					}
+				}
+			}
+		}
+		if area >= minArea {
+			out = append(out, Defect{X: float64(sx) / float64(area), Y: float64(sy) / float64(area), Box: box, Area: area, Peak: peak})
+		}
+	}
+	return out
+}
+
+func totalOrder(a, b Defect) int {
+	return cmp.Or(cmp.Compare(a.Y, b.Y), cmp.Compare(a.X, b.X),
+		cmp.Compare(a.Box.Min.Y, b.Box.Min.Y), cmp.Compare(a.Box.Min.X, b.Box.Min.X), cmp.Compare(a.Area, b.Area))
+}
+
+// TestDetectMatchesReference compares with a flood fill on random masks of
+// several densities, which exercise every way runs can touch.
+func TestDetectMatchesReference(t *testing.T) {
+	d := &Detector{MinArea: 1, BandRows: 7}
+	for seed := range uint64(40) {
+		r := rand.New(rand.NewPCG(seed, 99))
+		w, h := 1+r.IntN(80), 1+r.IntN(60)
+		f, g := pair(t, w, h, r.IntN(3), seed)
+		density := r.Float64() * 0.7
+		for y := range h {
+			for x := range w {
+				if r.Float64() < density {
+					paint(f, g, 90, image.Pt(x, y))
+				}
+			}
+		}
+		want := reference(f, g, DefaultThreshold, 1)
+		got, err := d.Detect(context.Background(), f, g, nil)
+		require.NoError(t, err)
+		// Detect sorts by (Y, X); check it, then compare under a total order.
+		assert.True(t, slices.IsSortedFunc(got, compareDefects), "seed %d: not sorted", seed)
+		slices.SortFunc(got, totalOrder)
+		slices.SortFunc(want, totalOrder)
+		if want == nil {
+			want = []Defect{}
+		}
+		if got == nil {
+			got = []Defect{}
+		}
+		require.Equal(t, want, got, "seed %d: %dx%d density %.2f", seed, w, h, density)
+	}
+}
+
+func TestDetectSizeMismatch(t *testing.T) {
+	f := newFrame(64, 48, 0, 0)
+	g := newFrame(64, 40, 0, 0)
+	dst := []Defect{{Area: 3}}
+	got, err := (&Detector{}).Detect(context.Background(), f, g, dst)
+	require.ErrorIs(t, err, ErrSizeMismatch)
+	assert.ErrorContains(t, err, "64x48")
+	assert.ErrorContains(t, err, "64x40")
+	assert.Equal(t, dst, got)
+}
+
+// countingCtx cancels its parent with cause on the n-th call of Err, so a
+// test can cancel at a chosen band boundary.
+type countingCtx struct {
+	context.Context
+	calls  atomic.Int32
+	n      int32
+	cancel context.CancelCauseFunc
+	cause  error
+}
+
+func (c *countingCtx) Err() error {
+	if c.calls.Add(1) == c.n {
+		c.cancel(c.cause)
+	}
+	return c.Context.Err()
+}
+
+func TestDetectCancelMidFrame(t *testing.T) {
+	const w, h, band = 128, 1000, 50
+	f, g := pair(t, w, h, 0, 9)
+	paint(f, g, 80, rect(10, 10, 20, 20)...)
+	paint(f, g, 80, rect(10, 900, 20, 910)...)
+	cause := errors.New("operator pressed stop")
+	for _, n := range []int32{1, 2, 7, h / band} {
+		parent, cancel := context.WithCancelCause(context.Background())
+		ctx := &countingCtx{Context: parent, n: n, cancel: cancel, cause: cause}
+		dst := []Defect{{Area: 1}}
+		got, err := (&Detector{BandRows: band}).Detect(ctx, f, g, dst)
+		require.ErrorIs(t, err, cause, "cancelled at band %d", n)
+		assert.Equal(t, dst, got, "dst untouched")
+		// Err is called once per band, plus at most once by context.Cause.
+		assert.LessOrEqual(t, ctx.calls.Load(), n+1, "stops at the first band boundary after cancellation")
+		cancel(nil)
+	}
+
+	// An uncancelled run checks once per band.
+	parent, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	ctx := &countingCtx{Context: parent, n: -1, cancel: cancel, cause: cause}
+	got, err := (&Detector{BandRows: band}).Detect(ctx, f, g, nil)
+	require.NoError(t, err)
+	assert.Len(t, got, 2)
+	assert.Equal(t, int32(h/band), ctx.calls.Load())
+}
+
+func TestDetectReusableAfterCancel(t *testing.T) {
+	f, g := pair(t, 100, 300, 0, 10)
+	paint(f, g, 80, rect(10, 10, 20, 20)...)
+	d := &Detector{BandRows: 16}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(context.Canceled)
+	_, err := d.Detect(ctx, f, g, nil)
+	require.ErrorIs(t, err, context.Canceled)
+	got := detect(t, d, f, g)
+	assert.Len(t, got, 1)
+}
+
+func TestDetectZeroAllocs(t *testing.T) {
+	f, g := pair(t, 256, 256, 0, 11)
+	r := rand.New(rand.NewPCG(11, 11))
+	for range 40 {
+		x, y := r.IntN(240), r.IntN(240)
+		paint(f, g, 90, rect(x, y, x+1+r.IntN(12), y+1+r.IntN(12))...)
+	}
+	d := &Detector{}
+	ctx := context.Background()
+	dst, err := d.Detect(ctx, f, g, nil) // warm-up sizes the scratch and dst
+	require.NoError(t, err)
+	require.NotEmpty(t, dst)
+	allocs := testing.AllocsPerRun(20, func() {
+		dst, err = d.Detect(ctx, f, g, dst[:0])
+	})
+	require.NoError(t, err)
+	assert.Zero(t, allocs)
+}
+
+// BenchmarkDetect measures a 2048×2048 frame with noise and 64 defects
+// against its golden frame. Bytes are frame pixels.
+func BenchmarkDetect(b *testing.B) {
+	const size = 2048
+	f, g := pair(b, size, size, 0, 12)
+	r := rand.New(rand.NewPCG(12, 12))
+	for y := range size {
+		row := f.Row(y)
+		for x := range row {
+			row[x] = byte(int(row[x]) + r.IntN(9) - 4)
+		}
+	}
+	for range 64 {
+		x, y := r.IntN(size-20), r.IntN(size-20)
+		paint(f, g, -90, rect(x, y, x+3+r.IntN(16), y+3+r.IntN(16))...)
+	}
+	d := &Detector{}
+	ctx := context.Background()
+	var dst []Defect
+	b.SetBytes(size * size)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		dst, err = d.Detect(ctx, f, g, dst[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if len(dst) == 0 {
+		b.Fatal("no defects found")
+	}
+}
