@@ -1,0 +1,390 @@
+package grbl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/waferd/waferd/motion"
+)
+
+// positionTolerance is how far (per axis) a reported position may be from
+// a move's target: GRBL reports whole micrometres.
+const positionTolerance = 1 * motion.Micrometre
+
+// Status sends '?' and returns the next status report. Concurrent callers
+// share one outstanding '?'. It blocks for at most ReplyTimeout (then an
+// error wrapping motion.ErrTimeout) or until ctx ends.
+//
+// Where GRBL 1.1h ignores '?' — during homing, and after ALARM:1/ALARM:2
+// until a soft reset — Status does not ask: it returns the last reported
+// position with State Home or Alarm.
+func (s *Stage) Status(ctx context.Context) (motion.Status, error) {
+	st, err := s.freshStatus(ctx, 0)
+	if err != nil {
+		return motion.Status{}, fmt.Errorf("grbl: status: %w", err)
+	}
+	return st, nil
+}
+
+// MoveTo moves to the absolute machine position p (G53, millimetres) at feed
+// rate f (mm/min) and blocks until a status report says Idle at p (±1 µm).
+// See the package documentation for how it waits. It refuses to start while
+// an alarm is latched (error wrapping the *Alarm, motion.ErrAlarm), and
+// fails with the *Alarm if one arrives during the move, with an *Error
+// (motion.ErrRejected) if the controller rejects the line, with
+// motion.ErrReset if the controller is reset meanwhile.
+//
+// Cancelling ctx writes feed hold ('!') immediately and returns an error
+// wrapping context.Cause(ctx); the stage then decelerates and stays in
+// Hold. MoveTo never resets the controller: the caller decides (Hold, then
+// Reset, for a controlled stop that keeps position).
+func (s *Stage) MoveTo(ctx context.Context, p motion.Point, f motion.Speed) error {
+	if err := s.moveTo(ctx, p, f); err != nil {
+		return fmt.Errorf("grbl: move to %v: %w", p, err)
+	}
+	return nil
+}
+
+func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) error {
+	feed, err := formatFeed(f)
+	if err != nil {
+		return err
+	}
+	if err := s.acquire(ctx, s.moveSem); err != nil {
+		return err
+	}
+	defer func() { <-s.moveSem }()
+	if ctx.Err() != nil {
+		return context.Cause(ctx) // nothing sent: nothing to hold
+	}
+	s.mu.Lock()
+	alarm, base, banners := s.alarm, s.alarmSeq, s.banners
+	s.mu.Unlock()
+	if alarm != nil {
+		return alarm
+	}
+	// The abort hook: feed hold the moment ctx is cancelled, not at the
+	// next poll.
+	stop := context.AfterFunc(ctx, func() { _ = s.FeedHold() })
+	defer stop()
+	line := "G21 G90 G53 G1 X" + motion.FormatMM(p.X) + " Y" + motion.FormatMM(p.Y) + " F" + feed
+	ps, err := s.submit(ctx, lineSpec{line: line}, lineSpec{line: "G4 P0"})
+	if err != nil {
+		return s.withAlarm(err)
+	}
+	w := waitSpec{mode: waitMotion, watchAlarm: true, alarmBase: base}
+	for _, pl := range ps {
+		if err := s.awaitReply(ctx, pl, w); err != nil {
+			return s.withAlarm(err)
+		}
+	}
+	// The planner is empty. Confirm with a report requested from now on.
+	// GRBL also answers a G4 cut short by a soft reset (before its banner):
+	// a reset seen by the time the report arrives fails the move.
+	return s.pollUntil(ctx, s.wseq.Load(), func(st motion.Status) (bool, error) {
+		s.mu.Lock()
+		reset := s.banners != banners
+		s.mu.Unlock()
+		if reset {
+			return true, fmt.Errorf("controller reset during the move: %w", motion.ErrReset)
+		}
+		switch st.State {
+		case motion.StateIdle:
+			if !near(st.XY(), p) {
+				return true, fmt.Errorf("controller idle at %v, not at the target", st.XY())
+			}
+			return true, nil
+		case motion.StateAlarm:
+			if a := s.Alarm(); a != nil {
+				return true, a
+			}
+			return true, newAlarm(0)
+		}
+		return false, nil // Run (finishing), Hold (someone held it): keep waiting
+	})
+}
+
+// withAlarm adds the latched alarm to an error:9 (G-code lock) rejection so
+// that errors.Is finds both motion.ErrRejected and motion.ErrAlarm.
+func (s *Stage) withAlarm(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Code == 9 {
+		if a := s.Alarm(); a != nil {
+			return fmt.Errorf("%w: %w", err, a)
+		}
+	}
+	return err
+}
+
+func near(a, b motion.Point) bool {
+	d := func(x, y motion.Distance) motion.Distance {
+		if x > y {
+			return x - y
+		}
+		return y - x
+	}
+	return d(a.X, b.X) <= positionTolerance && d(a.Y, b.Y) <= positionTolerance
+}
+
+// formatFeed formats a feed rate for an F word: positive, finite, at most
+// three decimals.
+func formatFeed(f motion.Speed) (string, error) {
+	v := float64(f)
+	if math.IsNaN(v) || v <= 0 || v > 1e6 {
+		return "", fmt.Errorf("invalid feed rate %v mm/min", v)
+	}
+	s := strconv.FormatFloat(v, 'f', 3, 64)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s, nil
+}
+
+// Home runs the homing cycle ($H) and blocks until it ends, for at most
+// HomingTimeout. The driver does not poll during homing (GRBL ignores '?'
+// then). An alarm during homing (ALARM:8, ALARM:9, ...) fails Home with the
+// *Alarm. A successful Home clears the alarm latch.
+//
+// GRBL 1.1 ignores feed hold during homing, so cancelling ctx sends a soft
+// reset instead: the cycle stops at once with ALARM:6 (position was not
+// trusted anyway), and Home returns an error wrapping context.Cause(ctx).
+func (s *Stage) Home(ctx context.Context) error {
+	if err := s.home(ctx, "$H"); err != nil {
+		return fmt.Errorf("grbl: home: %w", err)
+	}
+	return nil
+}
+
+func (s *Stage) home(ctx context.Context, line string) error {
+	if err := s.acquire(ctx, s.moveSem); err != nil {
+		return err
+	}
+	defer func() { <-s.moveSem }()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	s.mu.Lock()
+	base := s.alarmSeq
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, s.abortHoming)
+	defer stop()
+	ps, err := s.submit(ctx, lineSpec{line: line, homing: true})
+	if err != nil {
+		return err
+	}
+	return s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.HomingTimeout, watchAlarm: true, alarmBase: base})
+}
+
+// abortHoming soft-resets the controller (the only way to stop a GRBL
+// homing cycle) and waits, at most ReplyTimeout, for the banner so that the
+// stream does not stay blocked if none comes.
+func (s *Stage) abortHoming() {
+	bch, err := s.beginReset()
+	if err != nil {
+		return
+	}
+	if err := s.waitBanner(context.Background(), bch, s.cfg.ReplyTimeout); err != nil {
+		s.resetFailed(bch, err)
+	}
+}
+
+// Hold writes feed hold ('!') and blocks until a status report requested
+// after it says the stage has stopped: Hold:0, Idle, or another stopped
+// state (Alarm, Door:0, ...); never on Hold:1, which is still decelerating.
+// The wait is bounded by ctx's deadline, or HoldTimeout if ctx has none;
+// missing it returns an error wrapping motion.ErrTimeout. Position is kept;
+// Resume continues, Reset discards the rest of the motion. During homing GRBL
+// ignores both '!' and '?', so Hold then times out.
+//
+// GRBL enters Hold:0 even when '!' arrives while idle, and then executes no
+// further line until Resume or Reset: a Hold is always followed by one of
+// them.
+func (s *Stage) Hold(ctx context.Context) error {
+	seq, err := s.writeRT(rtFeedHold)
+	if err != nil {
+		return fmt.Errorf("grbl: hold: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.HoldTimeout)
+		defer cancel()
+	}
+	err = s.pollUntil(ctx, seq, func(st motion.Status) (bool, error) {
+		return st.Stopped(), nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("grbl: hold: stage not stopped in time: %w (%w)", motion.ErrTimeout, context.Cause(ctx))
+	}
+	return fmt.Errorf("grbl: hold: %w", err)
+}
+
+// Resume writes cycle start ('~'): the stage continues after a hold. It
+// does not block beyond the write.
+func (s *Stage) Resume(ctx context.Context) error {
+	if _, err := s.writeRT(rtResume); err != nil {
+		return fmt.Errorf("grbl: resume: %w", err)
+	}
+	return nil
+}
+
+// Reset writes soft reset (0x18) and blocks until the controller's banner
+// (at most ReplyTimeout, then an error wrapping motion.ErrTimeout). Every
+// line still pending fails with an error wrapping motion.ErrReset; new lines
+// wait until the banner. It then asks for a status report to learn the
+// alarm state: if the controller printed ALARM:N during the reset (ALARM:3
+// after a reset while moving: position lost, re-home) Reset returns an error
+// wrapping that *Alarm (motion.ErrAlarm), and the alarm stays latched. A
+// reset after which the controller is not in alarm clears the latch.
+func (s *Stage) Reset(ctx context.Context) error {
+	s.mu.Lock()
+	base := s.alarmSeq
+	s.mu.Unlock()
+	bch, err := s.beginReset()
+	if err != nil {
+		return fmt.Errorf("grbl: reset: %w", err)
+	}
+	if err := s.waitBanner(ctx, bch, s.cfg.ReplyTimeout); err != nil {
+		s.resetFailed(bch, err)
+		return fmt.Errorf("grbl: reset: %w", err)
+	}
+	if err := s.settle(ctx); err != nil {
+		return fmt.Errorf("grbl: reset: %w", err)
+	}
+	s.mu.Lock()
+	a, raised := s.alarm, s.alarmSeq > base
+	s.mu.Unlock()
+	if a != nil && raised && a.Code != 0 {
+		return fmt.Errorf("grbl: reset: controller restarted in alarm: %w", a)
+	}
+	return nil
+}
+
+// Unlock sends $X: it clears an alarm lock without homing (position stays
+// untrusted) and the driver's alarm latch. It blocks until the ok (at most
+// ReplyTimeout once the line is next in turn). After ALARM:1/ALARM:2 GRBL
+// needs a Reset first.
+func (s *Stage) Unlock(ctx context.Context) error {
+	if _, err := s.command(ctx, lineSpec{line: "$X"}); err != nil {
+		return fmt.Errorf("grbl: unlock: %w", err)
+	}
+	return nil
+}
+
+// Settings sends $$ and returns the settings it prints, keyed by number
+// ($110=500.000 → 110: "500.000"). Setting describes them. GRBL answers $$
+// only when Idle or in Alarm. It blocks for at most ReplyTimeout once the
+// line is next in turn.
+func (s *Stage) Settings(ctx context.Context) (map[int]string, error) {
+	p, err := s.command(ctx, lineSpec{line: "$$", collect: true})
+	if err != nil {
+		return nil, fmt.Errorf("grbl: settings: %w", err)
+	}
+	return p.settings, nil
+}
+
+// command sends one non-motion line and waits strictly for its reply.
+func (s *Stage) command(ctx context.Context, ls lineSpec) (*pending, error) {
+	ps, err := s.submit(ctx, ls)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.ReplyTimeout}); err != nil {
+		return nil, err
+	}
+	return ps[0], nil
+}
+
+// Send sends one line (G-code or $-command) through the character-counting
+// stream and blocks until its reply: nil on ok, an *Error (errors.Is
+// motion.ErrRejected) on error:N, an error wrapping motion.ErrReset if the
+// controller is reset first. Lines are stripped of surrounding white space;
+// longer than MaxLineLen characters, or containing control or real-time
+// characters, they are refused before sending.
+//
+// $-commands other than $J= and $H must be answered within ReplyTimeout of
+// becoming the oldest unanswered line. $H waits up to HomingTimeout without
+// polling and fails with the *Alarm of a failed cycle (as Home, but a
+// cancelled ctx does not reset). Other lines may wait for the planner for as long as ctx
+// allows, with status polling to detect a mute controller or a lost reply.
+// Send does not hold the stage when ctx is cancelled (MoveTo does).
+func (s *Stage) Send(ctx context.Context, line string) error {
+	l, err := checkLine(line)
+	if err != nil {
+		return err
+	}
+	u := strings.ToUpper(l)
+	switch {
+	case strings.HasPrefix(u, "$H"):
+		s.mu.Lock()
+		base := s.alarmSeq
+		s.mu.Unlock()
+		ps, err := s.submit(ctx, lineSpec{line: l, homing: true})
+		if err != nil {
+			return fmt.Errorf("grbl: send %q: %w", l, err)
+		}
+		w := waitSpec{mode: waitStrict, timeout: s.cfg.HomingTimeout, watchAlarm: true, alarmBase: base}
+		return s.wrapSend(l, s.awaitReply(ctx, ps[0], w))
+	case strings.HasPrefix(u, "$") && !strings.HasPrefix(u, "$J="):
+		_, err := s.command(ctx, lineSpec{line: l})
+		return s.wrapSend(l, err)
+	}
+	ps, err := s.submit(ctx, lineSpec{line: l})
+	if err != nil {
+		return fmt.Errorf("grbl: send %q: %w", l, err)
+	}
+	return s.wrapSend(l, s.awaitReply(ctx, ps[0], waitSpec{mode: waitMotion, timeout: dwellAllowance(l)}))
+}
+
+// wrapSend returns an *Error unwrapped (it already names the line) and
+// anything else with the line for context.
+func (s *Stage) wrapSend(line string, err error) error {
+	var e *Error
+	if err == nil || errors.As(err, &e) && err == error(e) {
+		return err
+	}
+	return fmt.Errorf("grbl: send %q: %w", line, err)
+}
+
+// Stream sends lines through the character-counting stream, keeping the
+// controller's receive buffer as full as its 128 bytes allow, and blocks
+// until every line is answered. It stops at the first rejected line and
+// returns its *Error (lines already sent still run; hold or reset to stop
+// them). Waits are as for G-code lines in Send. Stream does not hold the
+// stage when ctx is cancelled.
+func (s *Stage) Stream(ctx context.Context, lines []string) error {
+	w := waitSpec{mode: waitMotion}
+	var sent []*pending
+	check := func(all bool) error {
+		for len(sent) > 0 {
+			p := sent[0]
+			if !all {
+				select {
+				case <-p.done:
+				default:
+					return nil
+				}
+			}
+			if err := s.awaitReply(ctx, p, w); err != nil {
+				return s.wrapSend(p.line, err)
+			}
+			sent = sent[1:]
+		}
+		return nil
+	}
+	for _, l := range lines {
+		ps, err := s.submit(ctx, lineSpec{line: l})
+		sent = append(sent, ps...)
+		if cerr := check(false); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			return fmt.Errorf("grbl: stream %q: %w", l, err)
+		}
+	}
+	return check(true)
+}
