@@ -1,0 +1,374 @@
+// Package grblsim emulates a GRBL 1.1h motion controller for an XY stage.
+//
+// The emulator speaks the firmware's serial protocol over any byte stream
+// (Serve) or over the slave side of a real pseudo-terminal (OpenPTY), so the
+// production driver opens it through go.bug.st/serial exactly as it would a
+// USB serial adapter. Its control flow is a port of the firmware's own
+// (protocol.c, system.c, gcode.c, motion_control.c, limits.c, report.c of
+// gnea/grbl 1.1h): real-time bytes are picked off the wire at once as the
+// serial interrupt does, and take effect at the same check points of the
+// main loop; lines go through a 128-byte receive buffer and a 15-block
+// planner; the stage follows a trapezoidal velocity profile in simulated
+// time.
+//
+// Firmware behaviours a host must cope with, and which this emulator
+// therefore reproduces:
+//   - A line ends at '\n' or '\r'; "\r\n" is two lines and gets two "ok".
+//   - A feed hold ('!') while Idle enters Hold:0, and while in Hold:0 the
+//     main loop is suspended: lines are neither executed nor answered until
+//     '~' (cycle start) or 0x18 (soft reset).
+//   - "ALARM:n" is followed by a 500 ms pause (scaled by TimeScale) during
+//     which nothing, not even '?', is answered.
+//   - After ALARM:1/ALARM:2 and "[MSG:Reset to continue]" nothing but 0x18
+//     is acted on; '?' is not answered. A 0x18 sent before that message is
+//     discarded (the firmware clears it).
+//   - A line interrupted by a soft reset (waiting for planner space, a G4
+//     dwell, a $H homing cycle, the soft-limit alarm it raised) is still
+//     answered "ok" (after any ALARM line) before the banner. Bytes
+//     received between the 0x18 and the controller's re-initialisation are
+//     discarded: wait for the banner.
+//   - '?' during a homing cycle is answered once, when homing ends.
+//   - $$ works in Alarm (error:8 only while running or holding); "$Q" and
+//     other non-numeric '$' words are error:2, unknown setting numbers
+//     error:3; a non-letter word start is error:1, an unknown letter
+//     error:20.
+//
+// Deviations from the firmware (kept small on purpose): G2/G3 arcs, G10,
+// G28, G30, G92, G38.x, G43.1 and G93 are refused with error:20; work
+// coordinate offsets are always zero; $13 (report inches) is stored but
+// positions are always reported in mm; the safety-door byte 0x84 is
+// counted and ignored; overrides take effect at the start of the next
+// planner block; each planner block starts and ends at rest (no junction
+// speeds); the homing cycle is a straight move to Config.HomeOrigin taking
+// Config.HomingTime; startup lines ($N0=...) are stored but never run;
+// "$HX" style single-axis homing is refused with error:3 without the
+// firmware's state side effect; a jog without axis words does not move.
+//
+// The soft-limit box is Config.Travel in machine coordinates (the firmware
+// uses 0..-$130; here Travel may be any rectangle; $130/$131 resize it).
+// Positions are on a 1 µm step grid ($100..$102 report 1000 and setting
+// them changes nothing else), so reported positions are exact micrometres.
+// $10 defaults to 3 (MPos and the Bf: buffer field; the firmware's default
+// is 1) so that hosts see every field; $10=1 gives the firmware's reports.
+//
+// The 128-byte receive buffer drops bytes that arrive while it is full and
+// the main loop is busy (waiting for planner space, a dwell, a hold, a
+// homing cycle, an alarm). While the main loop is free it empties the
+// buffer at once, as the firmware does well within 115200 baud; bursts
+// written to the pty all at once are therefore not dropped then.
+package grblsim
+
+import (
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/waferd/waferd/motion"
+)
+
+// Config describes the emulated machine. The zero value of every field
+// selects its default.
+type Config struct {
+	// Travel is the soft-limit box in machine coordinates. Default X and Y
+	// 0..300 mm. Z is not limited.
+	Travel motion.Rect
+	// HomeOrigin is the machine position after $H. Default (0,0). The stage
+	// also rests there when the emulator is created.
+	HomeOrigin motion.Point
+	// MaxRate caps G0 and G1 feeds on every axis, in mm/min ($110..$112).
+	// Default 6000.
+	MaxRate float64
+	// Accel is the acceleration of every axis in mm/s² ($120..$122).
+	// Default 500.
+	Accel float64
+	// HomingTime is the simulated time a homing cycle takes. Default 1.5 s.
+	HomingTime time.Duration
+	// TimeScale > 1 runs the machine faster than real time with identical
+	// logic: every simulated duration (motion, dwell, homing, the firmware's
+	// 500 ms alarm pause) takes 1/TimeScale of it in wall time. Default 1.
+	TimeScale float64
+	// HomingRequired sets $22=1 and $20=1: the controller powers up in Alarm
+	// ("[MSG:'$H'|'$X' to unlock]") and soft limits are enforced.
+	HomingRequired bool
+	// Logf, if set, receives a debug log of the traffic and state changes.
+	// It is called from the emulator's goroutines, mostly with its lock
+	// held: it must not call back into the Emulator.
+	Logf func(format string, args ...any)
+}
+
+const (
+	defaultTravelMM   = 300
+	defaultMaxRate    = 6000.0
+	defaultAccel      = 500.0
+	defaultHomingTime = 1500 * time.Millisecond
+	stepsPerMM        = 1000.0
+)
+
+func (c *Config) setDefaults() {
+	if c.Travel == (motion.Rect{}) {
+		c.Travel = motion.Rect{Max: motion.Point{X: defaultTravelMM * motion.Millimetre, Y: defaultTravelMM * motion.Millimetre}}
+	}
+	if c.MaxRate <= 0 {
+		c.MaxRate = defaultMaxRate
+	}
+	if c.Accel <= 0 {
+		c.Accel = defaultAccel
+	}
+	if c.HomingTime <= 0 {
+		c.HomingTime = defaultHomingTime
+	}
+	if c.TimeScale <= 0 || math.IsInf(c.TimeScale, 0) || math.IsNaN(c.TimeScale) {
+		c.TimeScale = 1
+	}
+}
+
+// ErrClosed is returned by Serve and OpenPTY once Close has been called.
+var ErrClosed = errors.New("grblsim: emulator closed")
+
+// Counters are running totals since New, for tests.
+type Counters struct {
+	Lines         int // lines executed: each '\n' or '\r' the main loop reached, empty lines included
+	StatusQueries int // '?' bytes received
+	FeedHolds     int // '!' bytes received
+	CycleStarts   int // '~' bytes received
+	Resets        int // 0x18 bytes received
+	JogCancels    int // 0x85 bytes received
+	Overrides     int // override bytes received (0x90–0x9D, 0x9E, 0xA0)
+	OtherRealtime int // 0x84 (safety door), recognised but ignored
+	Unknown       int // other bytes above 0x7F, dropped as the firmware does
+	RxDropped     int // bytes dropped because the 128-byte receive buffer was full
+	OKDropped     int // "ok" responses suppressed by InjectDropOK
+	Muted         int // output bytes discarded while InjectMute was on
+}
+
+// Emulator is an emulated GRBL 1.1h controller with its XY stage. Its
+// methods are safe for concurrent use.
+type Emulator struct {
+	cfg   Config
+	scale float64
+	epoch time.Time
+	wake  chan struct{} // the reader (or an observer) has set a flag: the main loop should look
+
+	// Used by the main loop goroutine only.
+	w     writer
+	timer *time.Timer
+
+	mu sync.Mutex
+	fw // the firmware state, guarded by mu
+
+	onRT func(b byte, at time.Time)
+
+	// Fault injection.
+	mute      bool
+	dropOK    int
+	stuckHold bool
+
+	cnt Counters
+
+	serving     bool
+	rw          any // the stream being served, for InjectHangup
+	cancelServe func(error)
+	closed      bool
+	pty         *ptyLine
+}
+
+type writer interface{ Write([]byte) (int, error) }
+
+// New returns an emulator in its power-up state. It does not serve
+// anything until Serve or OpenPTY is called.
+func New(cfg Config) *Emulator {
+	cfg.setDefaults()
+	e := &Emulator{
+		cfg:   cfg,
+		scale: cfg.TimeScale,
+		wake:  make(chan struct{}, 1),
+	}
+	e.epoch = time.Now()
+	e.rxSpace = sync.NewCond(&e.mu)
+	e.restoreSettings()
+	// The stage rests at the home origin; GRBL counts from zero at power-up.
+	e.off = [2]float64{cfg.HomeOrigin.X.Millimetres(), cfg.HomeOrigin.Y.Millimetres()}
+	e.powerUp()
+	return e
+}
+
+// Position returns the true position of the stage, which is what a camera
+// on it would see: during motion it moves continuously, and it differs
+// from the reported machine position until the machine has been homed
+// after power-up.
+func (e *Emulator) Position() motion.Point {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advance()
+	return motion.Point{X: motion.MM(e.pos[0] + e.off[0]), Y: motion.MM(e.pos[1] + e.off[1])}
+}
+
+// State returns the controller state as a status report would give it, and
+// its sub-state (Hold 0 or 1), or -1 when it has none.
+func (e *Emulator) State() (st motion.State, sub int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch e.state {
+	case stIdle:
+		return motion.StateIdle, -1
+	case stCycle:
+		return motion.StateRun, -1
+	case stHold:
+		if e.suspend&suspJogCancel != 0 {
+			return motion.StateJog, -1
+		}
+		if e.suspend&suspHoldComplete != 0 {
+			return motion.StateHold, 0
+		}
+		return motion.StateHold, 1
+	case stJog:
+		return motion.StateJog, -1
+	case stHoming:
+		return motion.StateHome, -1
+	case stAlarm:
+		return motion.StateAlarm, -1
+	case stCheck:
+		return motion.StateCheck, -1
+	case stSleep:
+		return motion.StateSleep, -1
+	}
+	return motion.StateUnknown, -1
+}
+
+// Moving reports whether the stage is moving (its velocity is not zero, or
+// a homing cycle is running).
+func (e *Emulator) Moving() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advance()
+	return e.vel != 0 || e.homing != nil
+}
+
+// Counters returns the running totals.
+func (e *Emulator) Counters() Counters {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cnt
+}
+
+// OnRealtime sets fn to be called, from the goroutine reading the wire, the
+// moment a real-time byte (0x18, '?', '!', '~' or a recognised byte above
+// 0x7F) is read, before the emulator acts on it. fn must not block; it may
+// call the observers. nil removes the hook.
+func (e *Emulator) OnRealtime(fn func(b byte, at time.Time)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onRT = fn
+}
+
+// InjectMute stops (on) or restarts all output: while muted the controller
+// keeps reading and executing but its replies, status reports and banners
+// are lost, as with a broken transmit line.
+func (e *Emulator) InjectMute(on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.mute = on
+}
+
+// InjectDropOK silently drops the next n "ok" responses (errors are still
+// sent).
+func (e *Emulator) InjectDropOK(n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dropOK = max(n, 0)
+}
+
+// InjectStuckHold makes a feed hold never complete (on): the stage
+// decelerates and stops but the controller keeps reporting Hold:1, so a
+// soft reset then raises ALARM:3. Turning it off completes a stuck hold.
+func (e *Emulator) InjectStuckHold(on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stuckHold = on
+	if !on && e.holdStopped {
+		e.holdStopped = false
+		e.execState |= execCycleStop
+		e.signal()
+	}
+}
+
+// InjectAlarm raises ALARM:code now, the way a limit switch does: the
+// steppers stop at once (mid-move the position is what it was at that
+// instant) and the controller resets itself. Codes 1 and 2 then latch
+// until a soft reset ("[MSG:Reset to continue]"); any other code is
+// followed by the banner and "[MSG:'$H'|'$X' to unlock]".
+func (e *Emulator) InjectAlarm(code int) {
+	if code <= 0 || code > 255 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.logf("inject ALARM:%d", code)
+	e.mcReset()
+	e.execAlarm = code
+	e.signal()
+}
+
+// InjectHangup closes the line: with OpenPTY it closes the pty master and
+// the slave descriptor the emulator holds, so the driver's reads fail; with
+// Serve it closes the stream if it is an io.Closer. Serving ends.
+func (e *Emulator) InjectHangup() {
+	e.mu.Lock()
+	p, rw := e.pty, e.rw
+	e.mu.Unlock()
+	e.logf("inject hangup")
+	if p != nil {
+		p.closeFiles()
+		return
+	}
+	if c, ok := rw.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+}
+
+// Close stops serving, closes the pty and waits for the goroutines OpenPTY
+// started. A Serve call of the caller's own returns ErrClosed. Idempotent.
+func (e *Emulator) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	p, cancel := e.pty, e.cancelServe
+	e.mu.Unlock()
+	if cancel != nil {
+		cancel(ErrClosed)
+	}
+	if p == nil {
+		return nil
+	}
+	err := p.closeFiles()
+	<-p.done
+	return err
+}
+
+// signal wakes the main loop; never blocks. Called with mu held or not.
+func (e *Emulator) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Emulator) logf(format string, args ...any) {
+	if e.cfg.Logf != nil {
+		e.cfg.Logf("grblsim: "+format, args...)
+	}
+}
+
+// simNow is the simulated time since New.
+func (e *Emulator) simNow() time.Duration {
+	return time.Duration(float64(time.Since(e.epoch)) * e.scale)
+}
+
+// wall converts a simulated duration to wall time.
+func (e *Emulator) wall(sim time.Duration) time.Duration {
+	return time.Duration(float64(sim) / e.scale)
+}
