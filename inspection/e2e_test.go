@@ -1,0 +1,224 @@
+package inspection_test
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"periph.io/x/conn/v3/gpio"
+
+	"github.com/waferd/waferd/board"
+	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/motion"
+	"github.com/waferd/waferd/motion/grbl"
+	"github.com/waferd/waferd/sim"
+	"github.com/waferd/waferd/stop"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testRecipe is a small wafer: 9–13 sites, fast settle and exposure.
+const testRecipe = `
+name = "e2e"
+[wafer]
+diameter_mm = 50.0
+center_mm = [150.0, 150.0]
+[dies]
+pitch_mm = [10.0, 10.0]
+reference = [0, 0]
+layout = "grid"
+[capture]
+exposure_ms = 2
+light_level = 0.7
+settle_ms = 1
+feed_mm_min = 6000
+[analysis]
+threshold = 40
+min_area_px = 6
+[sim]
+seed = 7
+defect_fraction = 0.5
+max_defects_per_site = 3
+`
+
+type rig struct {
+	rec    *recipe.Recipe
+	board  *board.Board
+	runner *inspection.Runner
+	data   string
+}
+
+func newRig(t *testing.T, doc string) *rig {
+	t.Helper()
+	rec, err := recipe.Parse("e2e.toml", []byte(doc), sim.Limits())
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := board.OpenSim(ctx, board.SimConfig{
+		Sim:  sim.Config{TimeScale: 20, Scene: sim.SceneFor(rec)},
+		GRBL: grbl.Config{PollInterval: 20 * time.Millisecond},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, b.Close()) })
+	data := t.TempDir()
+	store, err := results.Open(data)
+	require.NoError(t, err)
+	return &rig{rec: rec, board: b, data: data, runner: &inspection.Runner{
+		Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store,
+	}}
+}
+
+func loadRun(t *testing.T, dir string) results.Run {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "run.json"))
+	require.NoError(t, err)
+	var run results.Run
+	require.NoError(t, json.Unmarshal(raw, &run), "run.json must be valid JSON")
+	return run
+}
+
+func TestRunFindsExactlyTheSeededDefects(t *testing.T) {
+	g := newRig(t, testRecipe)
+	require.GreaterOrEqual(t, len(g.rec.Sites), 9)
+	var progress []inspection.Progress
+	g.runner.Progress = func(p inspection.Progress) { progress = append(progress, p) }
+
+	out, err := g.runner.Run(context.Background(), g.rec)
+	require.NoError(t, err)
+	require.Equal(t, inspection.Completed, out.State, "reason %q err %v", out.Reason, out.Err)
+	assert.Len(t, progress, len(g.rec.Sites))
+	assert.Equal(t, len(g.rec.Sites), out.Done)
+
+	run := loadRun(t, out.Dir)
+	assert.Equal(t, results.Completed, run.State)
+	assert.True(t, run.Complete)
+	assert.Equal(t, len(g.rec.Sites), run.SitesDone)
+	assert.True(t, run.PositionTrusted)
+	assert.FileExists(t, filepath.Join(out.Dir, "wafermap.png"))
+
+	// Expected: each seeded defect lies in exactly one site's field of view.
+	seeded := sim.SceneFor(g.rec).Defects
+	require.NotEmpty(t, seeded, "the recipe must seed defects for this test to mean anything")
+	fov := sim.FOV()
+	total := 0
+	for _, s := range run.Sites {
+		require.Equal(t, results.SiteDone, s.Status)
+		raw, err := os.ReadFile(filepath.Join(out.Dir, s.Result))
+		require.NoError(t, err)
+		var sr results.SiteResult
+		require.NoError(t, json.Unmarshal(raw, &sr))
+		at := g.rec.Sites[s.Index].At
+		var want []motion.Point
+		for _, d := range seeded {
+			if abs(d.At.X-at.X) < fov.X/2 && abs(d.At.Y-at.Y) < fov.Y/2 {
+				want = append(want, d.At)
+			}
+		}
+		require.Len(t, sr.Defects, len(want), "site %d die %v", s.Index, s.Die)
+		assert.Equal(t, len(want), s.Defects)
+		for _, w := range want {
+			best := math.Inf(1)
+			for _, d := range sr.Defects {
+				best = math.Min(best, math.Hypot(d.XMM-w.X.Millimetres(), d.YMM-w.Y.Millimetres()))
+			}
+			assert.Less(t, best, 0.030, "defect at %v on site %d found within 1.5 px", w, s.Index)
+		}
+		total += len(want)
+		assert.FileExists(t, filepath.Join(out.Dir, s.Image))
+	}
+	assert.Equal(t, len(seeded), total, "every seeded defect lies on an inspected site")
+	assert.Equal(t, total, run.DefectsTotal)
+	assert.Equal(t, total, out.Defects)
+
+	// The machine is left safe: light off, stage at rest.
+	assert.Equal(t, gpio.Low, lightLevel(g))
+	assert.False(t, g.board.Sim.Emulator.Moving())
+}
+
+func abs(d motion.Distance) motion.Distance {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+func lightLevel(g *rig) gpio.Level {
+	p := g.board.Sim.LightPin
+	p.Lock()
+	defer p.Unlock()
+	return p.L
+}
+
+func TestCanceledRunLeavesValidPartialRecord(t *testing.T) {
+	g := newRig(t, testRecipe)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	g.runner.Progress = func(p inspection.Progress) {
+		if p.Done == 3 {
+			// Stop while the stage moves to the fourth site.
+			time.AfterFunc(5*time.Millisecond, func() { cancel(stop.New(stop.Operator, "test")) })
+		}
+	}
+	out, err := g.runner.Run(ctx, g.rec)
+	require.NoError(t, err)
+	assert.Equal(t, inspection.Canceled, out.State, "err %v", out.Err)
+	assert.Equal(t, "operator: test", out.Reason)
+	assert.ErrorIs(t, out.Err, context.Cause(ctx))
+
+	run := loadRun(t, out.Dir)
+	assert.Equal(t, results.Canceled, run.State)
+	assert.False(t, run.Complete)
+	assert.Equal(t, "operator: test", run.Reason)
+	assert.GreaterOrEqual(t, run.SitesDone, 3)
+	assert.Less(t, run.SitesDone, len(g.rec.Sites))
+	done := 0
+	for _, s := range run.Sites {
+		if s.Status == results.SiteDone {
+			done++
+			assert.FileExists(t, filepath.Join(out.Dir, s.Result))
+		}
+	}
+	assert.Equal(t, run.SitesDone, done)
+	assert.NotNil(t, run.EndedAt)
+	assert.FileExists(t, filepath.Join(out.Dir, "wafermap.png"))
+
+	assert.Equal(t, gpio.Low, lightLevel(g), "light off after a stop")
+	assert.False(t, g.board.Sim.Emulator.Moving(), "stage at rest after a stop")
+	st, _ := g.board.Sim.Emulator.State()
+	assert.Equal(t, motion.StateIdle, st, "hold then reset leaves GRBL idle, not in alarm")
+	assert.True(t, g.runner.Trusted(), "a controlled hold keeps the position")
+
+	// The next run starts and completes.
+	g.runner.Progress = nil
+	out2, err := g.runner.Run(context.Background(), g.rec)
+	require.NoError(t, err)
+	assert.Equal(t, inspection.Completed, out2.State, "err %v", out2.Err)
+}
+
+func TestDeviceFaultAbortsRun(t *testing.T) {
+	g := newRig(t, testRecipe)
+	g.runner.Progress = func(p inspection.Progress) {
+		if p.Done == 2 {
+			g.board.Sim.Emulator.InjectAlarm(1) // hard limit mid-run
+		}
+	}
+	out, err := g.runner.Run(context.Background(), g.rec)
+	require.NoError(t, err)
+	assert.Equal(t, inspection.Aborted, out.State)
+	assert.Contains(t, out.Reason, "fault: stage")
+	assert.ErrorIs(t, out.Err, motion.ErrAlarm)
+	run := loadRun(t, out.Dir)
+	assert.Equal(t, results.Aborted, run.State)
+	assert.False(t, run.Complete)
+	assert.Equal(t, 2, run.SitesDone)
+	assert.Equal(t, gpio.Low, lightLevel(g))
+}

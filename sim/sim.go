@@ -1,0 +1,134 @@
+// Package sim is the simulated board: a GRBL 1.1 emulator behind a real
+// pseudo-terminal (sim/grblsim), periph test pins for the light, and a
+// synthetic camera (sim/simcam) that photographs the wafer under the
+// emulator's true stage position while the light pin is high.
+//
+// The simulated devices are separate implementations of the hardware, not
+// flags inside the drivers: the production GRBL driver opens the emulator's
+// pty through go.bug.st/serial exactly as it would open /dev/ttyUSB0.
+package sim
+
+import (
+	"errors"
+	"fmt"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
+
+	"github.com/waferd/waferd/camera"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/motion"
+	"github.com/waferd/waferd/sim/grblsim"
+	"github.com/waferd/waferd/sim/simcam"
+)
+
+// Defaults of the simulated machine.
+const (
+	FrameWidth  = 512
+	FrameHeight = 512
+	PixelSize   = 20 * motion.Micrometre
+)
+
+// Travel is the simulated stage's reachable area.
+var Travel = motion.Rect{Max: motion.Point{X: 300 * motion.Millimetre, Y: 300 * motion.Millimetre}}
+
+// Config sets up a simulated board.
+type Config struct {
+	// TimeScale > 1 runs stage motion faster than real time (tests).
+	TimeScale float64
+	// Scene is what lies on the stage; see SceneFor.
+	Scene Scene
+	// Logf receives the emulator's debug log (optional).
+	Logf func(format string, args ...any)
+}
+
+// Scene is the wafer the synthetic camera sees.
+type Scene struct {
+	WaferCenter   motion.Point
+	WaferDiameter motion.Distance
+	DiePitch      motion.Point
+	Defects       []simcam.Defect
+	Seed          uint64
+}
+
+// FOV is the simulated camera's field of view on the wafer.
+func FOV() motion.Point {
+	return motion.Point{X: FrameWidth * PixelSize, Y: FrameHeight * PixelSize}
+}
+
+// Limits are the simulated machine's limits for recipe validation.
+func Limits() recipe.Limits {
+	return recipe.Limits{Travel: Travel, FOV: FOV(), MaxFeed: 6000}
+}
+
+// SceneFor seeds the defects of rec deterministically from its [sim]
+// section: the same recipe always shows the same defects.
+func SceneFor(rec *recipe.Recipe) Scene {
+	sites := make([]motion.Point, len(rec.Sites))
+	for i, s := range rec.Sites {
+		sites[i] = s.At
+	}
+	return Scene{
+		WaferCenter:   rec.WaferCenter,
+		WaferDiameter: rec.WaferDiameter,
+		DiePitch:      rec.DiePitch,
+		Seed:          rec.Sim.Seed,
+		Defects: simcam.SeedDefects(sites, []motion.Point{rec.Reference.At}, FOV(),
+			rec.Sim.Seed, rec.Sim.DefectFraction, rec.Sim.MaxDefectsPerSite),
+	}
+}
+
+// Board is a running simulated board. Its fields are the simulated devices;
+// a driver-level view (the real GRBL driver on the pty) is built by package
+// board.
+type Board struct {
+	Emulator *grblsim.Emulator
+	PTY      string        // slave path of the stage's serial line
+	LightPin *gpiotest.Pin // the light's enable line
+	Camera   *simcam.Camera
+}
+
+// New starts a simulated board: the emulator serves its pty at once.
+func New(cfg Config) (*Board, error) {
+	if cfg.TimeScale == 0 {
+		cfg.TimeScale = 1
+	}
+	emu := grblsim.New(grblsim.Config{
+		Travel:         Travel,
+		TimeScale:      cfg.TimeScale,
+		HomingRequired: true,
+		Logf:           cfg.Logf,
+	})
+	path, err := emu.OpenPTY()
+	if err != nil {
+		return nil, fmt.Errorf("sim: stage emulator: %w", err)
+	}
+	b := &Board{Emulator: emu, PTY: path, LightPin: &gpiotest.Pin{N: "SIM_LIGHT", Num: 1}}
+	sc := cfg.Scene
+	cam, err := simcam.New(simcam.Config{
+		Width: FrameWidth, Height: FrameHeight, PixelSize: PixelSize,
+		WaferCenter: sc.WaferCenter, WaferDiameter: sc.WaferDiameter, DiePitch: sc.DiePitch,
+		Defects: sc.Defects, Seed: sc.Seed,
+		Position: emu.Position,
+		Lit:      b.lit,
+	})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("sim: camera: %w", err), emu.Close())
+	}
+	b.Camera = cam
+	return b, nil
+}
+
+// lit reports whether the light pin is driven high.
+func (b *Board) lit() bool {
+	b.LightPin.Lock()
+	defer b.LightPin.Unlock()
+	return b.LightPin.L == gpio.High
+}
+
+var _ camera.Camera = (*simcam.Camera)(nil)
+
+// Close stops the emulator and the camera. Idempotent.
+func (b *Board) Close() error {
+	return errors.Join(b.Camera.Close(), b.Emulator.Close())
+}
