@@ -73,11 +73,16 @@ func New(w io.Writer, o Options) *Root {
 	return &Root{l: l}
 }
 
-// Stderr returns a Root for os.Stderr, detecting whether it is a terminal
-// (colours) or the journal (priorities).
-func Stderr(level Level) *Root {
-	fd := int(os.Stderr.Fd())
-	return New(os.Stderr, Options{Level: level, Color: isTerminal(fd), Journal: isJournal(fd)})
+// Auto returns a Root writing to w. When w is a file (normally os.Stderr) it
+// detects whether that is a terminal (colours) or the journal (priorities);
+// anything else gets plain lines.
+func Auto(w io.Writer, level Level) *Root {
+	o := Options{Level: level}
+	if f, ok := w.(*os.File); ok {
+		fd := int(f.Fd())
+		o.Color, o.Journal = isTerminal(fd), isJournal(fd)
+	}
+	return New(w, o)
 }
 
 // Log is a package logger. Messages are formatted with fmt, never spew.

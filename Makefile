@@ -1,0 +1,42 @@
+# waferd — see README.md. Every target works on a clean clone with Go installed.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+PKGS      := ./...
+BIN       := bin
+FUZZTIME  ?= 30s
+
+.PHONY: all build test demo cross lint fuzz clean
+
+all: lint build test
+
+## build: the native waferd binary in bin/
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/waferd ./cmd/waferd
+
+## test: the whole suite with the race detector
+test:
+	$(GO) test -race -count=1 $(PKGS)
+
+## demo: a real inspection on the simulated board, results in ./runs
+demo: build
+	$(BIN)/waferd run --sim --recipe examples/recipes/demo.toml --data .
+
+## cross: static binaries for the boards (linux/arm64 and linux/arm GOARM=7)
+cross:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/waferd-linux-arm64 ./cmd/waferd
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/waferd-linux-armv7 ./cmd/waferd
+
+## lint: gofmt check and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## fuzz: run every fuzz target for FUZZTIME each (not part of test)
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParseStatus$$' -fuzztime=$(FUZZTIME) ./motion/grbl/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseResponse$$' -fuzztime=$(FUZZTIME) ./motion/grbl/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// waferdBin is built once by TestMain so that tests can run the real
+// program as a user would.
+var waferdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "waferd-test")
+	if err != nil {
+		panic(err)
+	}
+	waferdBin = filepath.Join(dir, "waferd")
+	args := []string{"build", "-o", waferdBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		panic("building waferd: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func repoFile(parts ...string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(file), "..", ".."}, parts...)...)
+}
+
+const smallRecipe = `
+name = "small"
+[wafer]
+diameter_mm = 50.0
+center_mm = [150.0, 150.0]
+[dies]
+pitch_mm = [10.0, 10.0]
+reference = [0, 0]
+layout = "grid"
+[capture]
+exposure_ms = 2
+light_level = 0.7
+settle_ms = 1
+feed_mm_min = 6000
+[sim]
+seed = 3
+defect_fraction = 0.5
+max_defects_per_site = 2
+`
+
+func writeRecipe(t *testing.T, doc string) string {
+	p := filepath.Join(t.TempDir(), "r.toml")
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o644))
+	return p
+}
+
+func readRun(t *testing.T, data string) map[string]any {
+	t.Helper()
+	runs, err := filepath.Glob(filepath.Join(data, "runs", "*", "run.json"))
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	raw, err := os.ReadFile(runs[0])
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(raw, &m))
+	return m
+}
+
+func TestRunCompletes(t *testing.T) {
+	data := t.TempDir()
+	var out, errb bytes.Buffer
+	code := run([]string{"run", "--sim", "--recipe", writeRecipe(t, smallRecipe), "--data", data, "--time-scale", "20"}, &out, &errb)
+	require.Equal(t, 0, code, "stderr:\n%s", errb.String())
+	assert.Contains(t, out.String(), "site 1/")
+	assert.Contains(t, out.String(), ": completed,")
+	assert.Contains(t, out.String(), "wafer map: "+data)
+	m := readRun(t, data)
+	assert.Equal(t, "completed", m["state"])
+	assert.Equal(t, true, m["complete"])
+	assert.Equal(t, m["sites_total"], m["sites_done"])
+}
+
+func TestUsageErrors(t *testing.T) {
+	bad := writeRecipe(t, strings.Replace(smallRecipe, "light_level = 0.7", "light_level = 7", 1))
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "usage:"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"run"}, "--recipe FILE is required"},
+		{[]string{"run", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"run", "--recipe", "/nonexistent.toml"}, "/nonexistent.toml"},
+		{[]string{"run", "--recipe", bad}, "r.toml:12: capture.light_level: must be in (0, 1] (got 7)"},
+		{[]string{"run", "--recipe", bad, "--time-scale", "0"}, "--time-scale must be > 0"},
+		{[]string{"run", "--recipe", bad, "--log-level", "loud"}, `unknown level "loud"`},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := run(c.args, &out, &errb)
+		assert.Equal(t, 2, code, "%v", c.args)
+		assert.Contains(t, errb.String(), c.want, "%v", c.args)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	require.Equal(t, 0, run([]string{"version"}, &out, &out))
+	assert.Equal(t, "waferd dev\n", out.String())
+}
+
+// TestCtrlCStopsTheRun runs the real binary on the demo recipe and sends it
+// SIGINT mid-run, as an operator pressing Ctrl-C would.
+func TestCtrlCStopsTheRun(t *testing.T) {
+	data := t.TempDir()
+	cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data, "--time-scale", "5")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if strings.HasPrefix(sc.Text(), "site 2/") {
+			require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+			break
+		}
+	}
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("waferd did not stop after SIGINT; stderr:\n%s", stderr.String())
+	}
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "stdout %v\nstderr:\n%s", lines, stderr.String())
+	assert.Equal(t, 3, ee.ExitCode(), "exit status 3 = canceled; stderr:\n%s", stderr.String())
+
+	m := readRun(t, data)
+	assert.Equal(t, "canceled", m["state"])
+	assert.Equal(t, false, m["complete"])
+	assert.Equal(t, "operator: interrupt", m["reason"])
+	done2 := m["sites_done"].(float64)
+	assert.GreaterOrEqual(t, done2, 2.0)
+	assert.Less(t, done2, m["sites_total"].(float64))
+	assert.Contains(t, strings.Join(lines, "\n"), ": canceled,")
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/waferd/waferd/inspection"
+)
+
+// progress prints "site k/N" lines: rewritten in place on a terminal, one
+// line per site otherwise (logs, pipes).
+type progress struct {
+	w    io.Writer
+	tty  bool
+	open bool // a partial line is on the terminal
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok {
+		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		p.tty = err == nil
+	}
+	return p
+}
+
+func (p *progress) site(pr inspection.Progress) {
+	line := fmt.Sprintf("site %d/%d  die %+d,%+d  defects %d  elapsed %s  ETA %s",
+		pr.Done, pr.Total, pr.Site.Die[0], pr.Site.Die[1], pr.Defects,
+		pr.Elapsed.Round(time.Second), pr.ETA.Round(time.Second))
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\x1b[K%s", line)
+		p.open = true
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+// end finishes a partial line.
+func (p *progress) end() {
+	if p.open {
+		fmt.Fprintln(p.w)
+		p.open = false
+	}
+}
