@@ -221,4 +221,17 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 	assert.False(t, run.Complete)
 	assert.Equal(t, 2, run.SitesDone)
 	assert.Equal(t, gpio.Low, lightLevel(g))
+	assert.False(t, run.PositionTrusted, "a hard-limit alarm loses the position")
+
+	// A fault latches the machine until an operator resets it.
+	assert.Equal(t, inspection.Faulted, out.Latched)
+	assert.Equal(t, inspection.Faulted, g.runner.State())
+	_, err = g.runner.Run(context.Background(), g.rec)
+	require.ErrorIs(t, err, inspection.ErrLatched)
+	assert.ErrorContains(t, err, "clear it with reset")
+	require.NoError(t, g.runner.Reset())
+	g.runner.Progress = nil
+	out, err = g.runner.Run(context.Background(), g.rec)
+	require.NoError(t, err)
+	assert.Equal(t, inspection.Completed, out.State, "after reset the next run homes and completes: %v", out.Err)
 }

@@ -2,6 +2,11 @@
 // light, capture, analyse and save, then finish with an outcome that says
 // why the run ended. It consumes the motion.Stage, camera.Camera and light
 // interfaces and never knows which implementation is behind them.
+//
+// The Runner is also the machine's one cancel path: every stop source calls
+// Runner.Stop with a typed reason (package stop), which cancels the run's
+// context with that cause; the safe-stop sequence then brings the machine to
+// rest and the outcome is recorded.
 package inspection
 
 import (
@@ -42,24 +47,52 @@ type Outcome struct {
 	RunID   string
 	Dir     string // run directory
 	State   State  // Completed, Canceled, Failed or Aborted
-	Reason  string // e.g. "operator: SIGINT", "fault: stage alarm"
-	Err     error  // the error that ended the run, nil when completed
+	Reason  string // e.g. "operator: SIGINT", "fault: stage: ..."
+	Err     error  // the error that ended the run (and any safe-stop error); nil when completed
 	Done    int
 	Total   int
 	Defects int
+	// Latched is the machine state the run left behind: Idle, Faulted or
+	// EStop.
+	Latched State
 }
+
+// Step names the boundaries of a run, for OnStep.
+type Step int
+
+const (
+	StepHoming   Step = iota // before homing (only when the position is not trusted)
+	StepMove                 // before the move to a site (site -1: the reference die)
+	StepSettle               // before the settle wait
+	StepLightOn              // before switching the light on
+	StepCapture              // before the capture
+	StepAnalyse              // before the analysis
+	StepSave                 // before saving the site
+	StepNextSite             // between sites, after a site is saved
+	StepSafeStop             // at the start of the safe-stop sequence
+)
+
+var stepNames = [...]string{"homing", "move", "settle", "light-on", "capture", "analyse", "save", "next-site", "safe-stop"}
+
+func (s Step) String() string { return stepNames[s] }
 
 // Config tunes the runner. Zero values take the defaults.
 type Config struct {
 	// HoldTimeout bounds the wait for the stage to come to rest in the
-	// safe-stop sequence (default 5 s).
+	// safe-stop sequence (default 5 s). Missing it escalates: soft reset,
+	// position untrusted, machine Faulted.
 	HoldTimeout time.Duration
 	// ResetTimeout bounds the soft reset after the hold (default 3 s).
 	ResetTimeout time.Duration
+	// CaptureTimeout bounds one capture beyond its exposure (default 2 s).
+	CaptureTimeout time.Duration
 }
 
-// Runner runs one recipe at a time. Run blocks; State and Trusted are safe
-// to call from other goroutines.
+// ErrLatched is returned by Run while the machine is Faulted or in EStop.
+var ErrLatched = errors.New("inspection: machine latched")
+
+// Runner runs one recipe at a time and owns the machine state. Run blocks;
+// every other method is safe to call from any goroutine at any time.
 type Runner struct {
 	Stage    motion.Stage
 	Light    Light
@@ -67,16 +100,47 @@ type Runner struct {
 	Store    *results.Store
 	Log      *logging.Log
 	Progress func(Progress) // optional; called from Run's goroutine
-	Config   Config
+	// OnStep, if set, is called at the start of every step of a run with
+	// the site index (-1 for the reference die). It is instrumentation for
+	// tests and tracing and must return quickly.
+	OnStep func(step Step, site int)
+	// EStopActive, if set, reports whether the e-stop input is still
+	// pressed; Reset refuses to clear an EStop latch while it is.
+	EStopActive func() bool
+	Config      Config
 
-	m        machine
 	mu       sync.Mutex
-	trusted  bool // stage position known (homed, never lost since)
+	state    State
+	cancel   context.CancelCauseFunc // of the run in progress
+	reason   stop.Reason             // strongest stop reason of the run in progress
+	hurry    chan struct{}           // closed to abandon the hold wait (escalation)
+	latchWhy string                  // why the machine is latched
+	trusted  bool                    // stage position known (homed, never lost since)
+	last     Outcome
 	detector analysis.Detector
 }
 
-// State returns the runner's current state.
-func (r *Runner) State() State { return r.m.get() }
+// State returns the machine state: Idle, Running, Stopping, Faulted or
+// EStop.
+func (r *Runner) State() State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state
+}
+
+// LatchReason says why the machine is Faulted or in EStop ("" otherwise).
+func (r *Runner) LatchReason() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.latchWhy
+}
+
+// Last returns the outcome of the last finished run.
+func (r *Runner) Last() Outcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
 
 // Trusted reports whether the stage position is known (homed and not lost
 // since).
@@ -86,41 +150,124 @@ func (r *Runner) Trusted() bool {
 	return r.trusted
 }
 
-func (r *Runner) setTrusted(v bool) {
+func (r *Runner) untrust() {
 	r.mu.Lock()
-	r.trusted = v
+	r.trusted = false
 	r.mu.Unlock()
 }
 
-// deviceError marks an error that came from the hardware, so that the run is
-// aborted with reason fault rather than failed.
-type deviceError struct {
-	dev string
-	err error
+func (r *Runner) log() *logging.Log {
+	if r.Log == nil {
+		return logging.Discard()
+	}
+	return r.Log
 }
 
-func (e *deviceError) Error() string { return e.dev + ": " + e.err.Error() }
-func (e *deviceError) Unwrap() error { return e.err }
+// Stop is the one cancel path: the console, the stop button, signals, the
+// watchdog, device faults and the e-stop all call it. It never blocks.
+//
+// While a run is active the first call cancels the run's context with a
+// *stop.Cause; a stronger reason arriving later escalates the stop in
+// progress (the e-stop abandons the controlled hold and resets the stage at
+// once); a repeated or weaker one is logged and ignored. While idle, an
+// e-stop latches EStop, a fault or watchdog stop latches Faulted, and any
+// other stop is harmless.
+func (r *Runner) Stop(reason stop.Reason, detail string) {
+	log := r.log()
+	cause := stop.New(reason, detail)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch r.state {
+	case Running, Stopping:
+		switch {
+		case reason <= r.reason:
+			log.Noticef("stop %v ignored: already stopping (%v)", cause, r.reason)
+		case r.reason == stop.None:
+			r.reason = reason
+			log.Warnf("stop requested: %v", cause)
+			r.cancel(cause)
+		default:
+			log.Warnf("stop escalated from %v to %v", r.reason, cause)
+			r.reason = reason
+			if reason.Immediate() {
+				r.hurryLocked()
+			}
+		}
+	case Idle, Faulted:
+		switch {
+		case reason == stop.EStop:
+			r.latchLocked(EStop, cause.Error())
+		case reason.Latches() && r.state == Idle:
+			r.latchLocked(Faulted, cause.Error())
+		default:
+			log.Noticef("stop %v while %s: nothing to stop", cause, r.state)
+		}
+	case EStop:
+		log.Noticef("stop %v while in e-stop: nothing to stop", cause)
+	}
+}
 
-func device(dev string, err error) error {
-	if err == nil {
+// Hurry escalates a stop in progress to the immediate path without changing
+// its reason: the controlled hold is abandoned and the stage reset at once
+// (position lost). A second SIGTERM or Ctrl-C does this. The rest of the
+// safe-stop sequence still runs. Without a stop in progress it does nothing.
+func (r *Runner) Hurry(detail string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != Stopping && !(r.state == Running && r.reason != stop.None) {
+		r.log().Noticef("hurry (%s) ignored: no stop in progress", detail)
+		return
+	}
+	r.log().Warnf("stop hurried (%s): abandoning the controlled hold", detail)
+	r.hurryLocked()
+}
+
+func (r *Runner) hurryLocked() {
+	select {
+	case <-r.hurry:
+	default:
+		close(r.hurry)
+	}
+}
+
+func (r *Runner) latchLocked(s State, why string) {
+	if err := transition(r.state, s); err != nil {
+		r.log().Errorf("%v", err)
+		return
+	}
+	r.state = s
+	r.latchWhy = why
+	r.log().Errorf("machine %s: %s; clear with reset", s, why)
+}
+
+// Reset clears a Faulted or EStop latch so that runs are accepted again. It
+// refuses while the e-stop input is still active. The position stays
+// untrusted: the next run homes first.
+func (r *Runner) Reset() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch r.state {
+	case Idle:
+		return nil
+	case Faulted, EStop:
+		if r.state == EStop && r.EStopActive != nil && r.EStopActive() {
+			return errors.New("inspection: e-stop still pressed: release it before reset")
+		}
+		r.log().Noticef("machine reset from %s (%s)", r.state, r.latchWhy)
+		r.state, r.latchWhy = Idle, ""
 		return nil
 	}
-	return &deviceError{dev: dev, err: err}
+	return fmt.Errorf("inspection: cannot reset while %s", r.state)
 }
 
-// Run runs rec to its end and returns the outcome. Cancelling ctx (ideally
-// with a *stop.Cause via context.WithCancelCause) stops the run: motion is
-// held at once, the light switched off, and the safe-stop sequence runs to
-// completion before Run returns. The returned error is non-nil only if the
-// run could not be started (then no record exists).
+// Run runs rec to its end and returns the outcome. Stop (or cancelling ctx)
+// stops the run: motion is held at once, the light switched off, and the
+// safe-stop sequence runs to completion before Run returns. The returned
+// error is non-nil only if the run could not be started (then no record
+// exists): the machine is latched (ErrLatched) or already running, or the
+// record could not be created.
 func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
-	if r.Log == nil {
-		r.Log = logging.Discard()
-	}
-	if st := r.m.get(); st != Idle && !st.Terminal() {
-		return Outcome{}, fmt.Errorf("inspection: cannot start %q: runner is %s", rec.Name, st)
-	}
+	log := r.log()
 	now := time.Now()
 	run := results.Run{
 		ID:         results.NewID(now.UTC(), rec.Name),
@@ -137,101 +284,177 @@ func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 			Index: s.Index, Die: s.Die, XMM: s.At.X.Millimetres(), YMM: s.At.Y.Millimetres(), Status: results.SitePending,
 		})
 	}
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	r.mu.Lock()
+	switch {
+	case r.state.Latched():
+		err := fmt.Errorf("%w: machine is %s (%s): clear it with reset before a new run", ErrLatched, r.state, r.latchWhy)
+		r.mu.Unlock()
+		return Outcome{}, err
+	case r.state != Idle:
+		st := r.state
+		r.mu.Unlock()
+		return Outcome{}, fmt.Errorf("inspection: cannot start %q: machine is %s", rec.Name, st)
+	}
+	r.state = Running
+	r.cancel, r.reason, r.hurry = cancel, stop.None, make(chan struct{})
+	r.mu.Unlock()
+
 	rcd, err := r.Store.Create(run)
 	if err != nil {
+		r.mu.Lock()
+		r.state, r.cancel = Idle, nil
+		r.mu.Unlock()
 		return Outcome{}, fmt.Errorf("inspection: %w", err)
 	}
-	if err := r.m.to(Running); err != nil {
-		_ = rcd.Finish(results.Failed, "error", err, r.Trusted())
-		return Outcome{}, err
-	}
 	run = rcd.Run()
-	r.Log.Infof("run %s: recipe %q, %d sites", run.ID, rec.Name, len(rec.Sites))
+	log.Infof("run %s: recipe %q, %d sites", run.ID, rec.Name, len(rec.Sites))
+
+	// A caller cancelling ctx stops the run through the same path as Stop.
+	stopParent := context.AfterFunc(ctx, func() { r.stopFromParent(ctx) })
+	defer stopParent()
 
 	w := &work{r: r, rec: rec, rcd: rcd, start: now, out: Outcome{RunID: run.ID, Dir: rcd.Dir(), Total: len(rec.Sites)}}
-	workErr := w.do(ctx)
-	return r.finish(ctx, w, workErr), nil
+	workErr := w.do(runCtx)
+	out := r.finish(runCtx, w, workErr)
+	r.mu.Lock()
+	r.last = out
+	r.cancel = nil
+	r.mu.Unlock()
+	return out, nil
 }
 
 // finish classifies the end of the run, runs the safe stop when needed and
 // persists the outcome.
 func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
+	log := r.log()
 	out := w.out
 	if workErr == nil {
 		lightErr := r.Light.Off()
-		if err := w.rcd.Finish(results.Completed, "", nil, r.Trusted()); err != nil || lightErr != nil {
-			workErr = errors.Join(lightErr, err)
-		} else {
-			_ = r.m.to(Completed)
-			out.State = Completed
-			r.Log.Infof("run %s completed: %d sites, %d defects", out.RunID, out.Done, out.Defects)
-			return out
+		err := w.rcd.Finish(results.Completed, "", nil, r.Trusted())
+		if err == nil && lightErr == nil {
+			r.mu.Lock()
+			if r.reason == stop.None { // a Stop racing the last site is harmless
+				r.state = Idle
+				r.mu.Unlock()
+				out.State, out.Latched = Completed, Idle
+				log.Infof("run %s completed: %d sites, %d defects", out.RunID, out.Done, out.Defects)
+				return out
+			}
+			r.mu.Unlock()
+		}
+		workErr = errors.Join(lightErr, err)
+		if workErr == nil {
+			workErr = context.Cause(ctx)
 		}
 	}
 
-	_ = r.m.to(Stopping)
-	state, reason := classify(ctx, workErr)
-	out.Err = workErr
-	out.Reason = reason
-	r.Log.Warnf("run %s stopping: %s: %v", out.RunID, reason, workErr)
+	// Every end other than completion goes through the one cancel path, so
+	// that anything still running under the run's context stops too.
+	var de *deviceError
+	switch {
+	case r.currentReason() != stop.None:
+	case ctx.Err() != nil:
+		// The caller's context ended without Stop: same path, same record.
+		r.stopFromParent(ctx)
+	case errors.As(workErr, &de):
+		r.Stop(stop.Fault, de.Error())
+	default:
+		r.mu.Lock()
+		r.cancel(workErr) // failed: stop whatever else runs under ctx
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	r.state = Stopping
+	r.mu.Unlock()
+	r.step(StepSafeStop, -1)
 
 	// The safe stop runs to completion even though ctx is cancelled.
 	sctx := context.WithoutCancel(ctx)
-	stopErr := r.safeStop(sctx)
+	faulted, stopErr := r.safeStop(sctx)
 	if stopErr != nil {
-		r.Log.Errorf("run %s: safe stop: %v", out.RunID, stopErr)
+		log.Errorf("run %s: safe stop: %v", out.RunID, stopErr)
 	}
-	var rstate results.State
-	switch state {
-	case Canceled:
-		rstate = results.Canceled
-	case Aborted:
-		rstate = results.Aborted
-	default:
-		rstate = results.Failed
-	}
-	if err := w.rcd.Finish(rstate, reason, errors.Join(workErr, stopErr), r.Trusted()); err != nil {
-		r.Log.Errorf("run %s: record: %v", out.RunID, err)
-		stopErr = errors.Join(stopErr, err)
-	}
-	if state == Canceled && stopErr != nil {
-		// A stop that did not complete cleanly is not a plain cancel.
+
+	r.mu.Lock()
+	reason := r.reason
+	r.mu.Unlock()
+	state, why := classify(ctx, reason, workErr)
+	if faulted && state == Canceled {
+		// A stop that could not be completed cleanly is not a plain cancel.
 		state = Aborted
 	}
-	_ = r.m.to(state)
-	out.State = state
-	r.Log.Warnf("run %s %s after %d/%d sites: %s", out.RunID, state, out.Done, out.Total, reason)
+	out.State, out.Reason, out.Err = state, why, errors.Join(workErr, stopErr)
+
+	rstate := map[State]results.State{Canceled: results.Canceled, Aborted: results.Aborted, Failed: results.Failed}[state]
+	if err := w.rcd.Finish(rstate, why, out.Err, r.Trusted()); err != nil {
+		log.Errorf("run %s: record: %v", out.RunID, err)
+		out.Err = errors.Join(out.Err, err)
+	}
+
+	r.mu.Lock()
+	r.state = Stopping
+	switch {
+	case reason == stop.EStop:
+		r.latchLocked(EStop, why)
+	case reason.Latches() || faulted:
+		latch := why
+		if faulted {
+			latch = "safe stop incomplete: " + stopErr.Error()
+		}
+		r.latchLocked(Faulted, latch)
+	default:
+		r.state = Idle
+	}
+	out.Latched = r.state
+	r.mu.Unlock()
+	log.Warnf("run %s %s after %d/%d sites: %s", out.RunID, state, out.Done, out.Total, why)
 	return out
 }
 
 // classify maps why the work ended to an outcome and a reason string.
-func classify(ctx context.Context, err error) (State, string) {
-	if c, ok := stop.As(err); ok || ctx.Err() != nil {
-		if !ok {
-			c, ok = stop.FromContext(ctx)
-		}
-		if ok {
-			reason := c.Reason.String()
-			if c.Detail != "" {
-				reason += ": " + c.Detail
-			}
-			if c.Reason.Immediate() {
-				return Aborted, reason
-			}
-			return Canceled, reason
-		}
-		return Canceled, "operator: " + context.Cause(ctx).Error()
+func classify(ctx context.Context, reason stop.Reason, err error) (State, string) {
+	if reason == stop.None {
+		return Failed, "error: " + err.Error()
 	}
-	var de *deviceError
-	if errors.As(err, &de) {
-		return Aborted, "fault: " + de.Error()
+	why := reason.String()
+	if c, ok := stop.FromContext(ctx); ok {
+		switch {
+		case c.Reason != reason:
+			why += " (escalated from " + c.Error() + ")"
+		case c.Detail != "":
+			why += ": " + c.Detail
+		}
 	}
-	return Failed, "error: " + err.Error()
+	if reason.Aborts() {
+		return Aborted, why
+	}
+	return Canceled, why
 }
 
-// safeStop brings the machine to rest: stage held and reset, light off.
-// Every step runs even if an earlier one failed.
-func (r *Runner) safeStop(ctx context.Context) error {
+func (r *Runner) currentReason() stop.Reason {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reason
+}
+
+// stopFromParent turns the end of the caller's context into a Stop: with
+// its *stop.Cause if it has one, else as an operator stop.
+func (r *Runner) stopFromParent(ctx context.Context) {
+	if c, ok := stop.FromContext(ctx); ok {
+		r.Stop(c.Reason, c.Detail)
+		return
+	}
+	r.Stop(stop.Operator, "context: "+context.Cause(ctx).Error())
+}
+
+// safeStop brings the machine to rest: light off, stage held (or, on an
+// e-stop or when hurried, reset at once), stage reset. Every step runs even
+// if an earlier one failed. faulted reports an escalation: the hold missed
+// its deadline or the reset failed.
+func (r *Runner) safeStop(ctx context.Context) (faulted bool, err error) {
 	holdTO := r.Config.HoldTimeout
 	if holdTO <= 0 {
 		holdTO = 5 * time.Second
@@ -240,190 +463,96 @@ func (r *Runner) safeStop(ctx context.Context) error {
 	if resetTO <= 0 {
 		resetTO = 3 * time.Second
 	}
-	// Light first: it is instant and the most likely to harm a wafer.
-	lightErr := r.Light.Off()
+	r.mu.Lock()
+	hurry := r.hurry
+	immediate := r.reason.Immediate()
+	r.mu.Unlock()
 
-	hctx, cancel := context.WithTimeout(ctx, holdTO)
-	holdErr := r.Stage.Hold(hctx)
-	cancel()
-	if holdErr != nil {
-		// Could not confirm the stage is at rest: the reset may lose steps.
-		r.setTrusted(false)
+	// Light first: it is instant and the most likely to harm a wafer.
+	var lightErr, holdErr, resetErr error
+	if err := r.Light.Off(); err != nil {
+		lightErr = fmt.Errorf("light off: %w", err)
 	}
+
+	if !immediate {
+		hctx, cancel := context.WithTimeoutCause(ctx, holdTO, errors.New("hold deadline missed"))
+		go func() {
+			select {
+			case <-hurry:
+				cancel()
+			case <-hctx.Done():
+			}
+		}()
+		holdErr = r.Stage.Hold(hctx)
+		hurried := isClosed(hurry)
+		cancel()
+		if holdErr != nil {
+			if hurried {
+				holdErr = nil // the escalation chose the reset; not a fault
+				r.log().Warnf("safe stop hurried: resetting without waiting for the hold")
+			} else {
+				holdErr = fmt.Errorf("stage hold: %w", holdErr)
+				faulted = true
+			}
+		}
+	}
+
 	rctx, cancel := context.WithTimeout(ctx, resetTO)
-	resetErr := r.Stage.Reset(rctx)
-	if resetErr == nil {
+	if err := r.Stage.Reset(rctx); err != nil {
+		resetErr = fmt.Errorf("stage reset: %w", err)
+		r.untrust()
+		// An alarm raised by the reset (it stopped a moving stage) is the
+		// expected result of the immediate path, not a failed reset.
+		if !errors.Is(err, motion.ErrAlarm) {
+			faulted = true
+		} else {
+			resetErr = nil
+		}
+	} else if st, err := r.Stage.Status(rctx); err != nil || st.State == motion.StateAlarm {
 		// An alarm that survives the reset (limit hit, reset while
 		// moving) means the position is lost.
-		if st, err := r.Stage.Status(rctx); err != nil || st.State == motion.StateAlarm {
-			r.setTrusted(false)
-		}
+		r.untrust()
 	}
 	cancel()
-	if resetErr != nil {
-		r.setTrusted(false)
+	if holdErr != nil || immediate {
+		r.untrust()
 	}
-	if holdErr != nil {
-		holdErr = fmt.Errorf("stage hold: %w", holdErr)
-	}
-	if resetErr != nil {
-		resetErr = fmt.Errorf("stage reset: %w", resetErr)
-	}
-	if lightErr != nil {
-		lightErr = fmt.Errorf("light off: %w", lightErr)
-	}
-	return errors.Join(lightErr, holdErr, resetErr)
+	return faulted, errors.Join(lightErr, holdErr, resetErr)
 }
 
-// work is one run in progress.
-type work struct {
-	r      *Runner
-	rec    *recipe.Recipe
-	rcd    *results.Recorder
-	start  time.Time
-	out    Outcome
-	golden *camera.Frame
-	dets   []analysis.Defect
-}
-
-func (w *work) do(ctx context.Context) error {
-	defer func() {
-		if w.golden != nil {
-			w.golden.Release()
-			w.golden = nil
-		}
-	}()
-	if err := w.ensureHomed(ctx); err != nil {
-		return err
-	}
-	r, rec := w.r, w.rec
-	r.detector = analysis.Detector{Threshold: rec.Threshold, MinArea: rec.MinArea}
-
-	// Golden die first: every site is compared against it.
-	golden, err := w.expose(ctx, rec.Reference)
-	if err != nil {
-		return fmt.Errorf("reference die %v: %w", rec.Reference.Die, err)
-	}
-	w.golden = golden
-
-	for _, s := range rec.Sites {
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-		if err := w.site(ctx, s); err != nil {
-			return fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
-		}
-	}
-	return nil
-}
-
-// ensureHomed homes the stage unless its position is already trusted.
-func (w *work) ensureHomed(ctx context.Context) error {
-	r := w.r
-	st, err := r.Stage.Status(ctx)
-	if err != nil {
-		return device("stage", err)
-	}
-	if st.State == motion.StateAlarm {
-		r.setTrusted(false)
-	}
-	if r.Trusted() {
-		return nil
-	}
-	r.Log.Infof("homing the stage (position not trusted)")
-	if err := r.Stage.Home(ctx); err != nil {
-		return device("stage", fmt.Errorf("homing: %w", err))
-	}
-	r.setTrusted(true)
-	return nil
-}
-
-// expose moves to site s, settles, and captures one lit frame.
-func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error) {
-	r, rec := w.r, w.rec
-	if err := r.Stage.MoveTo(ctx, s.At, rec.Feed); err != nil {
-		return nil, device("stage", err)
-	}
-	if err := sleep(ctx, rec.Settle); err != nil {
-		return nil, err
-	}
-	if err := r.Light.On(rec.LightLevel); err != nil {
-		return nil, device("light", err)
-	}
-	// The light goes off the moment the run is cancelled, and always after
-	// the capture.
-	stopLight := context.AfterFunc(ctx, func() { _ = r.Light.Off() })
-	f, capErr := r.Camera.Capture(ctx, rec.Exposure)
-	stopLight()
-	offErr := r.Light.Off()
-	if capErr != nil {
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		return nil, device("camera", errors.Join(capErr, offErr))
-	}
-	if offErr != nil {
-		f.Release()
-		return nil, device("light", offErr)
-	}
-	return f, nil
-}
-
-// site inspects one site and records it.
-func (w *work) site(ctx context.Context, s recipe.Site) error {
-	r := w.r
-	f, err := w.expose(ctx, s)
-	if err != nil {
-		return err
-	}
-	defer f.Release()
-	w.dets, err = r.detector.Detect(ctx, f, w.golden, w.dets[:0])
-	if err != nil {
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		return err
-	}
-	info := r.Camera.Info()
-	defects := make([]results.Defect, len(w.dets))
-	for i, d := range w.dets {
-		at := info.ToMachine(s.At, d.X, d.Y)
-		defects[i] = results.Defect{
-			XMM: at.X.Millimetres(), YMM: at.Y.Millimetres(),
-			Box:    [4]int{d.Box.Min.X, d.Box.Min.Y, d.Box.Max.X, d.Box.Max.Y},
-			AreaPx: d.Area, AreaUM2: float64(d.Area) * info.PixelSize * info.PixelSize,
-			Peak: d.Peak,
-		}
-	}
-	// A site that was analysed is saved even if a stop arrives now: the
-	// save is short and losing finished work is worse.
-	if err := w.rcd.SaveSite(s.Index, defects, f.Gray()); err != nil {
-		return err
-	}
-	w.out.Done++
-	w.out.Defects += len(defects)
-	if r.Progress != nil {
-		el := time.Since(w.start)
-		eta := time.Duration(0)
-		if w.out.Done > 0 {
-			eta = el / time.Duration(w.out.Done) * time.Duration(w.out.Total-w.out.Done)
-		}
-		r.Progress(Progress{RunID: w.out.RunID, Done: w.out.Done, Total: w.out.Total, Defects: w.out.Defects, Site: s, Elapsed: el, ETA: eta})
-	}
-	return nil
-}
-
-// sleep waits d or until ctx is cancelled.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+func isClosed(c chan struct{}) bool {
 	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
+	case <-c:
+		return true
+	default:
+		return false
 	}
+}
+
+func (r *Runner) step(s Step, site int) {
+	if r.OnStep != nil {
+		r.OnStep(s, site)
+	}
+}
+
+// deviceError marks an error that came from the hardware, so that the run is
+// aborted with reason fault rather than failed.
+type deviceError struct {
+	dev string
+	err error
+}
+
+func (e *deviceError) Error() string { return e.dev + ": " + e.err.Error() }
+func (e *deviceError) Unwrap() error { return e.err }
+
+// device tags err as coming from dev, unless the run was stopped (then the
+// error is the stop's doing, not the device's).
+func device(ctx context.Context, dev string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return errors.Join(context.Cause(ctx), err)
+	}
+	return &deviceError{dev: dev, err: err}
 }

@@ -1,25 +1,28 @@
 package inspection
 
-import (
-	"fmt"
-	"sync"
-)
+import "fmt"
 
-// State is the runner's state. Transitions go through one function that
-// refuses illegal ones; there are no boolean flags for state.
+// State is a machine state or a run outcome. The machine is always in one of
+// Idle, Running, Stopping, Faulted or EStop; a run ends in one of Completed,
+// Canceled, Failed or Aborted (and a run found unfinished at start-up is
+// marked interrupted in its record). Transitions go through one function
+// that refuses illegal ones; there are no boolean flags for state.
 type State int
 
 const (
-	Idle      State = iota
-	Running         // working through the sites
-	Stopping        // running the safe-stop sequence
-	Completed       // terminal states: the last run's outcome, until the next run
+	Idle     State = iota
+	Running        // working through the sites
+	Stopping       // running the safe-stop sequence
+	Faulted        // latched after a fault, a watchdog stop or a failed safe stop; cleared by Reset
+	EStop          // latched by the e-stop; cleared by Reset once the input is released
+
+	Completed // run outcomes
 	Canceled
 	Failed
 	Aborted
 )
 
-var stateNames = [...]string{"idle", "running", "stopping", "completed", "canceled", "failed", "aborted"}
+var stateNames = [...]string{"idle", "running", "stopping", "faulted", "estop", "completed", "canceled", "failed", "aborted"}
 
 func (s State) String() string {
 	if s >= 0 && int(s) < len(stateNames) {
@@ -28,41 +31,27 @@ func (s State) String() string {
 	return fmt.Sprintf("state(%d)", int(s))
 }
 
-// Terminal reports whether s is the outcome of a finished run.
-func (s State) Terminal() bool { return s >= Completed }
+// Outcome reports whether s is the outcome of a finished run.
+func (s State) Outcome() bool { return s >= Completed }
 
-// legal lists the allowed transitions.
+// Latched reports whether s refuses new runs until an explicit reset.
+func (s State) Latched() bool { return s == Faulted || s == EStop }
+
+// legal lists the allowed machine transitions.
 var legal = map[State][]State{
-	Idle:      {Running},
-	Running:   {Stopping, Completed, Failed},
-	Stopping:  {Canceled, Failed, Aborted},
-	Completed: {Running, Idle},
-	Canceled:  {Running, Idle},
-	Failed:    {Running, Idle},
-	Aborted:   {Running, Idle},
+	Idle:     {Running, Faulted, EStop},
+	Running:  {Stopping, Idle},
+	Stopping: {Idle, Faulted, EStop},
+	Faulted:  {Idle, EStop},
+	EStop:    {Idle},
 }
 
-// machine guards the runner state. Safe for concurrent use.
-type machine struct {
-	mu sync.Mutex
-	s  State
-}
-
-func (m *machine) get() State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.s
-}
-
-// to moves to next if that is legal from the current state.
-func (m *machine) to(next State) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, ok := range legal[m.s] {
-		if ok == next {
-			m.s = next
+// transition checks that from → to is legal.
+func transition(from, to State) error {
+	for _, ok := range legal[from] {
+		if ok == to {
 			return nil
 		}
 	}
-	return fmt.Errorf("inspection: illegal transition %s → %s", m.s, next)
+	return fmt.Errorf("inspection: illegal transition %s → %s", from, to)
 }

@@ -44,9 +44,18 @@ func ParseReason(s string) (Reason, error) {
 	return None, fmt.Errorf("stop: unknown reason %q", s)
 }
 
-// Immediate reports whether the reason calls for the immediate stop path
-// (abort) rather than a graceful cancel.
-func (r Reason) Immediate() bool { return r >= Fault }
+// Aborts reports whether a run stopped for this reason is aborted (fault,
+// watchdog, e-stop) rather than canceled (operator, button, shutdown).
+func (r Reason) Aborts() bool { return r >= Fault }
+
+// Immediate reports whether the reason skips the controlled hold: the stage
+// is soft-reset at once, stopping the steppers dead (position lost). Only
+// the e-stop does.
+func (r Reason) Immediate() bool { return r == EStop }
+
+// Latches reports whether a stop for this reason leaves the machine latched
+// (Faulted, or EStop) until an operator resets it.
+func (r Reason) Latches() bool { return r >= Fault }
 
 // Cause is the cancel cause of a stopped run: the reason and who or what
 // asked. It is an error so that it travels through context.Cause and

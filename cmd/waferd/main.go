@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -124,24 +125,39 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	// One cancel path: every stop source cancels runCtx with a typed cause.
+	if marked, err := store.MarkInterrupted(); err != nil {
+		log.Errorf("checking for unfinished runs: %v", err)
+	} else {
+		for _, m := range marked {
+			log.Warnf("run %s was found unfinished (%d/%d sites): marked interrupted", m.ID, m.SitesDone, m.SitesTotal)
+		}
+	}
+
+	// Signals go through the run's one cancel path: the first cancels the
+	// run with a typed cause (SIGINT: operator, SIGTERM: shutdown); a
+	// further one hurries the safe stop but never skips it.
 	runCtx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
+	var runner *inspection.Runner
+	var runnerMu sync.Mutex
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	go func() {
 		for s := range sigs {
-			reason := stop.Operator
-			if s == syscall.SIGTERM {
-				reason = stop.Shutdown
-			}
-			if runCtx.Err() != nil {
-				log.Warnf("%v: already stopping", s)
+			if runCtx.Err() == nil {
+				reason := stop.Operator
+				if s == syscall.SIGTERM {
+					reason = stop.Shutdown
+				}
+				cancel(stop.New(reason, s.String()))
 				continue
 			}
-			log.Warnf("%v: stopping the run", s)
-			cancel(stop.New(reason, s.String()))
+			runnerMu.Lock()
+			if runner != nil {
+				runner.Hurry("second " + s.String())
+			}
+			runnerMu.Unlock()
 		}
 	}()
 
@@ -152,6 +168,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	})
 	openCancel()
 	if err != nil {
+		if c, ok := stop.FromContext(runCtx); ok {
+			log.Warnf("%v before the run started", c)
+			return exitCanceled
+		}
 		log.Errorf("%v", err)
 		return exitFailed
 	}
@@ -166,6 +186,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store,
 		Log: logs.For("runner"), Progress: p.site,
 	}
+	runnerMu.Lock()
+	runner = r
+	runnerMu.Unlock()
 	out, err := r.Run(runCtx, rec)
 	p.end()
 	if err != nil {

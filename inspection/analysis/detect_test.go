@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"image"
+	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -27,7 +30,9 @@ func newFrame(w, h, pad int, grey byte) *camera.Frame {
 
 // pair returns a golden frame with a noisy texture and a copy of it.
 func pair(t testing.TB, w, h, pad int, seed uint64) (frame, golden *camera.Frame) {
-	t.Helper()
+	if t != nil {
+		t.Helper()
+	}
 	r := rand.New(rand.NewPCG(seed, 1))
 	golden = newFrame(w, h, pad, 0)
 	for y := range h {
@@ -387,26 +392,34 @@ func TestDetectZeroAllocs(t *testing.T) {
 	assert.Zero(t, allocs)
 }
 
-// BenchmarkDetect measures a 2048×2048 frame with noise and 64 defects
-// against its golden frame. Bytes are frame pixels.
-func BenchmarkDetect(b *testing.B) {
-	const size = 2048
-	f, g := pair(b, size, size, 0, 12)
+// benchSize is the side of the benchmark frames: the production camera's.
+const benchSize = 2048
+
+// benchFrames returns a realistic benchSize² frame pair, built once: a noisy
+// golden texture, the frame equal to it plus ±4 grey levels of sensor noise,
+// and 64 dark defects of 3–18 px on a side.
+var benchFrames = sync.OnceValues(func() (frame, golden *camera.Frame) {
+	frame, golden = pair(nil, benchSize, benchSize, 0, 12)
 	r := rand.New(rand.NewPCG(12, 12))
-	for y := range size {
-		row := f.Row(y)
+	for y := range benchSize {
+		row := frame.Row(y)
 		for x := range row {
 			row[x] = byte(int(row[x]) + r.IntN(9) - 4)
 		}
 	}
 	for range 64 {
-		x, y := r.IntN(size-20), r.IntN(size-20)
-		paint(f, g, -90, rect(x, y, x+3+r.IntN(16), y+3+r.IntN(16))...)
+		x, y := r.IntN(benchSize-20), r.IntN(benchSize-20)
+		paint(frame, golden, -90, rect(x, y, x+3+r.IntN(16), y+3+r.IntN(16))...)
 	}
-	d := &Detector{}
+	return frame, golden
+})
+
+// benchDetect runs d.Detect on the benchmark frames. Bytes are frame pixels.
+func benchDetect(b *testing.B, d *Detector) {
+	f, g := benchFrames()
 	ctx := context.Background()
 	var dst []Defect
-	b.SetBytes(size * size)
+	b.SetBytes(benchSize * benchSize)
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
@@ -419,3 +432,80 @@ func BenchmarkDetect(b *testing.B) {
 		b.Fatal("no defects found")
 	}
 }
+
+// BenchmarkAnalyze measures Detect with the defaults on a 2048×2048 frame
+// with noise and 64 defects against its golden frame. Compare its MB/s with
+// BenchmarkMemmove's.
+func BenchmarkAnalyze(b *testing.B) { benchDetect(b, &Detector{}) }
+
+// BenchmarkAnalyzeNoCancelChecks is BenchmarkAnalyze with one band per frame,
+// so ctx is checked once instead of once per DefaultBandRows rows: the
+// difference is the cost of the cancellation checks.
+func BenchmarkAnalyzeNoCancelChecks(b *testing.B) {
+	benchDetect(b, &Detector{BandRows: math.MaxInt})
+}
+
+// BenchmarkMemmove copies a frame-sized buffer, the speed of light for a pass
+// over a frame. Bytes are frame pixels, as in BenchmarkAnalyze.
+func BenchmarkMemmove(b *testing.B) {
+	src := make([]byte, benchSize*benchSize)
+	dst := make([]byte, len(src))
+	for i := range src {
+		src[i] = byte(i * 7)
+	}
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		copy(dst, src)
+	}
+}
+
+// BenchmarkCancelLatency cancels ctx from another goroutine at a random
+// moment while Detect is scanning a benchmark frame and reports the time from
+// cancel to Detect's return, p50 and p99 in µs.
+func BenchmarkCancelLatency(b *testing.B) {
+	f, g := benchFrames()
+	d := &Detector{}
+	dst, err := d.Detect(context.Background(), f, g, nil) // size the scratch
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := d.Detect(context.Background(), f, g, dst[:0]); err != nil {
+		b.Fatal(err)
+	}
+	frameTime := time.Since(start)
+
+	r := rand.New(rand.NewPCG(13, 13))
+	lat := make([]time.Duration, 0, 1024)
+	for b.Loop() {
+		for { // until a cancel lands mid-frame
+			ctx, cancel := context.WithCancelCause(context.Background())
+			var cancelled atomic.Int64 // time.Now().UnixNano() just before cancel
+			delay := time.Duration(r.Int64N(int64(frameTime) * 8 / 10))
+			timer := time.AfterFunc(delay, func() {
+				cancelled.Store(time.Now().UnixNano())
+				cancel(errStop)
+			})
+			dst, err = d.Detect(ctx, f, g, dst[:0])
+			end := time.Now().UnixNano()
+			timer.Stop()
+			cancel(nil)
+			if err == nil {
+				continue // finished before the cancel: retry
+			}
+			if !errors.Is(err, errStop) {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Duration(end-cancelled.Load()))
+			break
+		}
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+var errStop = errors.New("stop")

@@ -1,0 +1,187 @@
+package inspection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/waferd/waferd/camera"
+	"github.com/waferd/waferd/inspection/analysis"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/motion"
+)
+
+// work is one run in progress. It is used by Run's goroutine only.
+type work struct {
+	r      *Runner
+	rec    *recipe.Recipe
+	rcd    *results.Recorder
+	start  time.Time
+	out    Outcome
+	golden *camera.Frame
+	dets   []analysis.Defect
+}
+
+func (w *work) do(ctx context.Context) error {
+	defer func() {
+		if w.golden != nil {
+			w.golden.Release()
+			w.golden = nil
+		}
+	}()
+	if err := w.ensureHomed(ctx); err != nil {
+		return err
+	}
+	r, rec := w.r, w.rec
+	r.detector = analysis.Detector{Threshold: rec.Threshold, MinArea: rec.MinArea}
+
+	// Golden die first: every site is compared against it.
+	golden, err := w.expose(ctx, rec.Reference)
+	if err != nil {
+		return fmt.Errorf("reference die %v: %w", rec.Reference.Die, err)
+	}
+	w.golden = golden
+
+	for _, s := range rec.Sites {
+		if err := w.site(ctx, s); err != nil {
+			return fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+		}
+		r.step(StepNextSite, s.Index)
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
+// ensureHomed homes the stage unless its position is already trusted.
+func (w *work) ensureHomed(ctx context.Context) error {
+	r := w.r
+	st, err := r.Stage.Status(ctx)
+	if err != nil {
+		return device(ctx, "stage", err)
+	}
+	if st.State == motion.StateAlarm {
+		r.untrust()
+	}
+	if r.Trusted() {
+		return nil
+	}
+	r.step(StepHoming, -1)
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	r.log().Infof("homing the stage (position not trusted)")
+	if err := r.Stage.Home(ctx); err != nil {
+		return device(ctx, "stage", fmt.Errorf("homing: %w", err))
+	}
+	r.mu.Lock()
+	r.trusted = true
+	r.mu.Unlock()
+	return nil
+}
+
+// expose moves to site s, settles, and captures one lit frame.
+func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error) {
+	r, rec := w.r, w.rec
+	r.step(StepMove, s.Index)
+	if err := r.Stage.MoveTo(ctx, s.At, rec.Feed); err != nil {
+		return nil, device(ctx, "stage", err)
+	}
+	r.step(StepSettle, s.Index)
+	if err := sleep(ctx, rec.Settle); err != nil {
+		return nil, err
+	}
+	r.step(StepLightOn, s.Index)
+	if err := ctx.Err(); err != nil {
+		return nil, context.Cause(ctx)
+	}
+	if err := r.Light.On(rec.LightLevel); err != nil {
+		return nil, device(ctx, "light", err)
+	}
+	// The light goes off the moment the run is cancelled, and always after
+	// the capture.
+	stopLight := context.AfterFunc(ctx, func() { _ = r.Light.Off() })
+	r.step(StepCapture, s.Index)
+	to := r.Config.CaptureTimeout
+	if to <= 0 {
+		to = 2 * time.Second
+	}
+	cctx, cancel := context.WithTimeoutCause(ctx, rec.Exposure+to,
+		fmt.Errorf("camera: no frame within %v of a %v exposure", to, rec.Exposure))
+	f, capErr := r.Camera.Capture(cctx, rec.Exposure)
+	cancel()
+	stopLight()
+	offErr := r.Light.Off()
+	if capErr != nil {
+		return nil, device(ctx, "camera", errors.Join(capErr, offErr))
+	}
+	if offErr != nil {
+		f.Release()
+		return nil, device(ctx, "light", offErr)
+	}
+	return f, nil
+}
+
+// site inspects one site and records it.
+func (w *work) site(ctx context.Context, s recipe.Site) error {
+	r := w.r
+	f, err := w.expose(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer f.Release()
+	r.step(StepAnalyse, s.Index)
+	w.dets, err = r.detector.Detect(ctx, f, w.golden, w.dets[:0])
+	if err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return err
+	}
+	info := r.Camera.Info()
+	defects := make([]results.Defect, len(w.dets))
+	for i, d := range w.dets {
+		at := info.ToMachine(s.At, d.X, d.Y)
+		defects[i] = results.Defect{
+			XMM: at.X.Millimetres(), YMM: at.Y.Millimetres(),
+			Box:    [4]int{d.Box.Min.X, d.Box.Min.Y, d.Box.Max.X, d.Box.Max.Y},
+			AreaPx: d.Area, AreaUM2: float64(d.Area) * info.PixelSize * info.PixelSize,
+			Peak: d.Peak,
+		}
+	}
+	// A site that was analysed is saved even if a stop arrives now: the
+	// save is short and losing finished work is worse.
+	r.step(StepSave, s.Index)
+	if err := w.rcd.SaveSite(s.Index, defects, f.Gray()); err != nil {
+		return err
+	}
+	w.out.Done++
+	w.out.Defects += len(defects)
+	if r.Progress != nil {
+		el := time.Since(w.start)
+		eta := el / time.Duration(w.out.Done) * time.Duration(w.out.Total-w.out.Done)
+		r.Progress(Progress{RunID: w.out.RunID, Done: w.out.Done, Total: w.out.Total, Defects: w.out.Defects, Site: s, Elapsed: el, ETA: eta})
+	}
+	return nil
+}
+
+// sleep waits d or until ctx is cancelled.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
