@@ -3,6 +3,7 @@ module github.com/waferd/waferd
 go 1.26.8
 
 require (
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/creack/pty v1.1.24
 	github.com/d2r2/go-logger v0.0.0-20210606094344-60e9d1233e22
 	github.com/pelletier/go-toml/v2 v2.4.3
