@@ -305,6 +305,207 @@ func TestDetectMatchesReference(t *testing.T) {
 	}
 }
 
+// absDiff returns |a - b|.
+func absDiff(a, b byte) int { return max(int(a)-int(b), int(b)-int(a)) }
+
+// TestWordTests checks the word tests exhaustively: every threshold, every
+// pair of pixel values, in every byte position in turn, beside random
+// neighbours (a carry or borrow crossing bytes or lanes would show).
+func TestWordTests(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for threshold := range 256 {
+		s := newScan(uint8(threshold))
+		for a := range 256 {
+			for b := range 256 {
+				i := (a + b) % 8
+				pos := 8 * uint(i)
+				fw := r.Uint64()&^(0xff<<pos) | uint64(a)<<pos
+				gw := r.Uint64()&^(0xff<<pos) | uint64(b)<<pos
+				m := exactMask(fw, gw, s.c)
+				hi, lo := lanes(fw, gw, s.cK, s.cL)
+				flagged := (hi | ^lo) & hi8
+				diff := absDiff(byte(a), byte(b))
+				if got, want := m>>i&1 == 1, diff > threshold; got != want {
+					t.Fatalf("exactMask T=%d pixel %d: %d vs %d: got %v", threshold, i, a, b, got)
+				}
+				if f := flagged>>(pos+7)&1 == 1; diff > threshold && !f || diff < threshold && f {
+					t.Fatalf("lanes T=%d pixel %d: %d vs %d: flagged %v", threshold, i, a, b, f)
+				}
+				if b == a {
+					var fa, ga [wordLen]byte
+					le.PutUint64(fa[:], fw)
+					le.PutUint64(ga[:], gw)
+					if wordClean(&fa, &ga, s.cK, s.cL) != (flagged == 0) {
+						t.Fatalf("wordClean T=%d %v %v", threshold, fa, ga)
+					}
+				}
+			}
+		}
+	}
+}
+
+// randomPair returns a w×h frame and golden frame with independent random
+// strides, Pix ending with the last row (no padding after it), padding bytes
+// that would be suspect (frame 0, golden 255), and golden pixels random,
+// often at the extremes.
+func randomPair(r *rand.Rand, w, h int) (frame, golden *camera.Frame) {
+	mk := func(grey byte) *camera.Frame {
+		stride := w + r.IntN(20)
+		f := &camera.Frame{Width: w, Height: h, Stride: stride, Pix: make([]byte, (h-1)*stride+w)}
+		for i := range f.Pix {
+			f.Pix[i] = grey
+		}
+		return f
+	}
+	frame, golden = mk(0), mk(255)
+	for y := range h {
+		row := golden.Row(y)
+		for x := range row {
+			switch r.IntN(10) {
+			case 0:
+				row[x] = 0
+			case 1:
+				row[x] = 255
+			default:
+				row[x] = byte(r.IntN(256))
+			}
+		}
+	}
+	return frame, golden
+}
+
+// setDiff sets a frame pixel against golden value g: suspect (|d| > t) if
+// possible, exactly at the threshold (|d| = t), or within it.
+func setDiff(r *rand.Rand, g byte, t int, kind int) byte {
+	gv := int(g)
+	switch kind {
+	case 0: // suspect
+		var c []int
+		if gv-t-1 >= 0 {
+			c = append(c, r.IntN(gv-t)) // [0, gv-t-1]
+		}
+		if gv+t+1 <= 255 {
+			c = append(c, gv+t+1+r.IntN(255-gv-t)) // [gv+t+1, 255]
+		}
+		if len(c) == 0 {
+			return g
+		}
+		return byte(c[r.IntN(len(c))])
+	case 1: // at the threshold
+		if r.IntN(2) == 0 && gv-t >= 0 || gv+t > 255 {
+			return byte(max(gv-t, 0))
+		}
+		return byte(gv + t)
+	default: // within the threshold
+		return byte(min(max(gv+r.IntN(2*t+1)-t, 0), 255))
+	}
+}
+
+// TestDetectMatchesReferenceWide compares with the flood fill over random
+// geometries (widths that are not multiples of 8 or of the block, frame and
+// golden strides that differ), thresholds across the range, differences of
+// exactly the threshold (which the word test lets through and the pixel test
+// must reject), and runs ending at the right edge, inside the last partial
+// word.
+func TestDetectMatchesReferenceWide(t *testing.T) {
+	thresholds := []uint8{1, 2, 3, 7, 40, 127, 128, 129, 200, 253, 254, 255}
+	d := &Detector{}
+	for seed := range uint64(400) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		w, h := 1+r.IntN(300), 1+r.IntN(24)
+		if seed%4 == 0 {
+			w = 1 + r.IntN(24)
+		}
+		threshold := thresholds[int(seed)%len(thresholds)]
+		tl := int(threshold)
+		f, g := randomPair(r, w, h)
+		density := r.Float64() * 0.5
+		for y := range h {
+			row, grow := f.Row(y), g.Row(y)
+			for x := range row {
+				kind := 2
+				switch u := r.Float64(); {
+				case u < density:
+					kind = 0
+				case u < density+0.1:
+					kind = 1
+				}
+				row[x] = setDiff(r, grow[x], tl, kind)
+			}
+			if r.IntN(3) == 0 { // a run to the right edge
+				for x := max(w-1-r.IntN(9), 0); x < w; x++ {
+					row[x] = setDiff(r, grow[x], tl, 0)
+				}
+			}
+		}
+		d.Threshold, d.MinArea, d.BandRows = threshold, 1+r.IntN(3), 1+r.IntN(8)
+		want := reference(f, g, tl, d.MinArea)
+		got, err := d.Detect(context.Background(), f, g, nil)
+		require.NoError(t, err)
+		assert.True(t, slices.IsSortedFunc(got, compareDefects), "seed %d: not sorted", seed)
+		slices.SortFunc(got, totalOrder)
+		slices.SortFunc(want, totalOrder)
+		require.Equal(t, len(want), len(got), "seed %d: %dx%d threshold %d", seed, w, h, threshold)
+		if len(want) > 0 {
+			require.Equal(t, want, got, "seed %d: %dx%d strides %d/%d threshold %d", seed, w, h, f.Stride, g.Stride, threshold)
+		}
+	}
+}
+
+// manyDefects returns a 301×h frame pair with random suspect pixels, 15%
+// of them: many small components, in an order of their top rows that is not
+// the order of their centroids. With h = 120 or 200 there are about 2600 or
+// 4400, more than sortDefects sorts in one go.
+func manyDefects(t testing.TB, h int) (frame, golden *camera.Frame) {
+	frame, golden = pair(t, 301, h, 3, 14)
+	r := rand.New(rand.NewPCG(14, 14))
+	for y := range h {
+		for x := range 301 {
+			if r.IntN(100) < 15 {
+				paint(frame, golden, 90, image.Pt(x, y))
+			}
+		}
+	}
+	return frame, golden
+}
+
+func TestDetectManyDefects(t *testing.T) {
+	for _, h := range []int{120, 200} { // one merge pass or two
+		f, g := manyDefects(t, h)
+		want := reference(f, g, DefaultThreshold, 1)
+		require.Greater(t, len(want), sortLen)
+		require.False(t, slices.IsSortedFunc(want, compareDefects))
+		slices.SortFunc(want, totalOrder)
+		d := &Detector{MinArea: 1}
+		for range 2 {
+			got, err := d.Detect(context.Background(), f, g, nil)
+			require.NoError(t, err)
+			assert.True(t, slices.IsSortedFunc(got, compareDefects), "not sorted")
+			slices.SortFunc(got, totalOrder)
+			require.Equal(t, want, got)
+		}
+	}
+}
+
+func TestDetectBadGeometry(t *testing.T) {
+	ok := newFrame(64, 48, 0, 0)
+	for name, f := range map[string]*camera.Frame{
+		"stride < width": {Width: 64, Height: 48, Stride: 63, Pix: make([]byte, 64*48)},
+		"short Pix":      {Width: 64, Height: 48, Stride: 70, Pix: make([]byte, 70*47+63)},
+	} {
+		dst := []Defect{{Area: 3}}
+		got, err := (&Detector{}).Detect(context.Background(), f, ok, dst)
+		require.Error(t, err, name)
+		assert.ErrorContains(t, err, "frame: bad geometry", name)
+		assert.Equal(t, dst, got, name)
+		_, err = (&Detector{}).Detect(context.Background(), ok, f, nil)
+		assert.ErrorContains(t, err, "golden: bad geometry", name)
+	}
+	exact := &camera.Frame{Width: 64, Height: 48, Stride: 70, Pix: make([]byte, 70*47+64)}
+	_, err := (&Detector{}).Detect(context.Background(), exact, ok, nil)
+	assert.NoError(t, err, "Pix ending with the last row")
+}
+
 func TestDetectSizeMismatch(t *testing.T) {
 	f := newFrame(64, 48, 0, 0)
 	g := newFrame(64, 40, 0, 0)
@@ -361,6 +562,36 @@ func TestDetectCancelMidFrame(t *testing.T) {
 	assert.Equal(t, int32(h/band), ctx.calls.Load())
 }
 
+// TestDetectCancelAnywhere cancels at every check of a frame with many runs
+// and defects, so that labelling and sorting check ctx too: Detect must stop
+// at the first check after the cancellation, in whatever phase.
+func TestDetectCancelAnywhere(t *testing.T) {
+	f, g := manyDefects(t, 200)
+	cause := errors.New("operator pressed stop")
+	d := &Detector{MinArea: 1}
+	parent, cancel := context.WithCancelCause(context.Background())
+	ctx := &countingCtx{Context: parent, n: -1, cancel: cancel, cause: cause}
+	want, err := d.Detect(ctx, f, g, nil)
+	require.NoError(t, err)
+	cancel(nil)
+	checks := ctx.calls.Load()
+	bands := int32((f.Height + DefaultBandRows - 1) / DefaultBandRows)
+	require.Greater(t, checks, bands+2, "labelling and sorting check ctx")
+	for n := int32(1); n <= checks; n++ {
+		parent, cancel := context.WithCancelCause(context.Background())
+		ctx := &countingCtx{Context: parent, n: n, cancel: cancel, cause: cause}
+		dst := []Defect{{Area: -1}}
+		got, err := d.Detect(ctx, f, g, dst)
+		require.ErrorIs(t, err, cause, "cancelled at check %d of %d", n, checks)
+		assert.Equal(t, dst, got, "dst untouched")
+		assert.LessOrEqual(t, ctx.calls.Load(), n+1, "stops at the first check after cancellation")
+		cancel(nil)
+	}
+	got, err := d.Detect(context.Background(), f, g, nil)
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "reusable after cancellation")
+}
+
 func TestDetectReusableAfterCancel(t *testing.T) {
 	f, g := pair(t, 100, 300, 0, 10)
 	paint(f, g, 80, rect(10, 10, 20, 20)...)
@@ -374,22 +605,37 @@ func TestDetectReusableAfterCancel(t *testing.T) {
 }
 
 func TestDetectZeroAllocs(t *testing.T) {
-	f, g := pair(t, 256, 256, 0, 11)
-	r := rand.New(rand.NewPCG(11, 11))
-	for range 40 {
-		x, y := r.IntN(240), r.IntN(240)
-		paint(f, g, 90, rect(x, y, x+1+r.IntN(12), y+1+r.IntN(12))...)
+	small := func() (*camera.Frame, *camera.Frame) {
+		f, g := pair(t, 256, 256, 0, 11)
+		r := rand.New(rand.NewPCG(11, 11))
+		for range 40 {
+			x, y := r.IntN(240), r.IntN(240)
+			paint(f, g, 90, rect(x, y, x+1+r.IntN(12), y+1+r.IntN(12))...)
+		}
+		return f, g
 	}
-	d := &Detector{}
-	ctx := context.Background()
-	dst, err := d.Detect(ctx, f, g, nil) // warm-up sizes the scratch and dst
-	require.NoError(t, err)
-	require.NotEmpty(t, dst)
-	allocs := testing.AllocsPerRun(20, func() {
-		dst, err = d.Detect(ctx, f, g, dst[:0])
-	})
-	require.NoError(t, err)
-	assert.Zero(t, allocs)
+	for _, c := range []struct {
+		name   string
+		frames func() (*camera.Frame, *camera.Frame)
+		d      *Detector
+	}{
+		{"256x256", small, &Detector{}},
+		{"2048x2048", benchFrames, &Detector{}},
+		{"many defects", func() (*camera.Frame, *camera.Frame) { return manyDefects(t, 200) }, &Detector{MinArea: 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, g := c.frames()
+			ctx := context.Background()
+			dst, err := c.d.Detect(ctx, f, g, nil) // warm-up sizes the scratch and dst
+			require.NoError(t, err)
+			require.NotEmpty(t, dst)
+			allocs := testing.AllocsPerRun(5, func() {
+				dst, err = c.d.Detect(ctx, f, g, dst[:0])
+			})
+			require.NoError(t, err)
+			assert.Zero(t, allocs)
+		})
+	}
 }
 
 // benchSize is the side of the benchmark frames: the production camera's.
@@ -414,15 +660,19 @@ var benchFrames = sync.OnceValues(func() (frame, golden *camera.Frame) {
 	return frame, golden
 })
 
-// benchDetect runs d.Detect on the benchmark frames. Bytes are frame pixels.
+// benchDetect runs d.Detect on the benchmark frames under a cancellable
+// context, as in a run. Bytes are frame pixels.
 func benchDetect(b *testing.B, d *Detector) {
 	f, g := benchFrames()
-	ctx := context.Background()
-	var dst []Defect
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	dst, err := d.Detect(ctx, f, g, nil) // warm-up sizes the scratch and dst
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.SetBytes(benchSize * benchSize)
 	b.ReportAllocs()
 	for b.Loop() {
-		var err error
 		dst, err = d.Detect(ctx, f, g, dst[:0])
 		if err != nil {
 			b.Fatal(err)
@@ -440,9 +690,49 @@ func BenchmarkAnalyze(b *testing.B) { benchDetect(b, &Detector{}) }
 
 // BenchmarkAnalyzeNoCancelChecks is BenchmarkAnalyze with one band per frame,
 // so ctx is checked once instead of once per DefaultBandRows rows: the
-// difference is the cost of the cancellation checks.
+// difference is the cost of the cancellation checks. On a shared machine the
+// difference drowns in noise; BenchmarkCancelCheckCost measures it paired.
 func BenchmarkAnalyzeNoCancelChecks(b *testing.B) {
 	benchDetect(b, &Detector{BandRows: math.MaxInt})
+}
+
+// BenchmarkCancelCheckCost times Detect with the default bands and with one
+// band per frame, alternately, and reports the median over the pairs of the
+// relative extra time of the former, in percent ("checks-%"): the cost of the
+// cancellation checks, measured so that the drifts of a shared machine's load
+// cancel out.
+func BenchmarkCancelCheckCost(b *testing.B) {
+	f, g := benchFrames()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	checked, unchecked := &Detector{}, &Detector{BandRows: math.MaxInt}
+	dst, err := checked.Detect(ctx, f, g, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if dst, err = unchecked.Detect(ctx, f, g, dst[:0]); err != nil {
+		b.Fatal(err)
+	}
+	timed := func(d *Detector) time.Duration {
+		start := time.Now()
+		dst, err = d.Detect(ctx, f, g, dst[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var ratios []float64
+	for i := 0; b.Loop(); i++ {
+		var tc, tu time.Duration
+		if i%2 == 0 {
+			tc, tu = timed(checked), timed(unchecked)
+		} else {
+			tu, tc = timed(unchecked), timed(checked)
+		}
+		ratios = append(ratios, float64(tc)/float64(tu))
+	}
+	slices.Sort(ratios)
+	b.ReportMetric((ratios[len(ratios)/2]-1)*100, "checks-%")
 }
 
 // BenchmarkMemmove copies a frame-sized buffer, the speed of light for a pass
