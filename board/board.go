@@ -73,7 +73,7 @@ func OpenSim(ctx context.Context, cfg SimConfig) (*Board, error) {
 	if err != nil {
 		return nil, fmt.Errorf("board: %w", err)
 	}
-	b := &Board{Sim: sb, Camera: sb.Camera, Limits: sim.Limits()}
+	b := &Board{Sim: sb, Camera: sb.Camera, Limits: cfg.Sim.Limits()}
 	b.closers = append(b.closers, sb.Close)
 	if b.Stage, err = OpenStage(ctx, StageConfig{Port: sb.PTY, GRBL: cfg.GRBL}); err != nil {
 		return nil, errors.Join(err, b.Close())

@@ -59,12 +59,14 @@ type rig struct {
 
 func newRig(t *testing.T, doc string) *rig {
 	t.Helper()
-	rec, err := recipe.Parse("e2e.toml", []byte(doc), sim.Limits())
+	simCfg := sim.Config{TimeScale: 20}
+	rec, err := recipe.Parse("e2e.toml", []byte(doc), simCfg.Limits())
 	require.NoError(t, err)
+	simCfg.Scene = sim.SceneFor(rec, simCfg.FOV())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := board.OpenSim(ctx, board.SimConfig{
-		Sim:  sim.Config{TimeScale: 20, Scene: sim.SceneFor(rec)},
+		Sim:  simCfg,
 		GRBL: grbl.Config{PollInterval: 20 * time.Millisecond},
 	})
 	require.NoError(t, err)
@@ -106,9 +108,9 @@ func TestRunFindsExactlyTheSeededDefects(t *testing.T) {
 	assert.FileExists(t, filepath.Join(out.Dir, "wafermap.png"))
 
 	// Expected: each seeded defect lies in exactly one site's field of view.
-	seeded := sim.SceneFor(g.rec).Defects
+	fov := g.board.Limits.FOV
+	seeded := sim.SceneFor(g.rec, fov).Defects
 	require.NotEmpty(t, seeded, "the recipe must seed defects for this test to mean anything")
-	fov := sim.FOV()
 	total := 0
 	for _, s := range run.Sites {
 		require.Equal(t, results.SiteDone, s.Status)
@@ -229,7 +231,7 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 	_, err = g.runner.Run(context.Background(), g.rec)
 	require.ErrorIs(t, err, inspection.ErrLatched)
 	assert.ErrorContains(t, err, "clear it with reset")
-	require.NoError(t, g.runner.Reset())
+	require.NoError(t, g.runner.Reset(context.Background()))
 	g.runner.Progress = nil
 	out, err = g.runner.Run(context.Background(), g.rec)
 	require.NoError(t, err)

@@ -240,24 +240,48 @@ func (r *Runner) latchLocked(s State, why string) {
 	r.log().Errorf("machine %s: %s; clear with reset", s, why)
 }
 
-// Reset clears a Faulted or EStop latch so that runs are accepted again. It
-// refuses while the e-stop input is still active. The position stays
-// untrusted: the next run homes first.
-func (r *Runner) Reset() error {
+// Reset clears a Faulted or EStop latch so that runs are accepted again:
+// it soft-resets the stage controller (clearing whatever state the fault
+// left in the link) and then the latch. It refuses while the e-stop input is
+// still active, and leaves the latch if the stage does not answer. The
+// position stays untrusted: the next run homes first. It blocks for the
+// stage reset (bounded by ctx and Config.ResetTimeout).
+func (r *Runner) Reset(ctx context.Context) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch r.state {
+	st, why := r.state, r.latchWhy
+	r.mu.Unlock()
+	switch st {
 	case Idle:
 		return nil
 	case Faulted, EStop:
-		if r.state == EStop && r.EStopActive != nil && r.EStopActive() {
-			return errors.New("inspection: e-stop still pressed: release it before reset")
-		}
-		r.log().Noticef("machine reset from %s (%s)", r.state, r.latchWhy)
-		r.state, r.latchWhy = Idle, ""
-		return nil
+	default:
+		return fmt.Errorf("inspection: cannot reset while %s", st)
 	}
-	return fmt.Errorf("inspection: cannot reset while %s", r.state)
+	if st == EStop && r.EStopActive != nil && r.EStopActive() {
+		return errors.New("inspection: e-stop still pressed: release it before reset")
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.resetTimeout())
+	err := r.Stage.Reset(rctx)
+	cancel()
+	r.untrust()
+	if err != nil && !errors.Is(err, motion.ErrAlarm) {
+		return fmt.Errorf("inspection: reset: machine stays %s: %w", st, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != st {
+		return fmt.Errorf("inspection: reset: machine changed to %s meanwhile", r.state)
+	}
+	r.log().Noticef("machine reset from %s (%s)", st, why)
+	r.state, r.latchWhy = Idle, ""
+	return nil
+}
+
+func (r *Runner) resetTimeout() time.Duration {
+	if r.Config.ResetTimeout > 0 {
+		return r.Config.ResetTimeout
+	}
+	return 3 * time.Second
 }
 
 // Run runs rec to its end and returns the outcome. Stop (or cancelling ctx)
@@ -332,23 +356,18 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 	log := r.log()
 	out := w.out
 	if workErr == nil {
-		lightErr := r.Light.Off()
-		err := w.rcd.Finish(results.Completed, "", nil, r.Trusted())
-		if err == nil && lightErr == nil {
-			r.mu.Lock()
-			if r.reason == stop.None { // a Stop racing the last site is harmless
-				r.state = Idle
-				r.mu.Unlock()
-				out.State, out.Latched = Completed, Idle
-				log.Infof("run %s completed: %d sites, %d defects", out.RunID, out.Done, out.Defects)
-				return out
-			}
-			r.mu.Unlock()
+		// Completed, unless a stop got in first. From here on a stop
+		// finds an idle machine (an e-stop still latches).
+		r.mu.Lock()
+		stopped := r.reason != stop.None
+		if !stopped {
+			r.state = Idle
 		}
-		workErr = errors.Join(lightErr, err)
-		if workErr == nil {
-			workErr = context.Cause(ctx)
+		r.mu.Unlock()
+		if !stopped {
+			return r.complete(w)
 		}
+		workErr = context.Cause(ctx)
 	}
 
 	// Every end other than completion goes through the one cancel path, so
@@ -414,6 +433,33 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 	return out
 }
 
+// complete records a completed run. The stage is idle at the last site.
+func (r *Runner) complete(w *work) Outcome {
+	log := r.log()
+	out := w.out
+	out.State, out.Latched = Completed, Idle
+	if err := r.Light.Off(); err != nil {
+		// Every site is done, but the light did not go off: a fault.
+		out.State, out.Reason, out.Err = Aborted, "fault: light: "+err.Error(), err
+		r.Stop(stop.Fault, "light: "+err.Error())
+		out.Latched = r.State()
+	}
+	state := map[State]results.State{Completed: results.Completed, Aborted: results.Aborted}[out.State]
+	if err := w.rcd.Finish(state, out.Reason, out.Err, r.Trusted()); err != nil {
+		log.Errorf("run %s: record: %v", out.RunID, err)
+		if out.State == Completed {
+			out.State, out.Reason = Failed, "error: record: "+err.Error()
+		}
+		out.Err = errors.Join(out.Err, err)
+	}
+	if out.State == Completed {
+		log.Infof("run %s completed: %d sites, %d defects", out.RunID, out.Done, out.Defects)
+	} else {
+		log.Errorf("run %s %s: %s", out.RunID, out.State, out.Reason)
+	}
+	return out
+}
+
 // classify maps why the work ended to an outcome and a reason string.
 func classify(ctx context.Context, reason stop.Reason, err error) (State, string) {
 	if reason == stop.None {
@@ -459,10 +505,7 @@ func (r *Runner) safeStop(ctx context.Context) (faulted bool, err error) {
 	if holdTO <= 0 {
 		holdTO = 5 * time.Second
 	}
-	resetTO := r.Config.ResetTimeout
-	if resetTO <= 0 {
-		resetTO = 3 * time.Second
-	}
+	resetTO := r.resetTimeout()
 	r.mu.Lock()
 	hurry := r.hurry
 	immediate := r.reason.Immediate()

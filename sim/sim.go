@@ -24,7 +24,7 @@ import (
 
 // Defaults of the simulated machine.
 const (
-	FrameWidth  = 512
+	FrameWidth  = 512 // pixels
 	FrameHeight = 512
 	PixelSize   = 20 * motion.Micrometre
 )
@@ -36,6 +36,10 @@ var Travel = motion.Rect{Max: motion.Point{X: 300 * motion.Millimetre, Y: 300 * 
 type Config struct {
 	// TimeScale > 1 runs stage motion faster than real time (tests).
 	TimeScale float64
+	// FrameWidth and FrameHeight of the synthetic camera in pixels
+	// (default 512×512 at 20 µm per pixel: a 10.24 mm field of view).
+	// Tests use smaller frames to run faster.
+	FrameWidth, FrameHeight int
 	// Scene is what lies on the stage; see SceneFor.
 	Scene Scene
 	// Logf receives the emulator's debug log (optional).
@@ -51,19 +55,32 @@ type Scene struct {
 	Seed          uint64
 }
 
+func (c Config) frame() (w, h int) {
+	w, h = c.FrameWidth, c.FrameHeight
+	if w <= 0 {
+		w = FrameWidth
+	}
+	if h <= 0 {
+		h = FrameHeight
+	}
+	return w, h
+}
+
 // FOV is the simulated camera's field of view on the wafer.
-func FOV() motion.Point {
-	return motion.Point{X: FrameWidth * PixelSize, Y: FrameHeight * PixelSize}
+func (c Config) FOV() motion.Point {
+	w, h := c.frame()
+	return motion.Point{X: motion.Distance(w) * PixelSize, Y: motion.Distance(h) * PixelSize}
 }
 
 // Limits are the simulated machine's limits for recipe validation.
-func Limits() recipe.Limits {
-	return recipe.Limits{Travel: Travel, FOV: FOV(), MaxFeed: 6000}
+func (c Config) Limits() recipe.Limits {
+	return recipe.Limits{Travel: Travel, FOV: c.FOV(), MaxFeed: 6000}
 }
 
 // SceneFor seeds the defects of rec deterministically from its [sim]
-// section: the same recipe always shows the same defects.
-func SceneFor(rec *recipe.Recipe) Scene {
+// section: the same recipe always shows the same defects in a field of
+// view fov.
+func SceneFor(rec *recipe.Recipe, fov motion.Point) Scene {
 	sites := make([]motion.Point, len(rec.Sites))
 	for i, s := range rec.Sites {
 		sites[i] = s.At
@@ -73,7 +90,7 @@ func SceneFor(rec *recipe.Recipe) Scene {
 		WaferDiameter: rec.WaferDiameter,
 		DiePitch:      rec.DiePitch,
 		Seed:          rec.Sim.Seed,
-		Defects: simcam.SeedDefects(sites, []motion.Point{rec.Reference.At}, FOV(),
+		Defects: simcam.SeedDefects(sites, []motion.Point{rec.Reference.At}, fov,
 			rec.Sim.Seed, rec.Sim.DefectFraction, rec.Sim.MaxDefectsPerSite),
 	}
 }
@@ -105,8 +122,9 @@ func New(cfg Config) (*Board, error) {
 	}
 	b := &Board{Emulator: emu, PTY: path, LightPin: &gpiotest.Pin{N: "SIM_LIGHT", Num: 1}}
 	sc := cfg.Scene
+	w, h := cfg.frame()
 	cam, err := simcam.New(simcam.Config{
-		Width: FrameWidth, Height: FrameHeight, PixelSize: PixelSize,
+		Width: w, Height: h, PixelSize: PixelSize,
 		WaferCenter: sc.WaferCenter, WaferDiameter: sc.WaferDiameter, DiePitch: sc.DiePitch,
 		Defects: sc.Defects, Seed: sc.Seed,
 		Position: emu.Position,

@@ -114,7 +114,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	logs := logging.Auto(stderr, lvl)
 	log := logs.For("waferd")
 
-	rec, err := recipe.Load(*recipePath, sim.Limits())
+	simCfg := sim.Config{TimeScale: *timeScale}
+	rec, err := recipe.Load(*recipePath, simCfg.Limits())
 	if err != nil {
 		fmt.Fprintf(stderr, "waferd run: %v\n", err)
 		return exitUsage
@@ -161,9 +162,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
+	simCfg.Scene = sim.SceneFor(rec, simCfg.FOV())
+	simCfg.Logf = logs.For("grblsim").Debugf
 	openCtx, openCancel := context.WithTimeout(runCtx, 10*time.Second)
 	b, err := board.OpenSim(openCtx, board.SimConfig{
-		Sim:  sim.Config{TimeScale: *timeScale, Scene: sim.SceneFor(rec), Logf: logs.For("grblsim").Debugf},
+		Sim:  simCfg,
 		GRBL: grbl.Config{Logf: logs.For("grbl").Debugf},
 	})
 	openCancel()

@@ -1,0 +1,663 @@
+package inspection_test
+
+// The stop contract, proven: a stop at every step boundary of a run, for
+// every reason, at random moments, with injected faults and racing stops,
+// always leaves the machine at rest, the light off, the camera idle and a
+// valid partial record, and the next run works.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"periph.io/x/conn/v3/gpio"
+
+	"github.com/waferd/waferd/board"
+	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/motion"
+	"github.com/waferd/waferd/motion/grbl"
+	"github.com/waferd/waferd/sim"
+	"github.com/waferd/waferd/stop"
+)
+
+var randomCases = flag.Int("stop.cases", 200, "number of random-time stop cases in TestStopAtRandomTimes")
+
+// threeSites is a short run: reference die and three sites.
+const threeSites = `
+name = "three"
+[wafer]
+diameter_mm = 50.0
+center_mm = [150.0, 150.0]
+[dies]
+pitch_mm = [10.0, 10.0]
+reference = [0, 0]
+[[site]]
+die = [1, 0]
+[[site]]
+die = [1, 1]
+[[site]]
+die = [0, 1]
+[capture]
+exposure_ms = 2
+light_level = 0.7
+settle_ms = 15
+feed_mm_min = 3000
+[sim]
+seed = 5
+defect_fraction = 0.7
+max_defects_per_site = 2
+`
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(ents)
+}
+
+type stopRig struct {
+	*rig
+	oneSite *recipe.Recipe // for "the next run starts and completes"
+}
+
+// checkNoFDLeak checks, when t ends (after its parallel subtests), that
+// the process has as many file descriptors open as now.
+func checkNoFDLeak(t *testing.T) {
+	fds := openFDs(t)
+	t.Cleanup(func() { assert.Equal(t, fds, openFDs(t), "file descriptors leaked") })
+}
+
+// newStopRig opens a fast simulated board; it is closed when t ends.
+func newStopRig(t *testing.T, doc string, scale float64) *stopRig {
+	t.Helper()
+	// Small frames: hundreds of sites are captured, analysed and saved
+	// as PNG here, under the race detector.
+	simCfg := sim.Config{TimeScale: scale, FrameWidth: 160, FrameHeight: 160}
+	rec, err := recipe.Parse("stop.toml", []byte(doc), simCfg.Limits())
+	require.NoError(t, err)
+	simCfg.Scene = sim.SceneFor(rec, simCfg.FOV())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := board.OpenSim(ctx, board.SimConfig{
+		Sim:  simCfg,
+		GRBL: grbl.Config{PollInterval: 20 * time.Millisecond, ReplyTimeout: 400 * time.Millisecond},
+	})
+	require.NoError(t, err)
+	data := fastTempDir(t)
+	store, err := results.Open(data)
+	require.NoError(t, err)
+	one := *rec
+	one.Sites = rec.Sites[:1]
+	g := &stopRig{rig: &rig{rec: rec, board: b, data: data, runner: &inspection.Runner{
+		Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store,
+		Config: inspection.Config{HoldTimeout: time.Second, ResetTimeout: time.Second, CaptureTimeout: 300 * time.Millisecond},
+	}}, oneSite: &one}
+	t.Cleanup(func() { assert.NoError(t, b.Close()) })
+	return g
+}
+
+// fastTempDir is a temporary directory on tmpfs when there is one: these
+// tests save hundreds of sites, and fsync on a shared disk is what would
+// dominate their run time, not the behaviour under test.
+func fastTempDir(t *testing.T) string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "waferd-test-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
+}
+
+// expect describes what a stopped run must look like.
+type expect struct {
+	state    inspection.State
+	reason   string // prefix of the outcome's reason
+	latched  inspection.State
+	done     int // sites done; -1: not checked beyond consistency
+	complete bool
+	// linkLost: the host could not stop the stage. GRBL finishes the
+	// motion already in its planner on its own; wait for that.
+	linkLost bool
+}
+
+// checkStopped asserts the invariants of a stopped run, then resets the
+// machine if it is latched and checks the next run starts and completes.
+func (g *stopRig) checkStopped(t *testing.T, out inspection.Outcome, want expect, nextRun bool) {
+	t.Helper()
+	assert.Equal(t, want.state, out.State, "outcome (reason %q, err %v)", out.Reason, out.Err)
+	assert.True(t, strings.HasPrefix(out.Reason, want.reason), "reason %q, want prefix %q", out.Reason, want.reason)
+	assert.Equal(t, want.latched, out.Latched, "latched state")
+	assert.Equal(t, want.latched, g.runner.State(), "machine state")
+
+	// The machine is at rest.
+	assert.Equal(t, gpio.Low, lightLevel(g.rig), "light off")
+	emu := g.board.Sim.Emulator
+	if want.linkLost {
+		assert.True(t, waitFor(func() bool { return !emu.Moving() }))
+	}
+	assert.False(t, emu.Moving(), "stage not moving")
+	st, _ := emu.State()
+	if !want.linkLost { // the emulator's state is frozen with its link
+		assert.Contains(t, []motion.State{motion.StateIdle, motion.StateAlarm}, st, "stage idle (or alarm after a lost position), not %v", st)
+	}
+	if st == motion.StateAlarm {
+		assert.False(t, g.runner.Trusted(), "an alarm means the position is not trusted")
+	}
+	assert.False(t, g.board.Sim.Camera.Streaming(), "camera not streaming")
+
+	// The record is valid and says what happened.
+	run := loadRun(t, out.Dir)
+	assert.Equal(t, want.complete, run.Complete)
+	assert.NotEqual(t, results.Running, run.State)
+	assert.NotNil(t, run.EndedAt)
+	assert.Equal(t, out.Reason, run.Reason)
+	done := 0
+	for _, s := range run.Sites {
+		if s.Status == results.SiteDone {
+			done++
+			assert.FileExists(t, filepath.Join(out.Dir, s.Result))
+		}
+	}
+	assert.Equal(t, done, run.SitesDone, "sites_done matches the sites marked done")
+	assert.Equal(t, out.Done, run.SitesDone)
+	if want.done >= 0 {
+		assert.Equal(t, want.done, run.SitesDone, "sites done")
+	}
+
+	if !nextRun {
+		return
+	}
+	if out.Latched.Latched() {
+		_, err := g.runner.Run(context.Background(), g.rec)
+		require.ErrorIs(t, err, inspection.ErrLatched)
+		require.NoError(t, g.runner.Reset(context.Background()))
+	}
+	g.runner.OnStep = nil
+	next, err := g.runner.Run(context.Background(), g.oneSite)
+	require.NoError(t, err)
+	require.Equal(t, inspection.Completed, next.State, "next run: %s %v", next.Reason, next.Err)
+}
+
+// waitFor polls cond (for a state only visible by polling the simulator)
+// and returns false after 5 s.
+func waitFor(cond func() bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return true
+}
+
+var reasons = []stop.Reason{stop.Operator, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.EStop}
+
+func outcomeFor(r stop.Reason) (inspection.State, inspection.State) {
+	switch r {
+	case stop.EStop:
+		return inspection.Aborted, inspection.EStop
+	case stop.Fault, stop.Watchdog:
+		return inspection.Aborted, inspection.Faulted
+	}
+	return inspection.Canceled, inspection.Idle
+}
+
+func TestStopAtEveryStepWithEveryReason(t *testing.T) {
+	type point struct {
+		name string
+		done int // sites done when stopped at site index 1 (or as stated)
+		// arm installs the trigger; stopNow must be called exactly once.
+		arm func(g *stopRig, stopNow func())
+	}
+	at := func(step inspection.Step, site int, async func(g *stopRig, stopNow func())) func(g *stopRig, stopNow func()) {
+		return func(g *stopRig, stopNow func()) {
+			var once sync.Once
+			g.runner.OnStep = func(s inspection.Step, i int) {
+				if s == step && i == site {
+					once.Do(func() {
+						if async != nil {
+							go async(g, stopNow)
+						} else {
+							stopNow()
+						}
+					})
+				}
+			}
+		}
+	}
+	points := []point{
+		{"before move", 1, at(inspection.StepMove, 1, nil)},
+		// Stage motion at 5× real time so that the move lasts long enough
+		// (≈ 50 ms) to be caught by polling the emulator.
+		{"during move", 1, at(inspection.StepMove, 1, func(g *stopRig, stopNow func()) {
+			waitFor(g.board.Sim.Emulator.Moving)
+			stopNow()
+		})},
+		{"during settle", 1, at(inspection.StepSettle, 1, func(g *stopRig, stopNow func()) {
+			time.Sleep(5 * time.Millisecond)
+			stopNow()
+		})},
+		{"light on", 1, at(inspection.StepCapture, 1, nil)},
+		{"during capture", 1, func(g *stopRig, stopNow func()) {
+			at(inspection.StepCapture, 1, func(g *stopRig, stopNow func()) {
+				g.board.Sim.Camera.InjectHang(true)
+				waitFor(g.board.Sim.Camera.Streaming)
+				stopNow()
+			})(g, stopNow)
+		}},
+		{"during analysis", 1, at(inspection.StepAnalyse, 1, nil)},
+		{"during save", 2, at(inspection.StepSave, 1, nil)},
+		{"between sites", 1, at(inspection.StepNextSite, 0, nil)},
+	}
+	checkNoFDLeak(t)
+	for _, p := range points {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			scale := 50.0
+			if p.name == "during move" {
+				scale = 5
+			}
+			g := newStopRig(t, threeSites, scale)
+			// Home once so that every case starts from a trusted position.
+			_, err := g.runner.Run(context.Background(), g.rec)
+			require.NoError(t, err)
+			for _, reason := range reasons {
+				t.Run(reason.String(), func(t *testing.T) {
+					p.arm(g, func() { g.runner.Stop(reason, "test") })
+					out, err := g.runner.Run(context.Background(), g.rec)
+					require.NoError(t, err)
+					g.board.Sim.Camera.InjectHang(false)
+					state, latched := outcomeFor(reason)
+					g.checkStopped(t, out, expect{state: state, reason: reason.String() + ": test", latched: latched, done: p.done}, true)
+				})
+			}
+		})
+	}
+}
+
+func TestStopDuringHomingWithEveryReason(t *testing.T) {
+	checkNoFDLeak(t)
+	for _, reason := range reasons {
+		t.Run(reason.String(), func(t *testing.T) {
+			t.Parallel()
+			g := newStopRig(t, threeSites, 10) // homing takes 150 ms
+			g.runner.OnStep = func(s inspection.Step, _ int) {
+				if s == inspection.StepHoming {
+					go func() {
+						waitFor(func() bool { st, _ := g.board.Sim.Emulator.State(); return st == motion.StateHome })
+						g.runner.Stop(reason, "test")
+					}()
+				}
+			}
+			out, err := g.runner.Run(context.Background(), g.rec)
+			require.NoError(t, err)
+			state, latched := outcomeFor(reason)
+			g.checkStopped(t, out, expect{state: state, reason: reason.String(), latched: latched, done: 0}, true)
+			assert.False(t, loadRun(t, out.Dir).PositionTrusted, "homing cut short: position unknown")
+		})
+	}
+}
+
+func TestStopDuringSafeStopEscalatesOrIsIgnored(t *testing.T) {
+	checkNoFDLeak(t)
+	g := newStopRig(t, threeSites, 50)
+	_, err := g.runner.Run(context.Background(), g.rec)
+	require.NoError(t, err)
+	for _, second := range reasons {
+		t.Run("operator then "+second.String(), func(t *testing.T) {
+			g.runner.OnStep = func(s inspection.Step, i int) {
+				switch {
+				case s == inspection.StepMove && i == 1:
+					g.runner.Stop(stop.Operator, "first")
+				case s == inspection.StepSafeStop:
+					g.runner.Stop(second, "second")
+				}
+			}
+			out, err := g.runner.Run(context.Background(), g.rec)
+			require.NoError(t, err)
+			state, latched := outcomeFor(second)
+			want := expect{state: state, latched: latched, done: 1, reason: second.String() + " (escalated from stopped: operator (first))"}
+			if second == stop.Operator {
+				want.reason = "operator: first" // repeated: ignored
+			}
+			g.checkStopped(t, out, want, true)
+		})
+	}
+}
+
+// TestStopAtRandomTimes stops runs at seeded random moments with random
+// reasons, on four boards at once. More cases: go test -run
+// TestStopAtRandomTimes ./inspection/ -args -stop.cases=2000
+func TestStopAtRandomTimes(t *testing.T) {
+	checkNoFDLeak(t)
+	const boards = 4
+	for b := range boards {
+		t.Run(fmt.Sprintf("board%d", b), func(t *testing.T) {
+			t.Parallel()
+			g := newStopRig(t, threeSites, 50)
+			rng := rand.New(rand.NewPCG(2026, uint64(b)))
+			counts := map[inspection.State]int{}
+			n := (*randomCases + boards - 1 - b) / boards
+			for i := range n {
+				reason := reasons[rng.IntN(len(reasons))]
+				delay := time.Duration(rng.IntN(300_000)) * time.Microsecond
+				ok := t.Run(fmt.Sprintf("%03d-%s-%v", i, reason, delay), func(t *testing.T) {
+					g.randomStop(t, reason, delay, counts)
+				})
+				if !ok {
+					break
+				}
+			}
+			t.Logf("outcomes over %d random stops: %v", n, counts)
+			// After all that, a run still completes.
+			out, err := g.runner.Run(context.Background(), g.rec)
+			require.NoError(t, err)
+			assert.Equal(t, inspection.Completed, out.State)
+		})
+	}
+}
+
+func (g *stopRig) randomStop(t *testing.T, reason stop.Reason, delay time.Duration, counts map[inspection.State]int) {
+	timer := time.AfterFunc(delay, func() { g.runner.Stop(reason, "random") })
+	out, err := g.runner.Run(context.Background(), g.rec)
+	timer.Stop()
+	require.NoError(t, err)
+	counts[out.State]++
+	if out.State == inspection.Completed {
+		// The stop came too late for this run: it found the machine
+		// idle (a late e-stop or fault still latches it).
+		assert.Equal(t, inspection.Idle, out.Latched)
+		run := loadRun(t, out.Dir)
+		assert.True(t, run.Complete)
+		assert.Equal(t, results.Completed, run.State)
+		assert.Equal(t, gpio.Low, lightLevel(g.rig))
+		if g.runner.State().Latched() {
+			require.True(t, reason.Latches())
+			require.NoError(t, g.runner.Reset(context.Background()))
+		}
+		return
+	}
+	state, latched := outcomeFor(reason)
+	g.checkStopped(t, out, expect{state: state, reason: reason.String(), latched: latched, done: -1}, false)
+	if out.Latched.Latched() {
+		require.NoError(t, g.runner.Reset(context.Background()))
+	}
+}
+
+// failingLight fails On after a number of successful calls, and records
+// whether it was left off.
+type failingLight struct {
+	inspection.Light
+	mu     sync.Mutex
+	okLeft int
+}
+
+func (l *failingLight) On(level float64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.okLeft <= 0 {
+		_ = l.Light.Off()
+		return errors.New("light driver: EIO")
+	}
+	l.okLeft--
+	return l.Light.On(level)
+}
+
+func TestInjectedFaults(t *testing.T) {
+	type fault struct {
+		name   string
+		inject func(g *stopRig) // called when the stage starts moving to site 1 (or as noted)
+		reason string
+		state  inspection.State
+		check  func(t *testing.T, g *stopRig, out inspection.Outcome)
+		next   bool
+		scale  float64 // stage time scale: 5 where a move must be caught in progress
+	}
+	duringMove := func(f func(g *stopRig)) func(g *stopRig) {
+		return func(g *stopRig) {
+			g.runner.OnStep = func(s inspection.Step, i int) {
+				if s == inspection.StepMove && i == 1 {
+					go func() {
+						waitFor(g.board.Sim.Emulator.Moving)
+						f(g)
+					}()
+				}
+			}
+		}
+	}
+	faults := []fault{
+		{name: "stage never leaves Hold:1", scale: 5, state: inspection.Aborted, reason: "operator: test", next: true,
+			inject: duringMove(func(g *stopRig) {
+				g.board.Sim.Emulator.InjectStuckHold(true)
+				g.runner.Stop(stop.Operator, "test")
+			}),
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorIs(t, out.Err, motion.ErrTimeout, "hold deadline missed")
+				assert.False(t, g.runner.Trusted(), "reset while decelerating: position untrusted")
+				assert.Contains(t, g.runner.LatchReason(), "safe stop incomplete")
+				g.board.Sim.Emulator.InjectStuckHold(false)
+			}},
+		{name: "stage stops answering", scale: 5, state: inspection.Aborted, reason: "fault: stage", next: true,
+			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectMute(true) }),
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
+				g.board.Sim.Emulator.InjectMute(false)
+			}},
+		{name: "an ok is dropped", scale: 5, state: inspection.Aborted, reason: "fault: stage", next: true,
+			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectDropOK(1) }),
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
+			}},
+		{name: "alarm mid-move", scale: 5, state: inspection.Aborted, reason: "fault: stage", next: true,
+			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectAlarm(1) }),
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorIs(t, out.Err, motion.ErrAlarm)
+				assert.False(t, g.runner.Trusted())
+			}},
+		{name: "serial line closes mid-move", scale: 5, state: inspection.Aborted, reason: "fault: stage",
+			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectHangup() }),
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorIs(t, out.Err, motion.ErrLinkLost)
+				assert.Equal(t, inspection.Faulted, g.runner.State())
+			}},
+		{name: "camera frame wait never returns", scale: 50, state: inspection.Aborted, reason: "fault: camera", next: true,
+			inject: func(g *stopRig) {
+				g.runner.OnStep = func(s inspection.Step, i int) {
+					if s == inspection.StepCapture && i == 1 {
+						g.board.Sim.Camera.InjectHang(true)
+					}
+				}
+			},
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorContains(t, out.Err, "no frame within")
+				g.board.Sim.Camera.InjectHang(false)
+			}},
+		{name: "camera errors", scale: 50, state: inspection.Aborted, reason: "fault: camera", next: true,
+			inject: func(g *stopRig) {
+				g.runner.OnStep = func(s inspection.Step, i int) {
+					if s == inspection.StepCapture && i == 1 {
+						g.board.Sim.Camera.InjectError(errors.New("VIDIOC_DQBUF: EIO"))
+					}
+				}
+			},
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorContains(t, out.Err, "VIDIOC_DQBUF: EIO")
+			}},
+		{name: "light driver errors", scale: 50, state: inspection.Aborted, reason: "fault: light", next: true,
+			inject: func(g *stopRig) {
+				g.runner.Light = &failingLight{Light: g.board.Light, okLeft: 2} // reference, site 0
+			},
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorContains(t, out.Err, "light driver: EIO")
+				g.runner.Light = g.board.Light
+			}},
+		{name: "results not writable", scale: 50, state: inspection.Failed, reason: "error: ", next: true,
+			inject: func(g *stopRig) {
+				g.runner.OnStep = func(s inspection.Step, i int) {
+					if s == inspection.StepSave && i == 1 {
+						// A directory where the site image must go: the
+						// atomic rename onto it fails.
+						ents, _ := filepath.Glob(filepath.Join(g.data, "runs", "*-three*", "sites"))
+						for _, e := range ents {
+							_ = os.MkdirAll(filepath.Join(e, "0001.png", "x"), 0o755)
+						}
+					}
+				}
+			},
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorContains(t, out.Err, "0001.png")
+				// What was saved before is intact.
+				run := loadRun(t, out.Dir)
+				assert.Equal(t, results.SiteDone, run.Sites[0].Status)
+				assert.FileExists(t, filepath.Join(out.Dir, run.Sites[0].Image))
+			}},
+	}
+	checkNoFDLeak(t)
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			g := newStopRig(t, threeSites, f.scale)
+			_, err := g.runner.Run(context.Background(), g.rec) // homed and warm
+			require.NoError(t, err)
+			f.inject(g)
+			out, err := g.runner.Run(context.Background(), g.rec)
+			require.NoError(t, err)
+			latched := inspection.Faulted
+			if f.state == inspection.Failed {
+				latched = inspection.Idle
+			}
+			want := expect{state: f.state, reason: f.reason, latched: latched, done: 1, linkLost: f.name == "serial line closes mid-move"}
+			if f.name == "stage never leaves Hold:1" || f.name == "results not writable" {
+				want.done = -1
+			}
+			g.checkStopped(t, out, want, false)
+			f.check(t, g, out)
+			if f.next {
+				if g.runner.State().Latched() {
+					require.NoError(t, g.runner.Reset(context.Background()))
+				}
+				g.runner.OnStep = nil
+				next, err := g.runner.Run(context.Background(), g.oneSite)
+				require.NoError(t, err)
+				assert.Equal(t, inspection.Completed, next.State, "next run: %s %v", next.Reason, next.Err)
+			}
+		})
+	}
+}
+
+func TestStopRaces(t *testing.T) {
+	checkNoFDLeak(t)
+	g := newStopRig(t, threeSites, 10)
+	_, err := g.runner.Run(context.Background(), g.rec)
+	require.NoError(t, err)
+	runWith := func(onMove func()) inspection.Outcome {
+		t.Helper()
+		var once sync.Once
+		g.runner.OnStep = func(s inspection.Step, i int) {
+			if s == inspection.StepMove && i == 1 {
+				once.Do(onMove)
+			}
+		}
+		out, err := g.runner.Run(context.Background(), g.rec)
+		require.NoError(t, err)
+		g.runner.OnStep = nil
+		return out
+	}
+	concurrently := func(fs ...func()) {
+		var wg sync.WaitGroup
+		for _, f := range fs {
+			wg.Add(1)
+			go func() { defer wg.Done(); f() }()
+		}
+		wg.Wait()
+	}
+
+	t.Run("double stop", func(t *testing.T) {
+		out := runWith(func() {
+			concurrently(func() { g.runner.Stop(stop.Operator, "a") }, func() { g.runner.Stop(stop.Operator, "a") })
+		})
+		g.checkStopped(t, out, expect{state: inspection.Canceled, reason: "operator: a", latched: inspection.Idle, done: 1}, true)
+	})
+	t.Run("stop racing SIGTERM", func(t *testing.T) {
+		out := runWith(func() {
+			concurrently(func() { g.runner.Stop(stop.Operator, "console") }, func() { g.runner.Stop(stop.Shutdown, "SIGTERM") })
+		})
+		g.checkStopped(t, out, expect{state: inspection.Canceled, reason: "shutdown", latched: inspection.Idle, done: 1}, true)
+	})
+	t.Run("button during safe stop", func(t *testing.T) {
+		var once sync.Once
+		g.runner.OnStep = func(s inspection.Step, i int) {
+			if s == inspection.StepMove && i == 1 {
+				g.runner.Stop(stop.Operator, "console")
+			}
+			if s == inspection.StepSafeStop {
+				once.Do(func() { g.runner.Stop(stop.Button, "pressed") })
+			}
+		}
+		out, err := g.runner.Run(context.Background(), g.rec)
+		require.NoError(t, err)
+		g.checkStopped(t, out, expect{state: inspection.Canceled, reason: "button (escalated", latched: inspection.Idle, done: 1}, true)
+	})
+	t.Run("e-stop escalates a graceful stop stuck in hold", func(t *testing.T) {
+		g.runner.Config.HoldTimeout = 5 * time.Second
+		defer func() { g.runner.Config.HoldTimeout = time.Second }()
+		var began time.Time
+		g.runner.OnStep = func(s inspection.Step, i int) {
+			switch {
+			case s == inspection.StepMove && i == 1:
+				go func() {
+					waitFor(g.board.Sim.Emulator.Moving)
+					g.board.Sim.Emulator.InjectStuckHold(true)
+					g.runner.Stop(stop.Operator, "console")
+				}()
+			case s == inspection.StepSafeStop:
+				began = time.Now()
+				time.AfterFunc(50*time.Millisecond, func() { g.runner.Stop(stop.EStop, "mushroom") })
+			}
+		}
+		out, err := g.runner.Run(context.Background(), g.rec)
+		require.NoError(t, err)
+		took := time.Since(began)
+		g.board.Sim.Emulator.InjectStuckHold(false)
+		g.checkStopped(t, out, expect{state: inspection.Aborted, reason: "estop (escalated", latched: inspection.EStop, done: 1}, true)
+		assert.Less(t, took, 4*time.Second, "the e-stop did not wait for the 5 s hold deadline")
+	})
+	t.Run("stop while idle", func(t *testing.T) {
+		g.runner.Stop(stop.Operator, "idle")
+		assert.Equal(t, inspection.Idle, g.runner.State())
+		g.runner.Stop(stop.EStop, "idle")
+		assert.Equal(t, inspection.EStop, g.runner.State(), "an e-stop latches even while idle")
+		_, err := g.runner.Run(context.Background(), g.rec)
+		require.ErrorIs(t, err, inspection.ErrLatched)
+		g.runner.EStopActive = func() bool { return true }
+		require.ErrorContains(t, g.runner.Reset(context.Background()), "release it")
+		g.runner.EStopActive = func() bool { return false }
+		require.NoError(t, g.runner.Reset(context.Background()))
+		g.runner.EStopActive = nil
+		assert.Equal(t, inspection.Idle, g.runner.State())
+	})
+	t.Run("stop after completion", func(t *testing.T) {
+		out, err := g.runner.Run(context.Background(), g.rec)
+		require.NoError(t, err)
+		require.Equal(t, inspection.Completed, out.State)
+		g.runner.Stop(stop.Operator, "late")
+		g.runner.Stop(stop.Shutdown, "late")
+		assert.Equal(t, inspection.Idle, g.runner.State())
+		assert.Equal(t, inspection.Completed, g.runner.Last().State)
+		assert.Equal(t, results.Completed, loadRun(t, out.Dir).State)
+	})
+}
