@@ -7,7 +7,7 @@ PKGS      := ./...
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build test demo cross lint fuzz clean
+.PHONY: all build test demo cross lint fuzz install clean
 
 all: lint build test
 
@@ -37,6 +37,16 @@ lint:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseStatus$$' -fuzztime=$(FUZZTIME) ./motion/grbl/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseResponse$$' -fuzztime=$(FUZZTIME) ./motion/grbl/
+
+## install: binary, unit, config, sysusers, tmpfiles and udev rules under DESTDIR
+## (the paths are those of systemd.Install in systemd/systemd.go)
+install: build
+	install -D -m 0755 $(BIN)/waferd $(DESTDIR)/usr/bin/waferd
+	install -D -m 0644 systemd/waferd.service $(DESTDIR)/usr/lib/systemd/system/waferd.service
+	install -D -m 0644 systemd/waferd.sysusers.conf $(DESTDIR)/usr/lib/sysusers.d/waferd.conf
+	install -D -m 0644 systemd/waferd.tmpfiles.conf $(DESTDIR)/usr/lib/tmpfiles.d/waferd.conf
+	install -D -m 0644 systemd/waferd.udev.rules $(DESTDIR)/usr/lib/udev/rules.d/60-waferd.rules
+	install -D -m 0644 systemd/waferd.toml $(DESTDIR)/etc/waferd/waferd.toml
 
 clean:
 	rm -rf $(BIN)

@@ -18,4 +18,5 @@ require (
 	github.com/davecgh/go-spew v1.1.1 // indirect
 	github.com/jonboulle/clockwork v0.5.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	periph.io/x/host/v3 v3.8.5 // indirect
 )

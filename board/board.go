@@ -11,8 +11,10 @@ import (
 	"sync"
 
 	"go.bug.st/serial"
+	"periph.io/x/conn/v3/gpio"
 
 	"github.com/waferd/waferd/camera"
+	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/illumination"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/motion/grbl"
@@ -25,6 +27,9 @@ type Board struct {
 	Stage  *grbl.Stage
 	Light  *illumination.Light
 	Camera camera.Camera
+	// Button and EStop are the stop button and e-stop sense inputs, nil
+	// when not fitted.
+	Button, EStop gpio.PinIn
 	// Limits are what recipes are validated against.
 	Limits recipe.Limits
 	// Sim is the simulated board behind the devices, nil on real hardware.
@@ -83,7 +88,63 @@ func OpenSim(ctx context.Context, cfg SimConfig) (*Board, error) {
 		return nil, errors.Join(err, b.Close())
 	}
 	b.closers = append(b.closers, b.Light.Off)
+	b.Button, b.EStop = sb.ButtonPin, sb.EStopPin
 	return b, nil
+}
+
+// ErrNoCamera reports that the configuration names a real camera, which
+// this build cannot open yet.
+var ErrNoCamera = errors.New("board: V4L2 capture is not in this build yet; use the simulated board ([sim] enabled = true or --sim)")
+
+// Open opens the real devices the configuration names: the stage's serial
+// port (GRBL), the light's GPIO lines and the stop inputs. Every failure
+// names the device, what was expected and what was found.
+func Open(ctx context.Context, cfg *config.Config) (*Board, error) {
+	b := &Board{}
+	fail := func(err error) (*Board, error) { return nil, errors.Join(err, b.Close()) }
+	en, err := OpenLine("light enable", cfg.Light.Chip, cfg.Light.Line)
+	if err != nil {
+		return fail(err)
+	}
+	lc := illumination.Config{Enable: en, ActiveLow: cfg.Light.ActiveLow, SenseActiveLow: cfg.Light.SenseActiveLow}
+	if cfg.Light.SenseLine != "" {
+		if lc.Sense, err = OpenLine("light sense", cfg.Light.Chip, cfg.Light.SenseLine); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.Light.PWMChip != "" {
+		return fail(fmt.Errorf("board: light dimming through %s: sysfs PWM is not in this build yet; leave light.pwm_chip empty", cfg.Light.PWMChip))
+	}
+	if b.Light, err = illumination.New(lc); err != nil {
+		return fail(err)
+	}
+	b.closers = append(b.closers, b.Light.Off)
+	if cfg.Button.Line != "" {
+		if b.Button, err = OpenLine("stop button", cfg.Button.Chip, cfg.Button.Line); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.EStop.Line != "" {
+		if b.EStop, err = OpenLine("e-stop", cfg.EStop.Chip, cfg.EStop.Line); err != nil {
+			return fail(err)
+		}
+	}
+	b.Stage, err = OpenStage(ctx, StageConfig{Port: cfg.Stage.Port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage)})
+	if err != nil {
+		return fail(err)
+	}
+	b.closers = append(b.closers, b.Stage.Close)
+	return fail(ErrNoCamera)
+}
+
+// GRBLConfig is the driver configuration from the [stage] section.
+func GRBLConfig(s config.Stage) grbl.Config {
+	return grbl.Config{
+		PollInterval:   config.MS(s.PollMS),
+		ReplyTimeout:   config.MS(s.ReplyTimeoutMS),
+		ConnectTimeout: config.MS(s.ConnectTimeoutMS),
+		HomingTimeout:  config.MS(s.HomingTimeoutMS),
+	}
 }
 
 // Close switches the light off and closes the stage link, the camera and

@@ -11,6 +11,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
@@ -40,19 +41,23 @@ type Config struct {
 	// (default 512×512 at 20 µm per pixel: a 10.24 mm field of view).
 	// Tests use smaller frames to run faster.
 	FrameWidth, FrameHeight int
-	// Scene is what lies on the stage; see SceneFor.
+	// Scene is what lies on the stage (see SceneFor); zero: DefaultScene.
 	Scene Scene
 	// Logf receives the emulator's debug log (optional).
 	Logf func(format string, args ...any)
 }
 
 // Scene is the wafer the synthetic camera sees.
-type Scene struct {
-	WaferCenter   motion.Point
-	WaferDiameter motion.Distance
-	DiePitch      motion.Point
-	Defects       []simcam.Defect
-	Seed          uint64
+type Scene = simcam.Scene
+
+// DefaultScene is the wafer on the simulated stage until a recipe says
+// otherwise: 100 mm, centred at (150, 150) mm, 10 mm dies, no defects.
+func DefaultScene() Scene {
+	return Scene{
+		WaferCenter:   motion.Point{X: 150 * motion.Millimetre, Y: 150 * motion.Millimetre},
+		WaferDiameter: 100 * motion.Millimetre,
+		DiePitch:      motion.Point{X: 10 * motion.Millimetre, Y: 10 * motion.Millimetre},
+	}
 }
 
 func (c Config) frame() (w, h int) {
@@ -102,7 +107,28 @@ type Board struct {
 	Emulator *grblsim.Emulator
 	PTY      string        // slave path of the stage's serial line
 	LightPin *gpiotest.Pin // the light's enable line
-	Camera   *simcam.Camera
+	// ButtonPin and EStopPin are the stop button and e-stop sense inputs
+	// (released: low). Tests press them by sending levels on EdgesChan
+	// (see Press).
+	ButtonPin, EStopPin *gpiotest.Pin
+	Camera              *simcam.Camera
+}
+
+// Press drives an input pin to level l and delivers the edge, as a real
+// line would (gpiotest.Pin updates L when WaitForEdge consumes the edge,
+// so L is set here too for readers that do not wait). It blocks until the
+// edge is taken or 1 s passes.
+func Press(p *gpiotest.Pin, l gpio.Level) bool {
+	p.Lock()
+	p.L = l
+	ch := p.EdgesChan
+	p.Unlock()
+	select {
+	case ch <- l:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
 }
 
 // New starts a simulated board: the emulator serves its pty at once.
@@ -120,8 +146,14 @@ func New(cfg Config) (*Board, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sim: stage emulator: %w", err)
 	}
-	b := &Board{Emulator: emu, PTY: path, LightPin: &gpiotest.Pin{N: "SIM_LIGHT", Num: 1}}
+	b := &Board{Emulator: emu, PTY: path, LightPin: &gpiotest.Pin{N: "SIM_LIGHT", Num: 1},
+		ButtonPin: &gpiotest.Pin{N: "SIM_STOP_BUTTON", Num: 2, EdgesChan: make(chan gpio.Level, 16)},
+		EStopPin:  &gpiotest.Pin{N: "SIM_ESTOP", Num: 3, EdgesChan: make(chan gpio.Level, 16)},
+	}
 	sc := cfg.Scene
+	if sc.WaferDiameter == 0 {
+		sc = DefaultScene()
+	}
 	w, h := cfg.frame()
 	cam, err := simcam.New(simcam.Config{
 		Width: w, Height: h, PixelSize: PixelSize,
@@ -145,6 +177,15 @@ func (b *Board) lit() bool {
 }
 
 var _ camera.Camera = (*simcam.Camera)(nil)
+
+// SetRecipe puts the wafer of rec under the camera, with the defects its
+// [sim] section seeds.
+func (b *Board) SetRecipe(rec *recipe.Recipe) error {
+	return b.Camera.SetScene(SceneFor(rec, motion.Point{
+		X: motion.Distance(b.Camera.Info().Width) * PixelSize,
+		Y: motion.Distance(b.Camera.Info().Height) * PixelSize,
+	}))
+}
 
 // Close stops the emulator and the camera. Idempotent.
 func (b *Board) Close() error {

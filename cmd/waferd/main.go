@@ -1,6 +1,7 @@
 // Command waferd is the wafer-inspection controller.
 //
 //	waferd run --recipe FILE [--data DIR] [--sim]   run one inspection
+//	waferd serve --config FILE | --sim [--data DIR]  run the controller daemon
 //	waferd version                                   print the version
 //
 // Exit status: 0 completed, 2 usage or configuration error, 3 canceled,
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
+	case "serve":
+		return cmdServe(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "waferd", version)
 		return 0
@@ -70,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   waferd run --recipe FILE [--data DIR] [--sim]   run one inspection
+  waferd serve --config FILE | --sim [--data DIR]  run the controller daemon
   waferd version                                   print the version
 
 Run "waferd run -h" for the options of run.

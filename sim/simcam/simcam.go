@@ -641,3 +641,30 @@ func absD(d motion.Distance) motion.Distance {
 	}
 	return d
 }
+
+// Scene is what lies under the camera: the wafer and its defects.
+type Scene struct {
+	WaferCenter   motion.Point
+	WaferDiameter motion.Distance
+	DiePitch      motion.Point
+	Defects       []Defect
+	Seed          uint64
+}
+
+// SetScene puts another wafer under the camera (a new recipe on the
+// simulated board). It waits for a frame being rendered and is safe for
+// concurrent use.
+func (c *Camera) SetScene(s Scene) error {
+	if s.WaferDiameter <= 0 {
+		return fmt.Errorf("simcam: wafer diameter %v must be > 0", s.WaferDiameter)
+	}
+	if s.DiePitch.X <= 2*ScribeWidth || s.DiePitch.Y <= 2*ScribeWidth {
+		return fmt.Errorf("simcam: die pitch %d×%d µm must exceed %d µm", s.DiePitch.X, s.DiePitch.Y, 2*ScribeWidth)
+	}
+	c.renderMu.Lock()
+	defer c.renderMu.Unlock()
+	c.cfg.WaferCenter, c.cfg.WaferDiameter, c.cfg.DiePitch = s.WaferCenter, s.WaferDiameter, s.DiePitch
+	c.cfg.Defects, c.cfg.Seed = slices.Clone(s.Defects), s.Seed
+	c.buildPattern()
+	return nil
+}

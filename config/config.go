@@ -1,0 +1,251 @@
+// Package config loads the daemon's configuration (systemd/waferd.toml is
+// the commented example of every key). Unknown keys and bad values are
+// errors naming the file, the line and the key; every problem is reported at
+// once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/waferd/waferd/internal/logging"
+	"github.com/waferd/waferd/internal/tomlfile"
+)
+
+// Config is the whole daemon configuration. Field comments give the units;
+// systemd/waferd.toml documents every key.
+type Config struct {
+	Stage    Stage    `toml:"stage"`
+	Runner   Runner   `toml:"runner"`
+	Light    Light    `toml:"light"`
+	Camera   Camera   `toml:"camera"`
+	Button   Input    `toml:"button"`
+	EStop    Input    `toml:"estop"`
+	Watchdog Watchdog `toml:"watchdog"`
+	Data     Data     `toml:"data"`
+	Log      Log      `toml:"log"`
+	Sim      Sim      `toml:"sim"`
+
+	file *tomlfile.File
+}
+
+type Stage struct {
+	Port             string `toml:"port"`
+	Baud             int    `toml:"baud"`
+	PollMS           int    `toml:"poll_ms"`
+	ReplyTimeoutMS   int    `toml:"reply_timeout_ms"`
+	ConnectTimeoutMS int    `toml:"connect_timeout_ms"`
+	HomingTimeoutMS  int    `toml:"homing_timeout_ms"`
+}
+
+type Runner struct {
+	HoldTimeoutMS    int `toml:"hold_timeout_ms"`
+	ResetTimeoutMS   int `toml:"reset_timeout_ms"`
+	CaptureTimeoutMS int `toml:"capture_timeout_ms"`
+}
+
+type Light struct {
+	Chip           string `toml:"chip"`
+	Line           string `toml:"line"`
+	ActiveLow      bool   `toml:"active_low"`
+	PWMChip        string `toml:"pwm_chip"`
+	PWMChannel     int    `toml:"pwm_channel"`
+	PWMFreqHz      int    `toml:"pwm_freq_hz"`
+	SenseLine      string `toml:"sense_line"`
+	SenseActiveLow bool   `toml:"sense_active_low"`
+}
+
+type Camera struct {
+	Device         string  `toml:"device"`
+	Width          int     `toml:"width"`
+	Height         int     `toml:"height"`
+	Format         string  `toml:"format"`
+	PixelUM        float64 `toml:"pixel_um"`
+	ManualExposure bool    `toml:"manual_exposure"`
+}
+
+// Input is a GPIO input: the stop button or the e-stop sense line.
+type Input struct {
+	Chip       string `toml:"chip"`
+	Line       string `toml:"line"` // empty: not fitted
+	ActiveLow  bool   `toml:"active_low"`
+	Pull       string `toml:"pull"` // up, down, float, keep
+	DebounceMS int    `toml:"debounce_ms"`
+}
+
+type Watchdog struct {
+	IntervalMS        int     `toml:"interval_ms"`
+	StageHeartbeatMS  int     `toml:"stage_heartbeat_ms"`
+	CameraHeartbeatMS int     `toml:"camera_heartbeat_ms"`
+	RunnerHeartbeatMS int     `toml:"runner_heartbeat_ms"`
+	LightMaxOnMS      int     `toml:"light_max_on_ms"`
+	ThermalZone       string  `toml:"thermal_zone"`
+	TempPollMS        int     `toml:"temp_poll_ms"`
+	TempLimitC        float64 `toml:"temp_limit_c"`
+	HardwareDevice    string  `toml:"hardware_device"`
+	HardwareTimeoutS  int     `toml:"hardware_timeout_s"`
+}
+
+type Data struct {
+	Dir     string `toml:"dir"`
+	Recipes string `toml:"recipes"`
+}
+
+type Log struct {
+	Level string `toml:"level"`
+}
+
+type Sim struct {
+	Enabled   bool    `toml:"enabled"`
+	TimeScale float64 `toml:"time_scale"`
+}
+
+// Default returns the configuration every key defaults to (the values in
+// systemd/waferd.toml, with no GPIO lines fitted).
+func Default() *Config {
+	return &Config{
+		Stage:  Stage{Baud: 115200, PollMS: 100, ReplyTimeoutMS: 2000, ConnectTimeoutMS: 2500, HomingTimeoutMS: 60000},
+		Runner: Runner{HoldTimeoutMS: 5000, ResetTimeoutMS: 3000, CaptureTimeoutMS: 2000},
+		Light:  Light{PWMFreqHz: 20000},
+		Camera: Camera{Device: "/dev/video0", Width: 1280, Height: 1024, Format: "GREY", PixelUM: 5, ManualExposure: true},
+		Button: Input{ActiveLow: true, Pull: "up", DebounceMS: 20},
+		EStop:  Input{Pull: "up", DebounceMS: 20},
+		Watchdog: Watchdog{IntervalMS: 250, StageHeartbeatMS: 1000, CameraHeartbeatMS: 3000, RunnerHeartbeatMS: 30000,
+			LightMaxOnMS: 5000, TempPollMS: 1000, TempLimitC: 80, HardwareTimeoutS: 60},
+		Data: Data{Dir: "/var/lib/waferd", Recipes: "/etc/waferd/recipes"},
+		Log:  Log{Level: "info"},
+		Sim:  Sim{TimeScale: 1},
+	}
+}
+
+// Load reads path over the defaults and validates the result.
+func Load(path string) (*Config, error) { return load(path, false) }
+
+// LoadSim is Load with [sim] enabled forced on before validation, for
+// trying a machine's configuration on the simulated board (--sim).
+func LoadSim(path string) (*Config, error) { return load(path, true) }
+
+func load(path string, sim bool) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, data, sim)
+}
+
+// Parse is Load for a document in memory, named name in errors.
+func Parse(name string, data []byte) (*Config, error) { return parse(name, data, false) }
+
+func parse(name string, data []byte, sim bool) (*Config, error) {
+	c := Default()
+	f, err := tomlfile.Decode(name, data, c)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.file = f
+	if sim {
+		c.Sim.Enabled = true
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate checks every value, naming file, line and key in its errors.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, c.file.Errorf(key, format, args...))
+	}
+	positive := func(key string, v int) {
+		if v <= 0 {
+			bad(key, "must be > 0 (got %d)", v)
+		}
+	}
+	if !c.Sim.Enabled && c.Stage.Port == "" {
+		bad("stage.port", "no serial port given (or set [sim] enabled = true)")
+	}
+	switch c.Stage.Baud {
+	case 9600, 19200, 38400, 57600, 115200, 230400, 250000:
+	default:
+		bad("stage.baud", "unsupported baud rate %d (GRBL 1.1 uses 115200)", c.Stage.Baud)
+	}
+	positive("stage.poll_ms", c.Stage.PollMS)
+	positive("stage.reply_timeout_ms", c.Stage.ReplyTimeoutMS)
+	positive("stage.connect_timeout_ms", c.Stage.ConnectTimeoutMS)
+	positive("stage.homing_timeout_ms", c.Stage.HomingTimeoutMS)
+	positive("runner.hold_timeout_ms", c.Runner.HoldTimeoutMS)
+	positive("runner.reset_timeout_ms", c.Runner.ResetTimeoutMS)
+	positive("runner.capture_timeout_ms", c.Runner.CaptureTimeoutMS)
+	if !c.Sim.Enabled && c.Light.Line == "" {
+		bad("light.line", "no enable line given for the light")
+	}
+	if c.Light.PWMChip != "" && c.Light.PWMFreqHz <= 0 {
+		bad("light.pwm_freq_hz", "must be > 0 (got %d)", c.Light.PWMFreqHz)
+	}
+	if c.Camera.Width <= 0 || c.Camera.Height <= 0 {
+		bad("camera.width", "frame size must be positive (got %dx%d)", c.Camera.Width, c.Camera.Height)
+	}
+	if c.Camera.Format != "GREY" && c.Camera.Format != "YUYV" {
+		bad("camera.format", `must be "GREY" or "YUYV" (got %q)`, c.Camera.Format)
+	}
+	if c.Camera.PixelUM <= 0 {
+		bad("camera.pixel_um", "must be > 0 µm (got %g)", c.Camera.PixelUM)
+	}
+	for _, in := range []struct {
+		key string
+		in  Input
+	}{{"button", c.Button}, {"estop", c.EStop}} {
+		switch in.in.Pull {
+		case "up", "down", "float", "keep":
+		default:
+			bad(in.key+".pull", `must be "up", "down", "float" or "keep" (got %q)`, in.in.Pull)
+		}
+		if in.in.DebounceMS < 0 || in.in.DebounceMS > 1000 {
+			bad(in.key+".debounce_ms", "must be in [0, 1000] ms (got %d)", in.in.DebounceMS)
+		}
+		if in.in.Line != "" && in.in.Chip == "" {
+			bad(in.key+".chip", "a line is given but no chip")
+		}
+	}
+	w := c.Watchdog
+	positive("watchdog.interval_ms", w.IntervalMS)
+	positive("watchdog.stage_heartbeat_ms", w.StageHeartbeatMS)
+	positive("watchdog.camera_heartbeat_ms", w.CameraHeartbeatMS)
+	positive("watchdog.runner_heartbeat_ms", w.RunnerHeartbeatMS)
+	positive("watchdog.light_max_on_ms", w.LightMaxOnMS)
+	if w.StageHeartbeatMS > 0 && w.StageHeartbeatMS < 2*c.Stage.PollMS {
+		bad("watchdog.stage_heartbeat_ms", "%d ms is less than two stage polls (poll_ms = %d)", w.StageHeartbeatMS, c.Stage.PollMS)
+	}
+	if w.ThermalZone != "" {
+		positive("watchdog.temp_poll_ms", w.TempPollMS)
+		if w.TempLimitC <= 0 || w.TempLimitC > 150 {
+			bad("watchdog.temp_limit_c", "must be in (0, 150] °C (got %g)", w.TempLimitC)
+		}
+	}
+	if w.HardwareTimeoutS < 0 {
+		bad("watchdog.hardware_timeout_s", "must be ≥ 0 s (got %d)", w.HardwareTimeoutS)
+	}
+	if c.Data.Dir == "" {
+		bad("data.dir", "no results directory given")
+	} else if !filepath.IsAbs(c.Data.Dir) {
+		bad("data.dir", "must be an absolute path (got %q)", c.Data.Dir)
+	}
+	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Sim.TimeScale <= 0 {
+		bad("sim.time_scale", "must be > 0 (got %g)", c.Sim.TimeScale)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// MS converts a millisecond setting to a duration.
+func MS(ms int) time.Duration { return time.Duration(ms) * time.Millisecond }

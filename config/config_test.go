@@ -1,0 +1,56 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/waferd/waferd/systemd"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := Parse("waferd.toml", []byte(systemd.ExampleConfig))
+	require.NoError(t, err)
+	assert.Equal(t, 115200, c.Stage.Baud)
+	assert.Equal(t, "GPIO27", c.Button.Line)
+	assert.Equal(t, "/var/lib/waferd", c.Data.Dir)
+	assert.False(t, c.Sim.Enabled)
+}
+
+func TestDefaultsWithSim(t *testing.T) {
+	c, err := Parse("min.toml", []byte("[sim]\nenabled = true\n"))
+	require.NoError(t, err)
+	assert.Equal(t, Default().Watchdog, c.Watchdog)
+}
+
+func TestErrorsNameFileLineAndKey(t *testing.T) {
+	cases := map[string]string{
+		"[stage]\nport = \"/dev/ttyUSB0\"\nbaud = 12345\n[light]\nline = \"GPIO17\"\nchip = \"gpiochip0\"\n": "bad.toml:3: stage.baud: unsupported baud rate 12345",
+		"[sim]\nenabled = true\n[stage]\npoll_ms = -5\n":                                                     "bad.toml:4: stage.poll_ms: must be > 0 (got -5)",
+		"[sim]\nenabled = true\n[button]\npull = \"sideways\"\n":                                             `bad.toml:4: button.pull: must be "up", "down", "float" or "keep" (got "sideways")`,
+		"[sim]\nenabled = true\nfrobnicate = 3\n":                                                            "bad.toml:3: sim.frobnicate: unknown key",
+		"[sim]\nenabled = \"yes\"\n":                                                                         "bad.toml:2: sim.enabled:",
+		"[sim]\nenabled = true\n[log]\nlevel = \"loud\"\n":                                                   `bad.toml:4: log.level: logging: unknown level "loud"`,
+		"[sim]\nenabled = true\n[data]\ndir = \"relative\"\n":                                                `bad.toml:4: data.dir: must be an absolute path`,
+		"[stage]\nbaud = 115200\n":                                                                           "bad.toml: stage.port: no serial port given",
+	}
+	for doc, want := range cases {
+		_, err := Parse("bad.toml", []byte(doc))
+		require.Error(t, err, doc)
+		assert.Contains(t, err.Error(), want, doc)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "w.toml")
+	require.NoError(t, os.WriteFile(p, []byte("[sim]\nenabled = true\ntime_scale = 0\n"), 0o644))
+	_, err := Load(p)
+	require.Error(t, err)
+	assert.True(t, strings.HasPrefix(err.Error(), "config: "+p+":3: sim.time_scale"), err.Error())
+	_, err = Load(filepath.Join(t.TempDir(), "missing.toml"))
+	assert.ErrorContains(t, err, "missing.toml")
+}

@@ -1,0 +1,372 @@
+// Package daemon is the long-running controller behind `waferd serve`: it
+// owns the runner (the machine and its one cancel path), the watchdog loop,
+// the stop button and e-stop inputs and the stage status poll, runs
+// inspections in the background on request, and on shutdown stops any run
+// safely before it returns.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+
+	"github.com/waferd/waferd/camera"
+	"github.com/waferd/waferd/config"
+	"github.com/waferd/waferd/input"
+	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/logging"
+	"github.com/waferd/waferd/motion"
+	"github.com/waferd/waferd/stop"
+	"github.com/waferd/waferd/watchdog"
+)
+
+// Devices are the opened devices the daemon drives (from package board).
+type Devices struct {
+	Stage  motion.Stage
+	Light  Light
+	Camera camera.Camera
+	Limits recipe.Limits
+	// Button and EStop are the stop inputs; nil when not fitted.
+	Button, EStop gpio.PinIn
+	// SetRecipe, if set, is called before each run with its recipe (the
+	// simulated board puts that recipe's wafer under its camera).
+	SetRecipe func(*recipe.Recipe) error
+}
+
+// Light is the illumination as the daemon needs it.
+type Light interface {
+	On(level float64) error
+	Off() error
+}
+
+// Options configure a Daemon.
+type Options struct {
+	Config  *config.Config
+	Devices Devices
+	Store   *results.Store
+	Logs    *logging.Root
+	// Notifier receives sd_notify states; nil sends none.
+	Notifier watchdog.Notifier
+	// NotifyInterval is systemd's WatchdogSec (0: no WATCHDOG=1 pings).
+	NotifyInterval time.Duration
+	// Hardware is an opened hardware watchdog, or nil.
+	Hardware *watchdog.Hardware
+	// Progress, if set, receives every run's per-site progress.
+	Progress func(inspection.Progress)
+}
+
+// Daemon is the controller. Its methods are safe for concurrent use.
+type Daemon struct {
+	opts                        Options
+	log                         *logging.Log
+	Runner                      *inspection.Runner
+	wd                          *watchdog.Watchdog
+	stageHB, runnerHB, cameraHB *watchdog.Heartbeat
+	lease                       *watchdog.Lease
+	button                      *input.Button
+	estop                       *input.EStop
+
+	mu      sync.Mutex
+	running bool
+	runDone chan struct{} // closed when the background run ends
+	homing  bool
+}
+
+// New wires the daemon. It does not start anything: Run does.
+func New(o Options) (*Daemon, error) {
+	cfg := o.Config
+	d := &Daemon{opts: o, log: o.Logs.For("daemon")}
+	wlog := o.Logs.For("watchdog")
+	d.wd = watchdog.New(watchdog.Config{
+		Interval:       config.MS(cfg.Watchdog.IntervalMS),
+		Notify:         o.Notifier,
+		NotifyInterval: o.NotifyInterval,
+		Hardware:       o.Hardware,
+		Log:            wlog.Warnf,
+		OnFault: func(name string, err error) {
+			d.Runner.Stop(stop.Watchdog, name+": "+err.Error())
+		},
+	})
+	d.stageHB = d.wd.Register("stage-poll", config.MS(cfg.Watchdog.StageHeartbeatMS))
+	d.runnerHB = d.wd.Register("runner", config.MS(cfg.Watchdog.RunnerHeartbeatMS))
+	d.runnerHB.Pause()
+	d.cameraHB = d.wd.Register("camera", config.MS(cfg.Watchdog.CameraHeartbeatMS))
+	d.cameraHB.Pause()
+	light := &leasedLight{Light: o.Devices.Light}
+	d.lease = d.wd.Lease("light", config.MS(cfg.Watchdog.LightMaxOnMS), func() {
+		if err := o.Devices.Light.Off(); err != nil {
+			d.log.Errorf("light lease expired and switching it off failed: %v", err)
+		}
+	})
+	light.lease = d.lease
+	if cfg.Watchdog.ThermalZone != "" {
+		d.wd.AddSensor("temperature", config.MS(cfg.Watchdog.TempPollMS), watchdog.ThermalZone(cfg.Watchdog.ThermalZone), cfg.Watchdog.TempLimitC)
+	}
+
+	d.Runner = &inspection.Runner{
+		Stage: o.Devices.Stage, Light: light,
+		Camera: &beatingCamera{Camera: o.Devices.Camera, hb: d.cameraHB},
+		Store:  o.Store, Log: o.Logs.For("runner"), Progress: o.Progress,
+		OnStep: d.onStep,
+		Config: inspection.Config{
+			HoldTimeout:    config.MS(cfg.Runner.HoldTimeoutMS),
+			ResetTimeout:   config.MS(cfg.Runner.ResetTimeoutMS),
+			CaptureTimeout: config.MS(cfg.Runner.CaptureTimeoutMS),
+		},
+	}
+	var err error
+	if o.Devices.Button != nil {
+		d.button, err = input.NewButton(inputConfig(o.Devices.Button, cfg.Button), func() {
+			d.Runner.Stop(stop.Button, o.Devices.Button.String())
+		})
+		if err != nil {
+			return nil, fmt.Errorf("daemon: stop button: %w", err)
+		}
+	}
+	if o.Devices.EStop != nil {
+		d.estop, err = input.NewEStop(inputConfig(o.Devices.EStop, cfg.EStop), func() {
+			d.Runner.Stop(stop.EStop, o.Devices.EStop.String())
+		})
+		if err != nil {
+			return nil, fmt.Errorf("daemon: e-stop: %w", err)
+		}
+		d.Runner.EStopActive = d.estop.Active
+	}
+	return d, nil
+}
+
+func inputConfig(pin gpio.PinIn, c config.Input) input.Config {
+	pull := map[string]gpio.Pull{"up": gpio.PullUp, "down": gpio.PullDown, "float": gpio.Float, "keep": gpio.PullNoChange}[c.Pull]
+	return input.Config{Pin: pin, ActiveLow: c.ActiveLow, Pull: pull, Debounce: config.MS(c.DebounceMS)}
+}
+
+// onStep beats the runner heartbeat at every step and tells the stage poll
+// when homing is in progress (GRBL does not answer status during homing).
+func (d *Daemon) onStep(s inspection.Step, _ int) {
+	d.runnerHB.Beat()
+	d.mu.Lock()
+	d.homing = s == inspection.StepHoming
+	d.mu.Unlock()
+}
+
+// Run runs the daemon until ctx ends: watchdog loop, inputs, stage poll.
+// It reports READY=1 once they run. When ctx ends it sends STOPPING=1, stops
+// any run with reason shutdown and waits for its safe stop, then ends the
+// inputs and the watchdog last (so they cover the safe stop). It returns
+// nil on a clean shutdown.
+func (d *Daemon) Run(ctx context.Context) error {
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	ictx, icancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	var errsMu sync.Mutex
+	var errs []error
+	goRun := func(name string, ctx context.Context, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil {
+				errsMu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				errsMu.Unlock()
+				d.log.Errorf("%s ended: %v", name, err)
+			}
+		}()
+	}
+	var wdWG sync.WaitGroup
+	wdWG.Add(1)
+	go func() {
+		defer wdWG.Done()
+		if err := d.wd.Run(wctx); err != nil {
+			errsMu.Lock()
+			errs = append(errs, fmt.Errorf("watchdog: %w", err))
+			errsMu.Unlock()
+		}
+	}()
+	if d.button != nil {
+		goRun("stop button", ictx, d.button.Run)
+	}
+	if d.estop != nil {
+		goRun("e-stop", ictx, d.estop.Run)
+	}
+	goRun("stage poll", ictx, d.pollStage)
+
+	d.wd.Ready()
+	d.SetStatus()
+	d.log.Noticef("ready")
+	<-ctx.Done()
+
+	d.log.Noticef("shutting down: %v", context.Cause(ctx))
+	d.wd.Stopping()
+	detail := "shutdown"
+	if c, ok := stop.FromContext(ctx); ok {
+		detail = c.Detail
+	}
+	d.Runner.Stop(stop.Shutdown, detail)
+	d.Wait()
+	icancel()
+	wg.Wait()
+	wcancel()
+	wdWG.Wait()
+	return errors.Join(errs...)
+}
+
+// pollStage asks the stage for its status every poll period and beats the
+// stage heartbeat on every answer (and during homing, when GRBL does not
+// answer).
+func (d *Daemon) pollStage(ctx context.Context) error {
+	poll := config.MS(d.opts.Config.Stage.PollMS)
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		d.mu.Lock()
+		homing := d.homing
+		d.mu.Unlock()
+		if homing {
+			d.stageHB.Beat()
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 4*poll)
+		_, err := d.opts.Devices.Stage.Status(pctx)
+		cancel()
+		if err == nil {
+			d.stageHB.Beat()
+		} else if ctx.Err() == nil {
+			d.log.Debugf("stage status: %v", err)
+		}
+	}
+}
+
+// ErrBusy is returned by StartRun while a run is in progress.
+var ErrBusy = errors.New("daemon: a run is in progress")
+
+// LoadRecipe loads the recipe called name (<recipes>/<name>.toml, or a
+// path to a .toml file when name contains a slash and allowPath is set).
+func (d *Daemon) LoadRecipe(name string) (*recipe.Recipe, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
+		return nil, fmt.Errorf("daemon: bad recipe name %q: give a name from %s, without / or ..", name, d.opts.Config.Data.Recipes)
+	}
+	path := filepath.Join(d.opts.Config.Data.Recipes, strings.TrimSuffix(name, ".toml")+".toml")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("daemon: recipe %q: %w", name, err)
+	}
+	return recipe.Load(path, d.opts.Devices.Limits)
+}
+
+// StartRun starts rec in the background and returns at once. It refuses
+// while a run is in progress or the machine is latched.
+func (d *Daemon) StartRun(ctx context.Context, rec *recipe.Recipe) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.running {
+		return ErrBusy
+	}
+	if st := d.Runner.State(); st.Latched() {
+		return fmt.Errorf("%w: machine is %s (%s): clear it with reset", inspection.ErrLatched, st, d.Runner.LatchReason())
+	}
+	if f := d.opts.Devices.SetRecipe; f != nil {
+		if err := f(rec); err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+	}
+	d.running = true
+	d.runDone = make(chan struct{})
+	d.runnerHB.Resume()
+	d.runnerHB.Beat()
+	go func() {
+		defer func() {
+			d.runnerHB.Pause()
+			d.mu.Lock()
+			d.running = false
+			close(d.runDone)
+			d.mu.Unlock()
+			d.SetStatus()
+		}()
+		d.SetStatus()
+		out, err := d.Runner.Run(context.WithoutCancel(ctx), rec)
+		if err != nil {
+			d.log.Errorf("run %q: %v", rec.Name, err)
+			return
+		}
+		d.log.Noticef("run %s %s (%s)", out.RunID, out.State, out.Reason)
+	}()
+	return nil
+}
+
+// Wait blocks until no run is in progress.
+func (d *Daemon) Wait() {
+	d.mu.Lock()
+	ch := d.runDone
+	d.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// Stop is the one cancel path, for the console and other sources.
+func (d *Daemon) Stop(reason stop.Reason, detail string) { d.Runner.Stop(reason, detail) }
+
+// Reset clears a latched Faulted or EStop machine.
+func (d *Daemon) Reset(ctx context.Context) error {
+	err := d.Runner.Reset(ctx)
+	d.SetStatus()
+	return err
+}
+
+// SetStatus publishes the machine state to systemd (STATUS=).
+func (d *Daemon) SetStatus() {
+	st := d.Runner.State()
+	s := "machine " + st.String()
+	if why := d.Runner.LatchReason(); why != "" {
+		s += ": " + why
+	}
+	d.wd.SetStatus(s)
+}
+
+// Heartbeats returns the watchdog's view, for status displays.
+func (d *Daemon) Heartbeats() []watchdog.HeartbeatInfo { return d.wd.Snapshot() }
+
+// leasedLight holds the watchdog's on-time lease while the light is on.
+type leasedLight struct {
+	Light
+	lease *watchdog.Lease
+}
+
+func (l *leasedLight) On(level float64) error {
+	l.lease.Start()
+	return l.Light.On(level)
+}
+
+func (l *leasedLight) Off() error {
+	err := l.Light.Off()
+	l.lease.End()
+	return err
+}
+
+// beatingCamera beats the camera heartbeat around every capture.
+type beatingCamera struct {
+	camera.Camera
+	hb *watchdog.Heartbeat
+}
+
+func (c *beatingCamera) Capture(ctx context.Context, exposure time.Duration) (*camera.Frame, error) {
+	c.hb.Resume()
+	c.hb.Beat()
+	defer c.hb.Pause()
+	f, err := c.Camera.Capture(ctx, exposure)
+	c.hb.Beat()
+	return f, err
+}
