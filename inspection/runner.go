@@ -230,12 +230,22 @@ func (r *Runner) hurryLocked() {
 	}
 }
 
-func (r *Runner) latchLocked(s State, why string) {
-	if err := transition(r.state, s); err != nil {
+// setLocked moves the machine to next if that is legal, and logs (but
+// otherwise ignores) an illegal request: a bug, never a reason to leave
+// the machine in an unknown state. r.mu must be held.
+func (r *Runner) setLocked(next State) bool {
+	if err := transition(r.state, next); err != nil {
 		r.log().Errorf("%v", err)
+		return false
+	}
+	r.state = next
+	return true
+}
+
+func (r *Runner) latchLocked(s State, why string) {
+	if !r.setLocked(s) {
 		return
 	}
-	r.state = s
 	r.latchWhy = why
 	r.log().Errorf("machine %s: %s; clear with reset", s, why)
 }
@@ -273,7 +283,8 @@ func (r *Runner) Reset(ctx context.Context) error {
 		return fmt.Errorf("inspection: reset: machine changed to %s meanwhile", r.state)
 	}
 	r.log().Noticef("machine reset from %s (%s)", st, why)
-	r.state, r.latchWhy = Idle, ""
+	r.setLocked(Idle)
+	r.latchWhy = ""
 	return nil
 }
 
@@ -322,14 +333,15 @@ func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 		r.mu.Unlock()
 		return Outcome{}, fmt.Errorf("inspection: cannot start %q: machine is %s", rec.Name, st)
 	}
-	r.state = Running
+	r.setLocked(Running)
 	r.cancel, r.reason, r.hurry = cancel, stop.None, make(chan struct{})
 	r.mu.Unlock()
 
 	rcd, err := r.Store.Create(run)
 	if err != nil {
 		r.mu.Lock()
-		r.state, r.cancel = Idle, nil
+		r.setLocked(Idle)
+		r.cancel = nil
 		r.mu.Unlock()
 		return Outcome{}, fmt.Errorf("inspection: %w", err)
 	}
@@ -361,7 +373,7 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 		r.mu.Lock()
 		stopped := r.reason != stop.None
 		if !stopped {
-			r.state = Idle
+			r.setLocked(Idle)
 		}
 		r.mu.Unlock()
 		if !stopped {
@@ -386,7 +398,7 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 		r.mu.Unlock()
 	}
 	r.mu.Lock()
-	r.state = Stopping
+	r.setLocked(Stopping)
 	r.mu.Unlock()
 	r.step(StepSafeStop, -1)
 
@@ -414,7 +426,6 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 	}
 
 	r.mu.Lock()
-	r.state = Stopping
 	switch {
 	case reason == stop.EStop:
 		r.latchLocked(EStop, why)
@@ -425,7 +436,7 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 		}
 		r.latchLocked(Faulted, latch)
 	default:
-		r.state = Idle
+		r.setLocked(Idle)
 	}
 	out.Latched = r.state
 	r.mu.Unlock()
