@@ -1,0 +1,44 @@
+package motion
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestDistanceFormatting(t *testing.T) {
+	assert.Equal(t, "12.345", FormatMM(MM(12.345)))
+	assert.Equal(t, "-0.001", FormatMM(-1))
+	assert.Equal(t, "-12.050", FormatMM(MM(-12.05)))
+	assert.Equal(t, "0.000mm", Distance(0).String())
+	assert.Equal(t, Distance(1000), MM(1))
+	assert.InDelta(t, 1.5, MM(1.5).Millimetres(), 1e-12)
+	assert.Equal(t, "(1.000, -2.500)mm", Point{MM(1), MM(-2.5)}.String())
+}
+
+func TestRectAndStatus(t *testing.T) {
+	r := Rect{Max: Point{MM(10), MM(10)}}
+	assert.True(t, r.Contains(Point{0, MM(10)}))
+	assert.False(t, r.Contains(Point{-1, 0}))
+
+	for _, c := range []struct {
+		s    Status
+		stop bool
+	}{
+		{Status{State: StateIdle}, true},
+		{Status{State: StateRun}, false},
+		{Status{State: StateHold, Sub: 1}, false},
+		{Status{State: StateHold, Sub: 0}, true},
+		{Status{State: StateAlarm}, true},
+		{Status{State: StateJog}, false},
+		{Status{State: StateHome}, false},
+	} {
+		assert.Equal(t, c.stop, c.s.Stopped(), "%v", c.s)
+	}
+	st, ok := ParseState("Hold")
+	assert.True(t, ok)
+	assert.Equal(t, StateHold, st)
+	_, ok = ParseState("Unknown")
+	assert.False(t, ok, "Unknown is not a GRBL state")
+	assert.Equal(t, "Hold:1 at (0.000, 0.000)mm", Status{State: StateHold, Sub: 1}.String())
+}
