@@ -69,8 +69,7 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	}
 	// The abort hook: feed hold the moment ctx is cancelled, not at the
 	// next poll.
-	stop := context.AfterFunc(ctx, func() { _ = s.FeedHold() })
-	defer stop()
+	defer abortHook(ctx, func() { _ = s.FeedHold() })()
 	line := "G21 G90 G53 G1 X" + motion.FormatMM(p.X) + " Y" + motion.FormatMM(p.Y) + " F" + feed
 	ps, err := s.submit(ctx, lineSpec{line: line}, lineSpec{line: "G4 P0"})
 	if err != nil {
@@ -168,8 +167,7 @@ func (s *Stage) home(ctx context.Context, line string) error {
 	s.mu.Lock()
 	base := s.alarmSeq
 	s.mu.Unlock()
-	stop := context.AfterFunc(ctx, s.abortHoming)
-	defer stop()
+	defer abortHook(ctx, s.abortHoming)()
 	ps, err := s.submit(ctx, lineSpec{line: line, homing: true})
 	if err != nil {
 		return err
@@ -180,6 +178,25 @@ func (s *Stage) home(ctx context.Context, line string) error {
 // abortHoming soft-resets the controller (the only way to stop a GRBL
 // homing cycle) and waits, at most ReplyTimeout, for the banner so that the
 // stream does not stay blocked if none comes.
+// abortHook registers abort to run (in its own goroutine) the moment ctx is
+// cancelled. The returned stop unregisters it and, if abort has already
+// started, waits for it to finish: the call that registered it never
+// returns before its abort is on the wire, so whatever the caller does next
+// (a reset, in the safe stop) cannot be overtaken by it. A '!' landing after
+// a reset would leave GRBL in Hold:0, executing nothing.
+func abortHook(ctx context.Context, abort func()) (stop func()) {
+	done := make(chan struct{})
+	unregister := context.AfterFunc(ctx, func() {
+		defer close(done)
+		abort()
+	})
+	return func() {
+		if !unregister() {
+			<-done
+		}
+	}
+}
+
 func (s *Stage) abortHoming() {
 	bch, err := s.beginReset()
 	if err != nil {
