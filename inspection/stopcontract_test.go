@@ -457,6 +457,20 @@ func TestInjectedFaults(t *testing.T) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
 				g.board.Sim.Emulator.InjectMute(false)
 			}},
+		{name: "stage left in a feed hold", scale: 50, state: inspection.Aborted, reason: "fault: stage", next: true,
+			inject: func(g *stopRig) {
+				g.runner.OnStep = func(s inspection.Step, i int) {
+					if s == inspection.StepMove && i == 1 {
+						// A feed hold from elsewhere (a hold button on the
+						// controller): GRBL executes nothing until resumed.
+						require.NoError(t, g.board.Stage.FeedHold())
+					}
+				}
+			},
+			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
+				assert.ErrorContains(t, out.Err, "not finished within")
+			}},
 		{name: "an ok is dropped", scale: 5, state: inspection.Aborted, reason: "fault: stage", next: true,
 			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectDropOK(1) }),
 			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {

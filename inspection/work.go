@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/waferd/waferd/camera"
@@ -22,6 +23,7 @@ type work struct {
 	out    Outcome
 	golden *camera.Frame
 	dets   []analysis.Defect
+	at     *motion.Point // last move target, nil before the first move
 }
 
 func (w *work) do(ctx context.Context) error {
@@ -87,9 +89,19 @@ func (w *work) ensureHomed(ctx context.Context) error {
 func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error) {
 	r, rec := w.r, w.rec
 	r.step(StepMove, s.Index)
-	if err := r.Stage.MoveTo(ctx, s.At, rec.Feed); err != nil {
+	// A move that takes far longer than its distance needs is a stage
+	// that stopped executing (left in a hold, or lost): a fault, not a
+	// wait without end.
+	budget := w.moveBudget(s.At)
+	mctx, cancel := context.WithTimeoutCause(ctx, budget,
+		fmt.Errorf("stage: move to %v not finished within %v: %w", s.At, budget, motion.ErrTimeout))
+	err := r.Stage.MoveTo(mctx, s.At, rec.Feed)
+	cancel()
+	if err != nil {
 		return nil, device(ctx, "stage", err)
 	}
+	at := s.At
+	w.at = &at
 	r.step(StepSettle, s.Index)
 	if err := sleep(ctx, rec.Settle); err != nil {
 		return nil, err
@@ -123,6 +135,19 @@ func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error)
 		return nil, device(ctx, "light", offErr)
 	}
 	return f, nil
+}
+
+// moveBudget is the longest a move to p may take: twice its time at the
+// recipe's feed (from the last target, or across the whole stage before
+// the first move) plus 5 s for acceleration and settling of the driver's
+// polls.
+func (w *work) moveBudget(p motion.Point) time.Duration {
+	dist := 500.0 // mm: more than any stage diagonal we drive
+	if w.at != nil {
+		dist = math.Hypot(float64(p.X-w.at.X), float64(p.Y-w.at.Y)) / 1000
+	}
+	perMM := time.Minute / time.Duration(max(float64(w.rec.Feed), 1))
+	return 2*time.Duration(dist)*perMM + 5*time.Second
 }
 
 // site inspects one site and records it.
