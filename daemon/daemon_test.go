@@ -87,8 +87,8 @@ func start(t *testing.T, edit func(*config.Config)) *fixture {
 	cfg.EStop = config.Input{Chip: "sim", Line: "estop", Pull: "down", DebounceMS: 20}
 	cfg.Watchdog.IntervalMS = 20
 	cfg.Stage.PollMS = 20
-	cfg.Stage.ReplyTimeoutMS = 300
-	cfg.Watchdog.StageHeartbeatMS = 300
+	cfg.Stage.ReplyTimeoutMS = 1000
+	cfg.Watchdog.StageHeartbeatMS = 1500
 	if edit != nil {
 		edit(cfg)
 	}
