@@ -7,7 +7,7 @@ PKGS      := ./...
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build test demo cross lint fuzz install clean
+.PHONY: all build test demo cross lint fuzz install bench clean test-vm
 
 all: lint build test
 
@@ -33,6 +33,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+## bench: every benchmark, medians of several runs, written to BENCHMARKS.md
+## (about 5 minutes; not part of test)
+bench:
+	GO=$(GO) scripts/bench.sh
+
 ## fuzz: run every fuzz target for FUZZTIME each (not part of test)
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseStatus$$' -fuzztime=$(FUZZTIME) ./motion/grbl/
@@ -47,6 +52,12 @@ install: build
 	install -D -m 0644 systemd/waferd.tmpfiles.conf $(DESTDIR)/usr/lib/tmpfiles.d/waferd.conf
 	install -D -m 0644 systemd/waferd.udev.rules $(DESTDIR)/usr/lib/udev/rules.d/60-waferd.rules
 	install -D -m 0644 systemd/waferd.toml $(DESTDIR)/etc/waferd/waferd.toml
+
+## test-vm: device tests against real kernel drivers (vivid, i6300esb) in a
+## qemu VM booted from Debian's kernel package; see vmtest/run.sh (needs root
+## the first time: apt-get install/download, cached in vmtest/.cache)
+test-vm:
+	GO=$(GO) vmtest/run.sh
 
 clean:
 	rm -rf $(BIN)

@@ -4,11 +4,30 @@
 // not used because it ignores its edge argument, forces no pull and never
 // applies the debounce time.
 //
-// The debounce is level based: an edge only wakes the loop, the decision is
-// taken on the level read after it, and a new level counts once it has been
-// stable for Config.Debounce since the last edge. Stale or missed edges are
-// therefore harmless, and every Poll the level is sampled even without an
-// edge.
+// # Debounce: leading edge in, steady level out
+//
+// A stop input must act at once, so the debounce is asymmetric:
+//
+//   - Activation counts on the leading edge. The first edge after which the
+//     line reads active fires the callback (Button's onPress, EStop's
+//     onTrip) immediately, with no debounce delay: the latency is one
+//     WaitForEdge wake-up and one Read.
+//   - From then on the input counts as active, and every further edge is
+//     ignored, until the line has read inactive, with no further edge, for
+//     Config.Debounce. Only then is the input released and the next
+//     activation counts again.
+//
+// Contact bounce on press and on release is therefore exactly one press;
+// press, release (held off for Debounce), press is two. An edge after which
+// the level already reads inactive again is ignored: a glitch shorter than
+// the wake-up is no press. A glitch to the active level that is still there
+// when the loop reads the line is a press: for a stop input a spurious stop
+// is the safe failure, a stop delayed by Debounce is not. A release shorter
+// than Debounce followed by a new press is part of the same press.
+//
+// The level, not the edge, decides: an edge only wakes the loop, and every
+// Poll the level is sampled even without an edge, so stale or missed edges
+// are harmless (a missed press edge is acted on at the next Poll).
 //
 // Run never calls Halt to interrupt WaitForEdge (racy on gpioioctl lines):
 // it waits at most Poll at a time and checks its context in between, so it
@@ -51,8 +70,10 @@ type Config struct {
 	// Pull is the bias applied by In; gpio.PullNoChange (the zero value)
 	// leaves the line's bias alone (e.g. an external resistor).
 	Pull gpio.Pull
-	// Debounce is how long a new level must stay unchanged, with no further
-	// edge, before it counts. Zero means DefaultDebounce (20 ms).
+	// Debounce is how long the line must read inactive, with no further
+	// edge, before a release counts and the next activation is accepted.
+	// Activation itself is not delayed (leading edge; see the package
+	// documentation). Zero means DefaultDebounce (20 ms).
 	Debounce time.Duration
 	// Poll is the longest single WaitForEdge: Run notices cancellation and
 	// re-samples the level at least this often. Zero means DefaultPoll
@@ -96,8 +117,10 @@ func (l *line) level() bool {
 
 // run configures the line and calls first with the initial level, then
 // change with every debounced change of level, all from the calling
-// goroutine. It returns nil when ctx ends, or an error if the pin cannot be
-// configured.
+// goroutine: change(true) at once on the first reading of the active level
+// (leading edge), change(false) once the line has read inactive with no edge
+// for Debounce. It returns nil when ctx ends, or an error if the pin cannot
+// be configured.
 func (l *line) run(ctx context.Context, first, change func(active bool)) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("%w on %s", ErrRunning, l.cfg.Pin)
@@ -114,27 +137,27 @@ func (l *line) run(ctx context.Context, first, change func(active bool)) error {
 	// the truth.
 	for i := 0; i < maxDrain && pin.WaitForEdge(drainWait); i++ {
 	}
-	stable := l.level()
-	l.active.Store(stable)
-	first(stable)
+	active := l.level()
+	l.active.Store(active)
+	first(active)
 
 	var (
-		pending bool      // the raw level differs from stable
-		since   time.Time // last edge (or first sighting) of the pending level
+		releasing bool      // active, and the line reads inactive
+		since     time.Time // last edge (or first sighting) of the inactive level
 	)
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		wait := l.cfg.Poll
-		if pending {
+		if releasing {
 			left := l.cfg.Debounce - time.Since(since)
 			if left <= 0 {
-				pending = false
-				if lvl := l.level(); lvl != stable {
-					stable = lvl
-					l.active.Store(lvl)
-					change(lvl)
+				releasing = false
+				if !l.level() {
+					active = false
+					l.active.Store(false)
+					change(false)
 				}
 				continue
 			}
@@ -142,26 +165,35 @@ func (l *line) run(ctx context.Context, first, change func(active bool)) error {
 		}
 		edge := pin.WaitForEdge(wait)
 		switch lvl := l.level(); {
-		case lvl == stable:
-			pending = false // bounced back, or an edge of the stable level
-		case edge || !pending:
-			pending, since = true, time.Now() // a new level, or it bounced again
+		case lvl && !active:
+			// The leading edge (or a missed one, seen by sampling): act now.
+			active = true
+			l.active.Store(true)
+			change(true)
+		case lvl:
+			releasing = false // bounce, or still held
+		case !active:
+			// Inactive and released: an unconfirmed edge or a sample.
+		case edge || !releasing:
+			releasing, since = true, time.Now() // released, or it bounced again
 		}
 	}
 }
 
-// Button is the physical stop button. A press is a transition to active that
-// stays active, with no further edge, for Debounce: a burst of bounce edges
-// is one press, and releasing and pressing again is a second press. A button
-// already held when Run starts is not a press; its release and the next
-// press are.
+// Button is the physical stop button. A press counts on its leading edge:
+// the first edge after which the line reads active calls onPress at once.
+// Further edges are ignored until the button has been released, reading
+// inactive with no edge, for Debounce: a burst of bounce edges on press or
+// release is one press, and releasing (for at least Debounce) and pressing
+// again is a second press. A button already held when Run starts is not a
+// press; its release and the next press are.
 type Button struct {
 	l       line
 	onPress func()
 	presses atomic.Uint64
 }
 
-// NewButton returns a button that calls onPress once per debounced press.
+// NewButton returns a button that calls onPress once per press.
 // It does not touch the pin; Run does.
 func NewButton(cfg Config, onPress func()) (*Button, error) {
 	if err := cfg.check("button"); err != nil {
@@ -186,8 +218,8 @@ func (b *Button) Run(ctx context.Context) error {
 	})
 }
 
-// Pressed reports the debounced level: true while the button is held. Safe
-// for concurrent use.
+// Pressed reports the debounced level: true from the leading edge of a press
+// until Debounce after its release. Safe for concurrent use.
 func (b *Button) Pressed() bool { return b.l.active.Load() }
 
 // Presses returns how many presses have been reported since NewButton.
@@ -196,10 +228,13 @@ func (b *Button) Presses() uint64 { return b.presses.Load() }
 // String names the button by its pin.
 func (b *Button) String() string { return "button " + b.l.cfg.Pin.String() }
 
-// EStop is the e-stop sense input. Every debounced activation trips it
-// (onTrip), including an e-stop already engaged when Run starts. Clearing the
-// machine's latched e-stop state is not done here: the machine may be reset
-// only once Released is closed and an operator resets it explicitly.
+// EStop is the e-stop sense input. Every activation trips it (onTrip) on its
+// leading edge, with no debounce delay, including an e-stop already engaged
+// when Run starts. Its release counts only once the input has read released,
+// with no edge, for Debounce; until then it stays Active and bounce cannot
+// trip it twice. Clearing the machine's latched e-stop state is not done
+// here: the machine may be reset only once Released is closed and an
+// operator resets it explicitly.
 type EStop struct {
 	l      line
 	onTrip func()
@@ -210,8 +245,8 @@ type EStop struct {
 	released chan struct{} // closed while the input is released
 }
 
-// NewEStop returns an e-stop input that calls onTrip on each debounced
-// activation. It does not touch the pin; Run does.
+// NewEStop returns an e-stop input that calls onTrip on each activation
+// (leading edge). It does not touch the pin; Run does.
 func NewEStop(cfg Config, onTrip func()) (*EStop, error) {
 	if err := cfg.check("e-stop"); err != nil {
 		return nil, err
@@ -224,7 +259,8 @@ func NewEStop(cfg Config, onTrip func()) (*EStop, error) {
 
 // Run configures the pin and watches it until ctx ends; then it returns nil
 // within Config.Poll. The first reading is taken without debounce (an e-stop
-// engaged at start-up trips at once); later changes are debounced. onTrip is
+// engaged at start-up trips at once); later activations trip on their
+// leading edge, releases are debounced. onTrip is
 // called from Run's goroutine and must not block. A non-nil error means the
 // pin could not be configured, or Run was already running.
 func (e *EStop) Run(ctx context.Context) error {
@@ -254,7 +290,8 @@ func (e *EStop) set(active bool) {
 	}
 }
 
-// Active reports whether the e-stop input is engaged (debounced). Until Run
+// Active reports whether the e-stop input is engaged: true from the leading
+// edge of an activation until Debounce after its release. Until Run
 // has read the input it reports true: an unknown e-stop is treated as
 // engaged. Safe for concurrent use.
 func (e *EStop) Active() bool {
@@ -263,8 +300,8 @@ func (e *EStop) Active() bool {
 	return !e.known || e.l.active.Load()
 }
 
-// Released returns a channel that is closed once the input is read released
-// (debounced). While the e-stop is engaged, or before Run has read the input,
+// Released returns a channel that is closed once the input has read
+// released for Debounce. While the e-stop is engaged, or before Run has read the input,
 // the channel is open; each trip hands out a new channel. Safe for concurrent
 // use.
 func (e *EStop) Released() <-chan struct{} {

@@ -60,6 +60,13 @@ func edges(p *gpiotest.Pin, gap time.Duration, ls ...gpio.Level) {
 	synctest.Wait()
 }
 
+// count returns the number of onPress calls so far, after letting Run
+// react to whatever was injected.
+func count(n *atomic.Int32) int32 {
+	synctest.Wait()
+	return n.Load()
+}
+
 func TestButtonBounceIsOnePress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPin("STOP", gpio.Low)
@@ -71,36 +78,38 @@ func TestButtonBounceIsOnePress(t *testing.T) {
 		stop := runner(t, DefaultPoll, b.Run)
 		defer stop()
 
-		// Five edges within 8 ms, ending high: one press, reported
-		// Debounce after the last edge.
-		edges(p, 2*time.Millisecond, gpio.High, gpio.Low, gpio.High, gpio.Low, gpio.High)
-		time.Sleep(DefaultDebounce - time.Millisecond)
-		synctest.Wait()
-		if got := n.Load(); got != 0 {
-			t.Fatalf("%d presses before the line settled, want 0", got)
+		// The leading edge is the press, at once: no time passes.
+		start := time.Now()
+		edges(p, 0, gpio.High)
+		if got := count(&n); got != 1 || !b.Pressed() || time.Since(start) != 0 {
+			t.Fatalf("after the leading edge: %d presses, Pressed=%v, %v later; want 1 true 0s", got, b.Pressed(), time.Since(start))
 		}
-		time.Sleep(2 * time.Millisecond)
-		synctest.Wait()
-		if got := n.Load(); got != 1 {
+		// The bounce that follows (edges within 8 ms, ending high) is the
+		// same press.
+		edges(p, 2*time.Millisecond, gpio.Low, gpio.High, gpio.Low, gpio.High)
+		if got := count(&n); got != 1 {
 			t.Fatalf("%d presses after bounce, want 1", got)
-		}
-		if !b.Pressed() {
-			t.Error("Pressed() = false while held")
 		}
 		// Holding it produces no further press.
 		time.Sleep(time.Second)
-		synctest.Wait()
-		if got := n.Load(); got != 1 {
-			t.Fatalf("%d presses while held, want 1", got)
+		if got := count(&n); got != 1 || !b.Pressed() {
+			t.Fatalf("held: %d presses, Pressed=%v; want 1 true", got, b.Pressed())
+		}
+		// Neither does a bouncy release.
+		edges(p, time.Millisecond, gpio.Low, gpio.High, gpio.Low, gpio.High, gpio.Low)
+		time.Sleep(DefaultDebounce + time.Millisecond)
+		if got := count(&n); got != 1 || b.Pressed() {
+			t.Fatalf("after a bouncy release: %d presses, Pressed=%v; want 1 false", got, b.Pressed())
 		}
 	})
 }
 
-func TestButtonReleaseAndPressAgain(t *testing.T) {
+func TestButtonPressReleasePress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPin("STOP", gpio.Low)
 		var n atomic.Int32
-		b, err := NewButton(Config{Pin: p, Debounce: 10 * time.Millisecond}, func() { n.Add(1) })
+		const debounce = 10 * time.Millisecond
+		b, err := NewButton(Config{Pin: p, Debounce: debounce}, func() { n.Add(1) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,27 +117,28 @@ func TestButtonReleaseAndPressAgain(t *testing.T) {
 		defer stop()
 
 		edges(p, 0, gpio.High) // a clean press
-		time.Sleep(10 * time.Millisecond)
-		synctest.Wait()
-		if got := n.Load(); got != 1 {
+		if got := count(&n); got != 1 {
 			t.Fatalf("%d presses after a clean press, want 1", got)
 		}
 		edges(p, time.Millisecond, gpio.Low, gpio.High, gpio.Low) // a bouncy release
-		time.Sleep(50 * time.Millisecond)
-		synctest.Wait()
-		if b.Pressed() || n.Load() != 1 {
+		time.Sleep(debounce - time.Millisecond)
+		if !b.Pressed() {
+			t.Fatal("Pressed() = false before the release was steady for Debounce")
+		}
+		time.Sleep(2 * time.Millisecond)
+		if count(&n) != 1 || b.Pressed() {
 			t.Fatalf("after release: Pressed=%v presses=%d, want false 1", b.Pressed(), n.Load())
 		}
 		edges(p, 0, gpio.High)
-		time.Sleep(10 * time.Millisecond)
-		synctest.Wait()
-		if got := n.Load(); got != 2 || b.Presses() != 2 {
+		if got := count(&n); got != 2 || b.Presses() != 2 {
 			t.Fatalf("%d presses (Presses()=%d) after the second press, want 2", got, b.Presses())
 		}
 	})
 }
 
-func TestButtonGlitchIsNoPress(t *testing.T) {
+// A release shorter than Debounce is bounce: pressing again within it is
+// the same press.
+func TestButtonShortReleaseIsSamePress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPin("STOP", gpio.Low)
 		var n atomic.Int32
@@ -136,11 +146,44 @@ func TestButtonGlitchIsNoPress(t *testing.T) {
 		stop := runner(t, DefaultPoll, b.Run)
 		defer stop()
 
-		edges(p, 5*time.Millisecond, gpio.High, gpio.Low) // shorter than Debounce
+		edges(p, 0, gpio.High)
+		edges(p, 0, gpio.Low)
+		time.Sleep(DefaultDebounce - time.Millisecond)
+		edges(p, 0, gpio.High)
 		time.Sleep(time.Second)
-		synctest.Wait()
-		if got := n.Load(); got != 0 {
-			t.Fatalf("%d presses from a 5 ms glitch, want 0", got)
+		if got := count(&n); got != 1 || !b.Pressed() {
+			t.Fatalf("press, %v release, press: %d presses, Pressed=%v; want 1 true", DefaultDebounce-time.Millisecond, got, b.Pressed())
+		}
+	})
+}
+
+// A glitch to the active level that is still there when Run reads the line
+// is a press (the safe failure for a stop input); one that is gone by then
+// is not.
+func TestButtonGlitch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPin("STOP", gpio.Low)
+		var n atomic.Int32
+		b, _ := NewButton(Config{Pin: p}, func() { n.Add(1) })
+		stop := runner(t, DefaultPoll, b.Run)
+		defer stop()
+
+		// An edge event after which the line reads inactive again (the
+		// glitch ended before the wake-up): no press.
+		edges(p, 0, gpio.Low)
+		time.Sleep(time.Second)
+		if got := count(&n); got != 0 || b.Pressed() {
+			t.Fatalf("unconfirmed edge: %d presses, Pressed=%v; want 0 false", got, b.Pressed())
+		}
+
+		// A 5 ms glitch seen active: one press, released Debounce later.
+		edges(p, 5*time.Millisecond, gpio.High, gpio.Low)
+		if got := count(&n); got != 1 {
+			t.Fatalf("%d presses from a 5 ms glitch, want 1", got)
+		}
+		time.Sleep(DefaultDebounce + time.Millisecond)
+		if got := count(&n); got != 1 || b.Pressed() {
+			t.Fatalf("after the glitch: %d presses, Pressed=%v; want 1 false", got, b.Pressed())
 		}
 	})
 }
@@ -157,16 +200,13 @@ func TestButtonActiveLow(t *testing.T) {
 			t.Fatalf("idle active-low button: Pressed=%v pull=%s", b.Pressed(), p.P)
 		}
 		edges(p, time.Millisecond, gpio.Low, gpio.High, gpio.Low)
-		time.Sleep(DefaultDebounce)
-		synctest.Wait()
-		if got := n.Load(); got != 1 || !b.Pressed() {
+		if got := count(&n); got != 1 || !b.Pressed() {
 			t.Fatalf("active-low press: %d presses, Pressed=%v; want 1 true", got, b.Pressed())
 		}
 		edges(p, 0, gpio.High)
-		time.Sleep(DefaultDebounce)
-		synctest.Wait()
-		if b.Pressed() {
-			t.Fatal("Pressed() after release")
+		time.Sleep(DefaultDebounce + time.Millisecond)
+		if count(&n) != 1 || b.Pressed() {
+			t.Fatalf("after release: %d presses, Pressed=%v; want 1 false", n.Load(), b.Pressed())
 		}
 	})
 }
@@ -179,22 +219,20 @@ func TestButtonHeldAtStartIsNotAPress(t *testing.T) {
 		stop := runner(t, DefaultPoll, b.Run)
 		defer stop()
 		time.Sleep(time.Second)
-		synctest.Wait()
-		if n.Load() != 0 || !b.Pressed() {
+		if count(&n) != 0 || !b.Pressed() {
 			t.Fatalf("held at start: presses=%d Pressed=%v, want 0 true", n.Load(), b.Pressed())
 		}
 		edges(p, 0, gpio.Low)
-		time.Sleep(DefaultDebounce)
+		time.Sleep(DefaultDebounce + time.Millisecond)
 		edges(p, 0, gpio.High)
-		time.Sleep(DefaultDebounce)
-		synctest.Wait()
-		if n.Load() != 1 {
+		if count(&n) != 1 {
 			t.Fatalf("release and press after start: %d presses, want 1", n.Load())
 		}
 	})
 }
 
-// A lost edge event is caught by the level sampled every Poll.
+// A lost edge event is caught by the level sampled every Poll; the press
+// then counts at once, and so does a later release (after Debounce).
 func TestButtonMissedEdge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPin("STOP", gpio.Low)
@@ -203,10 +241,14 @@ func TestButtonMissedEdge(t *testing.T) {
 		stop := runner(t, DefaultPoll, b.Run)
 		defer stop()
 		setLevel(p, gpio.High)
-		time.Sleep(DefaultPoll + DefaultDebounce)
-		synctest.Wait()
-		if n.Load() != 1 {
-			t.Fatalf("press without an edge event: %d presses after Poll+Debounce, want 1", n.Load())
+		time.Sleep(DefaultPoll + time.Millisecond)
+		if count(&n) != 1 || !b.Pressed() {
+			t.Fatalf("press without an edge event: %d presses after Poll, Pressed=%v; want 1 true", n.Load(), b.Pressed())
+		}
+		setLevel(p, gpio.Low)
+		time.Sleep(DefaultPoll + DefaultDebounce + time.Millisecond)
+		if count(&n) != 1 || b.Pressed() {
+			t.Fatalf("release without an edge event: %d presses, Pressed=%v; want 1 false", n.Load(), b.Pressed())
 		}
 	})
 }
@@ -262,11 +304,14 @@ func TestEStopTripActiveRelease(t *testing.T) {
 			t.Fatalf("released at start: Active=%v released=%v", e.Active(), closed(e.Released()))
 		}
 
-		edges(p, time.Millisecond, gpio.High, gpio.Low, gpio.High)
-		time.Sleep(DefaultDebounce)
-		synctest.Wait()
+		// Trips on the leading edge, at once; the bounce is the same trip.
+		edges(p, 0, gpio.High)
 		if n.Load() != 1 || !e.Active() {
 			t.Fatalf("trip: %d trips, Active=%v; want 1 true", n.Load(), e.Active())
+		}
+		edges(p, time.Millisecond, gpio.Low, gpio.High)
+		if n.Load() != 1 || !e.Active() {
+			t.Fatalf("bounce: %d trips, Active=%v; want 1 true", n.Load(), e.Active())
 		}
 		rel := e.Released()
 		if closed(rel) {
@@ -278,16 +323,20 @@ func TestEStopTripActiveRelease(t *testing.T) {
 			t.Fatalf("held: %d trips, Active=%v", n.Load(), e.Active())
 		}
 
+		// The release counts only once steady for Debounce.
 		edges(p, 0, gpio.Low)
-		time.Sleep(DefaultDebounce)
+		time.Sleep(DefaultDebounce - time.Millisecond)
+		synctest.Wait()
+		if !e.Active() || closed(rel) {
+			t.Fatalf("release before Debounce: Active=%v released=%v; want true false", e.Active(), closed(rel))
+		}
+		time.Sleep(2 * time.Millisecond)
 		synctest.Wait()
 		if e.Active() || !closed(rel) {
 			t.Fatalf("release: Active=%v released=%v; want false true", e.Active(), closed(rel))
 		}
 
 		edges(p, 0, gpio.High)
-		time.Sleep(DefaultDebounce)
-		synctest.Wait()
 		if n.Load() != 2 || e.Trips() != 2 || !e.Active() || closed(e.Released()) {
 			t.Fatalf("second trip: %d trips, Active=%v", n.Load(), e.Active())
 		}

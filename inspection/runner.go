@@ -184,8 +184,10 @@ func (r *Runner) Stop(reason stop.Reason, detail string) {
 			log.Noticef("stop %v ignored: already stopping (%v)", cause, r.reason)
 		case r.reason == stop.None:
 			r.reason = reason
-			log.Warnf("stop requested: %v", cause)
+			// Cancel first: the abort hooks (the stage's feed hold) start
+			// here; the log line, a write to the journal, can wait.
 			r.cancel(cause)
+			log.Warnf("stop requested: %v", cause)
 		default:
 			log.Warnf("stop escalated from %v to %v", r.reason, cause)
 			r.reason = reason

@@ -91,7 +91,7 @@ func newStopRig(t *testing.T, doc string, scale float64) *stopRig {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := board.OpenSim(ctx, board.SimConfig{
-		Sim:  simCfg,
+		Sim: simCfg,
 		// Generous timeouts: these tests share two cores with the rest of
 		// the suite and must not mistake a busy machine for a mute stage.
 		GRBL: grbl.Config{PollInterval: 20 * time.Millisecond, ReplyTimeout: 2 * time.Second},

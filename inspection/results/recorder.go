@@ -204,9 +204,12 @@ func (r *Recorder) Finish(state State, reason string, runErr error, positionTrus
 	ver := r.version
 	r.mu.Unlock()
 
-	mapErr := r.store.writeWaferMap(r.path("wafermap.png"), snap)
-	// run.json is the commit point and is written even if the map failed.
-	if err := errors.Join(mapErr, r.commit(ver)); err != nil {
+	// run.json is the commit point: it goes first, so that the outcome is
+	// persisted without waiting for the map (a picture derived from it).
+	if err := r.commit(ver); err != nil {
+		return errors.Join(err, r.store.writeWaferMap(r.path("wafermap.png"), snap))
+	}
+	if err := r.store.writeWaferMap(r.path("wafermap.png"), snap); err != nil {
 		return err
 	}
 	r.mu.Lock()

@@ -106,6 +106,13 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// HoldTimeout bounds Hold when its context has no deadline. Default 5 s.
 	HoldTimeout time.Duration
+	// HoldPollInterval is Hold's status polling period while the stage
+	// decelerates: Hold returns at most this long (plus one status round
+	// trip) after the controller reaches Hold:0. Default 5 ms, about the
+	// time one status report takes on the wire at 115200 baud; a hold
+	// lasts only as long as the deceleration, so the extra traffic is
+	// brief.
+	HoldPollInterval time.Duration
 	// HomingTimeout bounds the homing cycle ($H). Default 60 s.
 	HomingTimeout time.Duration
 	// Logf, if set, receives diagnostics: malformed or unexpected lines,
@@ -124,6 +131,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ReplyTimeout, 2*time.Second)
 	def(&c.ConnectTimeout, 2500*time.Millisecond)
 	def(&c.HoldTimeout, 5*time.Second)
+	def(&c.HoldPollInterval, 5*time.Millisecond)
 	def(&c.HomingTimeout, 60*time.Second)
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}

@@ -84,7 +84,7 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	// The planner is empty. Confirm with a report requested from now on.
 	// GRBL also answers a G4 cut short by a soft reset (before its banner):
 	// a reset seen by the time the report arrives fails the move.
-	return s.pollUntil(ctx, s.wseq.Load(), func(st motion.Status) (bool, error) {
+	return s.pollUntil(ctx, s.wseq.Load(), s.cfg.PollInterval, func(st motion.Status) (bool, error) {
 		s.mu.Lock()
 		reset := s.banners != banners
 		s.mu.Unlock()
@@ -228,7 +228,7 @@ func (s *Stage) Hold(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.HoldTimeout)
 		defer cancel()
 	}
-	err = s.pollUntil(ctx, seq, func(st motion.Status) (bool, error) {
+	err = s.pollUntil(ctx, seq, s.cfg.HoldPollInterval, func(st motion.Status) (bool, error) {
 		return st.Stopped(), nil
 	})
 	switch {

@@ -456,9 +456,9 @@ func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, e
 	}
 }
 
-// pollUntil polls fresh status reports every PollInterval until fn reports
+// pollUntil polls fresh status reports every interval until fn reports
 // done or an error. Reports are requested after write number after.
-func (s *Stage) pollUntil(ctx context.Context, after uint64, fn func(motion.Status) (bool, error)) error {
+func (s *Stage) pollUntil(ctx context.Context, after uint64, interval time.Duration, fn func(motion.Status) (bool, error)) error {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
@@ -470,7 +470,7 @@ func (s *Stage) pollUntil(ctx context.Context, after uint64, fn func(motion.Stat
 		if done, err := fn(st); done || err != nil {
 			return err
 		}
-		t.Reset(s.cfg.PollInterval)
+		t.Reset(interval)
 		select {
 		case <-t.C:
 		case <-ctx.Done():

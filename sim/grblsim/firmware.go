@@ -437,6 +437,7 @@ func (e *Emulator) rtSystem(ctx context.Context) {
 	if e.execAccOvr != 0 {
 		e.accessoryOverrides()
 	}
+	e.noteState()
 }
 
 func (e *Emulator) motionOverrides() {
@@ -590,7 +591,12 @@ func (e *Emulator) wait(ctx context.Context, simMax time.Duration, mask uint, in
 	if !e.consuming {
 		e.rxSpace.Broadcast()
 	}
+	e.noteState()
+	notes, onState := e.takeNotes()
 	e.mu.Unlock()
+	for _, n := range notes {
+		onState(n.st, n.sub, n.at)
+	}
 	var err error
 	if len(out) > 0 {
 		_, err = e.w.Write(out)

@@ -157,7 +157,13 @@ type Emulator struct {
 	mu sync.Mutex
 	fw // the firmware state, guarded by mu
 
-	onRT func(b byte, at time.Time)
+	onRT    func(b byte, at time.Time)
+	onState func(st motion.State, sub int, at time.Time)
+	// lastSt and lastSub are the state last seen by noteState; notes are
+	// the changes not yet handed to onState (main loop only, under mu).
+	lastSt  motion.State
+	lastSub int
+	notes   []stateNote
 
 	// Fault injection.
 	mute      bool
@@ -209,6 +215,10 @@ func (e *Emulator) Position() motion.Point {
 func (e *Emulator) State() (st motion.State, sub int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.stateLocked()
+}
+
+func (e *Emulator) stateLocked() (st motion.State, sub int) {
 	switch e.state {
 	case stIdle:
 		return motion.StateIdle, -1
@@ -260,6 +270,56 @@ func (e *Emulator) OnRealtime(fn func(b byte, at time.Time)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.onRT = fn
+}
+
+// OnState sets fn to be called whenever the controller state, as State
+// reports it, changes: at is the moment the firmware's main loop made the
+// change (for example Hold:1 turning Hold:0 when a feed hold has come to
+// rest), which is when a status report would first show it. fn is called
+// from the emulator's main loop goroutine without its lock held, in order,
+// shortly after at (before the main loop next waits or writes); it must not
+// block, and it may call the observers (State, Position, ...). A state held
+// only between two check points of the main loop, with no wait in between,
+// may not be reported. nil removes the hook.
+func (e *Emulator) OnState(fn func(st motion.State, sub int, at time.Time)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onState = fn
+	e.lastSt, e.lastSub = e.stateLocked()
+	e.notes = e.notes[:0]
+}
+
+// stateNote is a state change waiting to be handed to the OnState hook.
+type stateNote struct {
+	st  motion.State
+	sub int
+	at  time.Time
+}
+
+// noteState records a change of the reported state for the OnState hook.
+// Called by the main loop with mu held.
+func (e *Emulator) noteState() {
+	if e.onState == nil {
+		return
+	}
+	st, sub := e.stateLocked()
+	if st == e.lastSt && sub == e.lastSub {
+		return
+	}
+	e.lastSt, e.lastSub = st, sub
+	e.notes = append(e.notes, stateNote{st: st, sub: sub, at: time.Now()})
+}
+
+// takeNotes returns the pending state changes and the hook to hand them
+// to. Called by the main loop with mu held.
+func (e *Emulator) takeNotes() ([]stateNote, func(motion.State, int, time.Time)) {
+	if len(e.notes) == 0 || e.onState == nil {
+		e.notes = e.notes[:0]
+		return nil, nil
+	}
+	n := append([]stateNote(nil), e.notes...)
+	e.notes = e.notes[:0]
+	return n, e.onState
 }
 
 // InjectMute stops (on) or restarts all output: while muted the controller

@@ -3,6 +3,7 @@ package grblsim
 import (
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -645,6 +646,56 @@ func TestOnRealtime(t *testing.T) {
 	cnt := c.emu.Counters()
 	assert.Equal(t, 1, cnt.StatusQueries)
 	assert.Equal(t, 1, cnt.Overrides)
+}
+
+func TestOnState(t *testing.T) {
+	c := dial(t, Config{TimeScale: 4, Accel: 100}, false)
+	type change struct {
+		st  string
+		at  time.Time
+		now motion.State // State() from inside the hook
+	}
+	var mu sync.Mutex
+	var got []change
+	c.emu.OnState(func(st motion.State, sub int, at time.Time) {
+		name := st.String()
+		if sub >= 0 {
+			name += ":" + strconv.Itoa(sub)
+		}
+		now, _ := c.emu.State() // observers may be called from the hook
+		mu.Lock()
+		got = append(got, change{name, at, now})
+		mu.Unlock()
+	})
+	seen := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var names []string
+		for _, ch := range got {
+			names = append(names, ch.st)
+		}
+		return names
+	}
+	moveAndHold(t, c)
+	c.waitState("Hold:0", 2*time.Second)
+	reported := time.Now()
+	require.Eventually(t, func() bool { return len(seen()) >= 3 }, time.Second, time.Millisecond)
+	assert.Equal(t, []string{"Run", "Hold:1", "Hold:0"}, seen())
+	mu.Lock()
+	hold0 := got[2]
+	mu.Unlock()
+	assert.False(t, hold0.at.After(reported), "Hold:0 noted at %v, after a status report showed it (%v)", hold0.at, reported)
+	assert.Equal(t, motion.StateHold, hold0.now)
+
+	c.send("\x18")
+	c.expectBanner()
+	require.Eventually(t, func() bool { return len(seen()) >= 4 }, time.Second, time.Millisecond)
+	assert.Equal(t, []string{"Run", "Hold:1", "Hold:0", "Idle"}, seen())
+
+	c.emu.OnState(nil)
+	c.ok("G1 X31 F1200")
+	c.waitState("Idle", 2*time.Second)
+	assert.Len(t, seen(), 4, "no calls after OnState(nil)")
 }
 
 func TestCheckModeAndSleep(t *testing.T) {

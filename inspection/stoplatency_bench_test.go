@@ -1,0 +1,365 @@
+package inspection_test
+
+// Benchmarks of the stop contract's timing on the simulated board, through
+// the production drivers (grbl over the emulator's pty, default driver and
+// runner settings):
+//
+//   - BenchmarkStopLatency: from a stop request to the feed-hold byte '!'
+//     read by the emulator on its side of the pty, while the stage moves.
+//   - BenchmarkSafeStop: from the stage reaching Hold:0 to the outcome
+//     persisted (Run has written run.json and returned).
+//
+// Each iteration is one run stopped during its long move; the figures are
+// percentiles over the iterations. Use -benchtime=Nx: a time-based benchtime
+// gives few samples (an iteration takes tens of milliseconds).
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
+
+	"github.com/waferd/waferd/board"
+	"github.com/waferd/waferd/input"
+	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/logging"
+	"github.com/waferd/waferd/motion"
+	"github.com/waferd/waferd/sim"
+	"github.com/waferd/waferd/stop"
+)
+
+// farSite is a run whose only site lies 160 mm from the reference die: at
+// 6000 mm/min the move to it takes 1.8 s of simulated time.
+const farSite = `
+name = "far"
+[wafer]
+diameter_mm = 200.0
+center_mm = [150.0, 150.0]
+[dies]
+pitch_mm = [10.0, 10.0]
+reference = [-8, 0]
+[[site]]
+die = [8, 0]
+[capture]
+exposure_ms = 1
+light_level = 0.5
+settle_ms = 1
+feed_mm_min = 6000
+`
+
+// benchScale runs stage motion 50× faster than real time: the long move
+// lasts about 36 ms of wall time and a hold from full speed 4 ms. The
+// driver's poll interval and timeouts are wall time, as in production.
+const benchScale = 50
+
+// stopBench is a simulated board with a runner, instrumented to see the
+// emulator's side of the stop.
+type stopBench struct {
+	b      *testing.B
+	board  *board.Board
+	runner *inspection.Runner
+	rec    *recipe.Recipe
+	rng    *rand.Rand
+
+	armed   atomic.Bool // the run has started its move to the far site
+	moving  chan struct{}
+	wantRT  atomic.Bool // waiting for the first '!' after the trigger
+	bang    chan time.Time
+	wantH0  atomic.Bool // waiting for the first Hold:0 after the trigger
+	hold0   chan time.Time
+	wantRst atomic.Bool // waiting for the soft reset after Hold:0
+	reset   chan time.Time
+}
+
+func newStopBench(b *testing.B) *stopBench {
+	b.Helper()
+	simCfg := sim.Config{TimeScale: benchScale, FrameWidth: 160, FrameHeight: 160}
+	rec, err := recipe.Parse("far.toml", []byte(farSite), simCfg.Limits())
+	if err != nil {
+		b.Fatal(err)
+	}
+	simCfg.Scene = sim.SceneFor(rec, simCfg.FOV())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The production driver settings: grbl.Config's defaults.
+	brd, err := board.OpenSim(ctx, board.SimConfig{Sim: simCfg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := brd.Close(); err != nil {
+			b.Error(err)
+		}
+	})
+	// Records go where the test's temporary files go (a disk here, as on
+	// the machine), not to tmpfs: persisting the outcome includes fsync.
+	store, err := results.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := &stopBench{
+		b: b, board: brd, rec: rec, rng: rand.New(rand.NewPCG(2026, 8)),
+		moving: make(chan struct{}, 1),
+		bang:   make(chan time.Time, 1),
+		hold0:  make(chan time.Time, 1),
+		reset:  make(chan time.Time, 1),
+	}
+	g.runner = &inspection.Runner{
+		Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store,
+		// A real logger, formatting every line as in production; only the
+		// output device differs.
+		Log: logging.New(discard{}, logging.Options{Level: logging.Info}).For("runner"),
+		OnStep: func(s inspection.Step, site int) {
+			if s == inspection.StepMove && site == 0 {
+				g.armed.Store(true)
+			}
+		},
+	}
+	emu := brd.Sim.Emulator
+	emu.OnState(func(st motion.State, sub int, at time.Time) {
+		switch {
+		case st == motion.StateRun && g.armed.CompareAndSwap(true, false):
+			g.moving <- struct{}{}
+		case st == motion.StateHold && sub == 0 && g.wantH0.CompareAndSwap(true, false):
+			g.wantRst.Store(true)
+			g.hold0 <- at
+		}
+	})
+	emu.OnRealtime(func(c byte, at time.Time) {
+		switch {
+		case c == '!' && g.wantRT.CompareAndSwap(true, false):
+			g.bang <- at
+		case c == 0x18 && g.wantRst.CompareAndSwap(true, false):
+			g.reset <- at
+		}
+	})
+	b.Cleanup(func() {
+		emu.OnState(nil)
+		emu.OnRealtime(nil)
+	})
+	// Home (and warm up) with a first, complete run.
+	if out, err := g.runner.Run(context.Background(), rec); err != nil || out.State != inspection.Completed {
+		b.Fatalf("warm-up run: %v %s %v", err, out.Reason, out.Err)
+	}
+	<-g.moving // the warm-up run's move to the far site
+	return g
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// stopTimes are the moments of one stopped run.
+type stopTimes struct {
+	moving   bool      // the stage was still moving just before the trigger
+	trigger  time.Time // just before the stop request
+	bang     time.Time // '!' read by the emulator
+	hold0    time.Time // the stage reached Hold:0
+	reset    time.Time // the soft reset after Hold:0 read by the emulator
+	returned time.Time // Run returned: the outcome is persisted
+}
+
+// stopOnce starts a run, waits until the stage moves to the far site, lets
+// a random 0–10 ms pass (so that the stop falls anywhere in the driver's
+// status polling), calls trigger and times the stop.
+func (g *stopBench) stopOnce(trigger func(), want stop.Reason) stopTimes {
+	b := g.b
+	type result struct {
+		out inspection.Outcome
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := g.runner.Run(context.Background(), g.rec)
+		done <- result{out, err, time.Now()}
+	}()
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	select {
+	case <-g.moving:
+	case r := <-done:
+		b.Fatalf("run ended before its long move: %v %s %v", r.err, r.out.Reason, r.out.Err)
+	case <-timeout.C:
+		b.Fatal("the stage did not start its long move")
+	}
+	delay := time.NewTimer(time.Duration(g.rng.Int64N(int64(10 * time.Millisecond))))
+	<-delay.C
+
+	var ts stopTimes
+	ts.moving = g.board.Sim.Emulator.Moving()
+	g.wantH0.Store(true)
+	g.wantRT.Store(true)
+	ts.trigger = time.Now()
+	trigger()
+	for _, w := range []struct {
+		c  chan time.Time
+		at *time.Time
+	}{{g.bang, &ts.bang}, {g.hold0, &ts.hold0}, {g.reset, &ts.reset}} {
+		select {
+		case *w.at = <-w.c:
+		case <-timeout.C:
+			b.Fatalf("stopped run: no feed hold, Hold:0 or reset seen (%+v)", ts)
+		}
+	}
+	r := <-done
+	ts.returned = r.at
+	if r.err != nil || r.out.State != inspection.Canceled || r.out.Latched != inspection.Idle {
+		b.Fatalf("stopped run: %v, outcome %s (%s), latched %s, err %v", r.err, r.out.State, r.out.Reason, r.out.Latched, r.out.Err)
+	}
+	if !strings.HasPrefix(r.out.Reason, want.String()+":") {
+		b.Fatalf("stopped run: reason %q, want %v", r.out.Reason, want)
+	}
+	return ts
+}
+
+// percentiles reports p50 and p99 of d in unit (µs or ms) and the mean as
+// ns/op.
+func percentiles(b *testing.B, d []time.Duration, unit time.Duration, suffix string) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	rank := func(p float64) float64 { // nearest rank
+		i := int(float64(len(d))*p+0.999999) - 1
+		return float64(d[max(i, 0)]) / float64(unit)
+	}
+	b.ReportMetric(rank(0.50), "p50-"+suffix)
+	b.ReportMetric(rank(0.99), "p99-"+suffix)
+	var sum time.Duration
+	for _, v := range d {
+		sum += v
+	}
+	b.ReportMetric(float64(sum)/float64(len(d)), "ns/op")
+}
+
+// BenchmarkStopLatency measures, while the stage moves, the time from a stop
+// request to the feed-hold byte '!' arriving at the emulator's end of the
+// pty (one sample per iteration; p50/p99 in µs, ns/op is the mean):
+//
+//   - Stop: from runner.Stop(stop.Operator, ...), as the console does.
+//   - Button: from an edge injected on the stop button's test pin, with an
+//     input.Button wired to runner.Stop(stop.Button, ...) and its Run loop
+//     running.
+//
+// Goal (issue 3): p50 ≤ 100 µs, p99 ≤ 500 µs.
+func BenchmarkStopLatency(b *testing.B) {
+	b.Run("Stop", func(b *testing.B) {
+		g := newStopBench(b)
+		var lat []time.Duration
+		late := 0
+		for b.Loop() {
+			ts := g.stopOnce(func() { g.runner.Stop(stop.Operator, "bench") }, stop.Operator)
+			lat, late = sample(lat, late, ts, ts.bang.Sub(ts.trigger))
+		}
+		percentiles(b, lat, time.Microsecond, "µs")
+		b.ReportMetric(float64(late), "late")
+	})
+	b.Run("Button", func(b *testing.B) {
+		g := newStopBench(b)
+		pin := &gpiotest.Pin{N: "STOP", Num: 27, EdgesChan: make(chan gpio.Level, 4)}
+		btn, err := input.NewButton(input.Config{Pin: pin, Pull: gpio.PullDown}, func() {
+			g.runner.Stop(stop.Button, "bench")
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- btn.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-ran; err != nil {
+				b.Error(err)
+			}
+		}()
+		var lat []time.Duration
+		late := 0
+		for b.Loop() {
+			if !released(btn) {
+				b.Fatal("the button is still pressed from the last iteration")
+			}
+			presses := btn.Presses()
+			ts := g.stopOnce(func() { pin.EdgesChan <- gpio.High }, stop.Button)
+			lat, late = sample(lat, late, ts, ts.bang.Sub(ts.trigger))
+			if btn.Presses() != presses+1 {
+				b.Fatalf("%d presses for one press edge", btn.Presses()-presses)
+			}
+			pin.EdgesChan <- gpio.Low
+		}
+		percentiles(b, lat, time.Microsecond, "µs")
+		b.ReportMetric(float64(late), "late")
+	})
+}
+
+// sample appends d to samples if the stop was requested while the stage was
+// still moving, and otherwise counts it as late (the stop benchmarks report
+// how many were left out; a loaded machine can delay the trigger past the
+// end of the move).
+func sample(samples []time.Duration, late int, ts stopTimes, d time.Duration) ([]time.Duration, int) {
+	if !ts.moving {
+		return samples, late + 1
+	}
+	return append(samples, d), late
+}
+
+// released waits (at most a second) until btn has seen its release.
+func released(btn *input.Button) bool {
+	if !btn.Pressed() {
+		return true
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(time.Second)
+	for range t.C {
+		if !btn.Pressed() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return false
+}
+
+// BenchmarkSafeStop measures, for an operator stop during a move, the time
+// from the stage reaching Hold:0 (the emulator's state, as a status report
+// would first show it) to the outcome persisted: Run has written run.json
+// with the final state and returned. p50/p99 in ms; ns/op is the mean. It
+// also reports the two parts: hold-p50-ms, Hold:0 until the driver's soft
+// reset reaches the controller (the hold being seen by status polling), and
+// finish-p50-ms, from that reset to Run's return (reset, banner, status,
+// record).
+//
+// Goal (issue 3): ≤ 10 ms.
+func BenchmarkSafeStop(b *testing.B) {
+	g := newStopBench(b)
+	var total, hold, finish []time.Duration
+	late := 0
+	for b.Loop() {
+		ts := g.stopOnce(func() { g.runner.Stop(stop.Operator, "bench") }, stop.Operator)
+		if total, late = sample(total, late, ts, ts.returned.Sub(ts.hold0)); ts.moving {
+			hold = append(hold, ts.reset.Sub(ts.hold0))
+			finish = append(finish, ts.returned.Sub(ts.reset))
+		}
+	}
+	if len(total) == 0 {
+		b.Fatal("no stop landed during a move")
+	}
+	percentiles(b, total, time.Millisecond, "ms")
+	b.ReportMetric(float64(late), "late")
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[(len(d)-1)/2]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(median(hold), "hold-p50-ms")
+	b.ReportMetric(median(finish), "finish-p50-ms")
+}

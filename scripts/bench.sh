@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — `make bench`: run every benchmark in the module and
+# write BENCHMARKS.md with the medians over COUNT runs, the ratios, the goals
+# (issues 3 and 8), whether each is met, the exact commands and the machine.
+#
+#   COUNT=5       runs of each benchmark (-count); figures are their medians
+#   STOPS=100     stopped runs per count in BenchmarkStopLatency (-benchtime=Nx;
+#                 its p99 is a nearest-rank percentile over these)
+#   SAFESTOPS=50  the same for BenchmarkSafeStop
+#   BENCHTIME=1s  -benchtime of the throughput benchmarks
+#   OUT=BENCHMARKS.md
+#
+# About 4 minutes on a 2-core machine; the stop benchmarks dominate (one
+# stopped run takes ~150 ms, 100 ms of it the driver's status polling while
+# it waits for Hold:0). Benchmarks are never part of `make test`: they run
+# only with -bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+COUNT=${COUNT:-5}
+STOPS=${STOPS:-100}
+SAFESTOPS=${SAFESTOPS:-50}
+BENCHTIME=${BENCHTIME:-1s}
+OUT=${OUT:-BENCHMARKS.md}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+: >"$tmp/commands"
+
+# run GROUP ARGS...: runs a go test command, keeps its output for the report.
+run() {
+	local group=$1
+	shift
+	local cmd="" a
+	for a in "$@"; do
+		if [[ $a =~ [^A-Za-z0-9_./=:,+-] ]]; then
+			a="'$a'" # for display; no argument here contains a quote
+		fi
+		cmd+="${cmd:+ }$a"
+	done
+	printf '%s\n' "$cmd" >>"$tmp/commands"
+	echo "+ $cmd" >&2
+	if ! "$@" 2>&1 | tee "$tmp/$group.out" >&2; then
+		echo "bench: $group failed" >&2
+		exit 1
+	fi
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u +%s)
+
+# The benchmarks with goals, with settings of their own.
+analysis='^Benchmark(Analyze|AnalyzeNoCancelChecks|Memmove|CancelLatency|CancelCheckCost)$'
+stops='^Benchmark(StopLatency|SafeStop)$'
+run analysis "$GO" test -run '^$' -bench "$analysis" -benchtime="$BENCHTIME" -count="$COUNT" -benchmem ./inspection/analysis/
+run stop "$GO" test -run '^$' -bench '^BenchmarkStopLatency$' -benchtime="${STOPS}x" -count="$COUNT" -timeout=30m ./inspection/
+run safestop "$GO" test -run '^$' -bench '^BenchmarkSafeStop$' -benchtime="${SAFESTOPS}x" -count="$COUNT" -timeout=30m ./inspection/
+
+# Every other benchmark in the module, found by name.
+pkgs=$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
+others=()
+for p in $pkgs; do
+	names=$("$GO" test -list '^Benchmark' "$p" | grep '^Benchmark' || true)
+	case $p in
+	./inspection/analysis) names=$(grep -Evx "${analysis//[\^\$]/}" <<<"$names" || true) ;;
+	./inspection) names=$(grep -Evx "${stops//[\^\$]/}" <<<"$names" || true) ;;
+	esac
+	[[ -n $names ]] || continue
+	re="^($(paste -sd'|' <<<"$names"))\$"
+	others+=("$p:$re")
+done
+i=0
+for o in "${others[@]}"; do
+	i=$((i + 1))
+	run "other$i" "$GO" test -run '^$' -bench "${o#*:}" -benchtime="$BENCHTIME" -count="$COUNT" -benchmem "${o%%:*}"
+done
+elapsed=$(($(date -u +%s) - started))
+
+# Medians: one line "name unit median n" per metric of every benchmark.
+cat "$tmp"/*.out | awk '
+	/^Benchmark/ && NF >= 4 {
+		name = $1; sub(/-[0-9]+$/, "", name)
+		if (!(name in seen)) { seen[name] = 1; order[++nb] = name }
+		for (i = 3; i + 1 <= NF; i += 2) {
+			k = name SUBSEP $(i + 1)
+			if (!(k in n)) units[name] = units[name] " " $(i + 1)
+			v[k, ++n[k]] = $i
+		}
+	}
+	END {
+		for (b = 1; b <= nb; b++) {
+			name = order[b]
+			m = split(substr(units[name], 2), us, " ")
+			for (u = 1; u <= m; u++) {
+				k = name SUBSEP us[u]; c = n[k]
+				for (i = 1; i <= c; i++) a[i] = v[k, i] + 0
+				for (i = 2; i <= c; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+				med = (c % 2) ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+				printf "%s %s %s %d\n", name, us[u], (med >= 1e5 || med <= -1e5) ? sprintf("%.0f", med) : sprintf("%.6g", med), c
+			}
+		}
+	}' >"$tmp/medians"
+
+# med NAME UNIT: the median, or "" if the benchmark did not report it.
+med() { awk -v b="$1" -v u="$2" '$1 == b && $2 == u { print $3; exit }' "$tmp/medians"; }
+# calc EXPR: floating-point arithmetic and comparisons (1 true, 0 false).
+calc() { awk "BEGIN { x = $1; printf \"%.4g\", x }"; }
+# row FIGURE VALUE UNIT GOAL TEST: a table row; TEST is an awk expression in
+# x (the value), e.g. "x <= 100".
+row() {
+	local fig=$1 val=$2 unit=$3 goal=$4 test=$5 met
+	if [[ -z $val ]]; then
+		printf '| %s | — | %s | not measured |\n' "$fig" "$goal"
+		return
+	fi
+	if [[ -z $test ]]; then
+		met="—"
+	elif [[ $(awk -v x="$val" "BEGIN { print ($test) ? 1 : 0 }") == 1 ]]; then
+		met="**met**"
+	else
+		met="**not met**"
+	fi
+	printf '| %s | %s %s | %s | %s |\n' "$fig" "$val" "$unit" "$goal" "$met"
+}
+
+analyze=$(med BenchmarkAnalyze MB/s)
+memmove=$(med BenchmarkMemmove MB/s)
+an_ns=$(med BenchmarkAnalyze ns/op)
+nc_ns=$(med BenchmarkAnalyzeNoCancelChecks ns/op)
+ratio=""
+[[ -n $analyze && -n $memmove ]] && ratio=$(calc "$analyze / $memmove")
+unpaired=""
+[[ -n $an_ns && -n $nc_ns ]] && unpaired=$(calc "($an_ns / $nc_ns - 1) * 100")
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+[[ -n $cpu ]] || cpu=$(awk -F': ' '/^(Hardware|CPU part)/ { print $2; exit }' /proc/cpuinfo)
+commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
+
+{
+	echo "# Benchmarks"
+	echo
+	echo "Generated by \`make bench\` (scripts/bench.sh). Every figure is the **median over"
+	echo "$COUNT runs** (\`-count=$COUNT\`) of what the benchmark reports; ratios are of those"
+	echo "medians. Percentiles (p50, p99, nearest rank) are within one run: the stop-latency"
+	echo "benchmark times $STOPS stopped runs per run, the safe-stop benchmark $SAFESTOPS (with"
+	echo "fewer than 100 samples p99 is the largest)."
+	echo
+	echo "## Machine"
+	echo
+	echo "| | |"
+	echo "| --- | --- |"
+	echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+	echo "| CPU | ${cpu:-unknown} |"
+	echo "| nproc | $(nproc) |"
+	echo "| Go | $("$GO" version | sed 's/^go version //') |"
+	echo "| kernel | $(uname -sr) |"
+	echo "| commit | $commit |"
+	echo "| load average before | $load_before (a shared machine: other jobs add noise) |"
+	echo "| wall time | ${elapsed} s |"
+	echo
+	echo "## Goals"
+	echo
+	echo "| Figure | Median | Goal | Met |"
+	echo "| --- | --- | --- | --- |"
+	row "Stop latency, \`Runner.Stop\` → \`!\` at the emulator, p50" "$(med BenchmarkStopLatency/Stop p50-µs)" µs "≤ 100 µs" "x <= 100"
+	row "Stop latency, \`Runner.Stop\` → \`!\` at the emulator, p99" "$(med BenchmarkStopLatency/Stop p99-µs)" µs "≤ 500 µs" "x <= 500"
+	row "Stop latency, button edge → \`!\` at the emulator, p50" "$(med BenchmarkStopLatency/Button p50-µs)" µs "≤ 100 µs" "x <= 100"
+	row "Stop latency, button edge → \`!\` at the emulator, p99" "$(med BenchmarkStopLatency/Button p99-µs)" µs "≤ 500 µs" "x <= 500"
+	row "Safe stop, \`Hold:0\` → outcome persisted, p50" "$(med BenchmarkSafeStop p50-ms)" ms "≤ 10 ms" "x <= 10"
+	row "Safe stop, \`Hold:0\` → outcome persisted, p99" "$(med BenchmarkSafeStop p99-ms)" ms "≤ 10 ms" "x <= 10"
+	row "… of which \`Hold:0\` → soft reset sent (hold seen by polling), p50" "$(med BenchmarkSafeStop hold-p50-ms)" ms "" ""
+	row "… of which soft reset → outcome persisted, p50" "$(med BenchmarkSafeStop finish-p50-ms)" ms "" ""
+	row "Analysis throughput, 2048×2048 frame (BenchmarkAnalyze)" "$analyze" MB/s "" ""
+	row "Memory bandwidth, same buffer (BenchmarkMemmove)" "$memmove" MB/s "" ""
+	row "Analyze / Memmove" "$ratio" "×" "≥ 0.5×" "x >= 0.5"
+	row "Allocations per analysed frame" "$(med BenchmarkAnalyze allocs/op)" "allocs/op" "0" "x == 0"
+	row "Cancellation-check cost, paired (BenchmarkCancelCheckCost)" "$(med BenchmarkCancelCheckCost checks-%)" % "≤ 1 %" "x <= 1"
+	row "… unpaired: Analyze / AnalyzeNoCancelChecks − 1 (noisy)" "$unpaired" % "≤ 1 %" ""
+	row "Stop during analysis observed (BenchmarkCancelLatency), p50" "$(med BenchmarkCancelLatency p50-µs)" µs "≤ 1000 µs" "x <= 1000"
+	row "Stop during analysis observed (BenchmarkCancelLatency), p99" "$(med BenchmarkCancelLatency p99-µs)" µs "≤ 1000 µs" "x <= 1000"
+	echo
+	echo "Reading the figures:"
+	echo
+	echo "- Stop latency is timed on the simulated board through the production driver:"
+	echo "  from the stop request to the emulator reading \`!\` from its end of a"
+	echo "  pseudo-terminal, while a run moves the stage. The pty itself is part of it (a"
+	echo "  write(2) on the slave plus the kernel's tty buffer work, about 50 µs at p50 on"
+	echo "  an idle 2-core VM), and so is every other goroutine and process competing for"
+	echo "  the two cores at the moment of the stop. On the machine the floor is one byte"
+	echo "  time at 115200 baud (87 µs), or the USB frame for a USB serial adapter."
+	echo "- Safe stop runs from the emulator entering \`Hold:0\` to \`Runner.Run\` returning"
+	echo "  with run.json written (fsync'd, on disk, not tmpfs). Its two parts are listed:"
+	echo "  the driver noticing \`Hold:0\` (status polling) and the soft reset, status and"
+	echo "  record after it."
+	echo "- For the stop benchmarks ns/op is the mean of the measured latency, not the"
+	echo "  time of an iteration (a whole run); \`late\` counts stops that found the stage"
+	echo "  already at rest, which are left out."
+	echo
+	echo "## Every benchmark (medians)"
+	echo
+	echo "| Benchmark | Metric | Median | Runs |"
+	echo "| --- | --- | --- | --- |"
+	awk '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$tmp/medians"
+	echo
+	echo "## Commands"
+	echo
+	echo "Run from the repository root, in this order (\`COUNT=$COUNT STOPS=$STOPS SAFESTOPS=$SAFESTOPS BENCHTIME=$BENCHTIME scripts/bench.sh\`):"
+	echo
+	echo '```sh'
+	cat "$tmp/commands"
+	echo '```'
+} >"$OUT"
+echo "bench: wrote $OUT (${elapsed} s)" >&2
