@@ -14,6 +14,7 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/waferd/waferd/camera"
+	"github.com/waferd/waferd/camera/v4l2"
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/illumination"
 	"github.com/waferd/waferd/inspection/recipe"
@@ -92,13 +93,10 @@ func OpenSim(ctx context.Context, cfg SimConfig) (*Board, error) {
 	return b, nil
 }
 
-// ErrNoCamera reports that the configuration names a real camera, which
-// this build cannot open yet.
-var ErrNoCamera = errors.New("board: V4L2 capture is not in this build yet; use the simulated board ([sim] enabled = true or --sim)")
-
 // Open opens the real devices the configuration names: the stage's serial
-// port (GRBL), the light's GPIO lines and the stop inputs. Every failure
-// names the device, what was expected and what was found.
+// port (GRBL), the light's GPIO lines, the stop inputs and the V4L2 camera
+// ([camera] device, streaming from here on). Every failure names the device,
+// what was expected and what was found.
 func Open(ctx context.Context, cfg *config.Config) (*Board, error) {
 	b := &Board{}
 	fail := func(err error) (*Board, error) { return nil, errors.Join(err, b.Close()) }
@@ -134,7 +132,29 @@ func Open(ctx context.Context, cfg *config.Config) (*Board, error) {
 		return fail(err)
 	}
 	b.closers = append(b.closers, b.Stage.Close)
-	return fail(ErrNoCamera)
+	cam, err := OpenCamera(cfg.Camera)
+	if err != nil {
+		return fail(err)
+	}
+	b.Camera = cam
+	b.closers = append(b.closers, cam.Close)
+	return b, nil
+}
+
+// OpenCamera opens the V4L2 camera of the [camera] section: GREY or YUYV
+// frames (reduced to 8-bit grey) at the configured size or the nearest the
+// driver has (the frames' Info reports which), manual exposure if
+// manual_exposure is set and the camera has the controls (see
+// v4l2.Camera.Details for whether it has).
+func OpenCamera(c config.Camera) (*v4l2.Camera, error) {
+	cam, err := v4l2.Open(c.Device, v4l2.Config{
+		Width: c.Width, Height: c.Height, Format: c.Format,
+		PixelSize: c.PixelUM, ManualExposure: c.ManualExposure,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("board: camera (camera.device): %w", err)
+	}
+	return cam, nil
 }
 
 // GRBLConfig is the driver configuration from the [stage] section.

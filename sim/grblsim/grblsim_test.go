@@ -371,7 +371,7 @@ func TestResetInHold0KeepsPosition(t *testing.T) {
 func TestResetDuringHold1Alarms(t *testing.T) {
 	c := dial(t, Config{TimeScale: 2, Accel: 10}, false)
 	c.ok("G1 X40 F1200")
-	require.Eventually(t, func() bool { return c.emu.Position().X > 500*motion.Micrometre }, 2*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return c.emu.Position().X > 500*motion.Micrometre }, 10*time.Second, time.Millisecond)
 	c.send("!")
 	c.waitState("Hold:1", time.Second)
 	c.send("\x18")

@@ -1,0 +1,5 @@
+//go:build !race
+
+package v4l2
+
+const raceEnabled = false
