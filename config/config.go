@@ -27,6 +27,7 @@ type Config struct {
 	Watchdog Watchdog `toml:"watchdog"`
 	Data     Data     `toml:"data"`
 	Log      Log      `toml:"log"`
+	Console  Console  `toml:"console"`
 	Sim      Sim      `toml:"sim"`
 
 	file *tomlfile.File
@@ -98,6 +99,12 @@ type Log struct {
 	Level string `toml:"level"`
 }
 
+// Console is the serial console for field engineers.
+type Console struct {
+	Port string `toml:"port"` // serial device; empty: no serial console
+	Baud int    `toml:"baud"`
+}
+
 type Sim struct {
 	Enabled   bool    `toml:"enabled"`
 	TimeScale float64 `toml:"time_scale"`
@@ -115,9 +122,10 @@ func Default() *Config {
 		EStop:  Input{Pull: "up", DebounceMS: 20},
 		Watchdog: Watchdog{IntervalMS: 250, StageHeartbeatMS: 1000, CameraHeartbeatMS: 3000, RunnerHeartbeatMS: 30000,
 			LightMaxOnMS: 5000, TempPollMS: 1000, TempLimitC: 80, HardwareTimeoutS: 60},
-		Data: Data{Dir: "/var/lib/waferd", Recipes: "/etc/waferd/recipes"},
-		Log:  Log{Level: "info"},
-		Sim:  Sim{TimeScale: 1},
+		Data:    Data{Dir: "/var/lib/waferd", Recipes: "/etc/waferd/recipes"},
+		Log:     Log{Level: "info"},
+		Console: Console{Baud: 115200},
+		Sim:     Sim{TimeScale: 1},
 	}
 }
 
@@ -237,6 +245,19 @@ func (c *Config) Validate() error {
 	}
 	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
+	}
+	if p := c.Console.Port; p != "" {
+		switch {
+		case !filepath.IsAbs(p):
+			bad("console.port", "must be an absolute device path such as /dev/ttyGS0 (got %q)", p)
+		case p == c.Stage.Port:
+			bad("console.port", "%s is the stage's port (stage.port)", p)
+		}
+	}
+	switch c.Console.Baud {
+	case 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600:
+	default:
+		bad("console.baud", "unsupported baud rate %d (use 9600 … 921600; field engineers expect 115200)", c.Console.Baud)
 	}
 	if c.Sim.TimeScale <= 0 {
 		bad("sim.time_scale", "must be > 0 (got %g)", c.Sim.TimeScale)

@@ -54,3 +54,22 @@ func TestLoadFile(t *testing.T) {
 	_, err = Load(filepath.Join(t.TempDir(), "missing.toml"))
 	assert.ErrorContains(t, err, "missing.toml")
 }
+
+func TestConsoleSection(t *testing.T) {
+	c, err := Parse("c.toml", []byte("[sim]\nenabled = true\n[console]\nport = \"/dev/ttyGS0\"\nbaud = 57600\n"))
+	require.NoError(t, err)
+	assert.Equal(t, Console{Port: "/dev/ttyGS0", Baud: 57600}, c.Console)
+	assert.Equal(t, 115200, Default().Console.Baud)
+	assert.Empty(t, Default().Console.Port)
+
+	for doc, want := range map[string]string{
+		"[sim]\nenabled = true\n[console]\nbaud = 12\n":                                             "c.toml:4: console.baud: unsupported baud rate 12",
+		"[sim]\nenabled = true\n[console]\nport = \"ttyS0\"\n":                                      "c.toml:4: console.port: must be an absolute device path",
+		"[sim]\nenabled = true\n[stage]\nport = \"/dev/ttyS1\"\n[console]\nport = \"/dev/ttyS1\"\n": "console.port: /dev/ttyS1 is the stage's port",
+		"[sim]\nenabled = true\n[console]\nspeed = 9600\n":                                          "c.toml:4: console.speed: unknown key",
+	} {
+		_, err := Parse("c.toml", []byte(doc))
+		require.Error(t, err, doc)
+		assert.Contains(t, err.Error(), want, doc)
+	}
+}

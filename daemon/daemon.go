@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,12 @@ type Options struct {
 	Hardware *watchdog.Hardware
 	// Progress, if set, receives every run's per-site progress.
 	Progress func(inspection.Progress)
+	// Recipes, if set, holds <name>.toml recipes used when the configured
+	// recipe directory does not exist (the simulated board's built-in
+	// examples).
+	Recipes fs.FS
+	// LogRing, if set, holds the recent log lines the console shows.
+	LogRing *logging.Ring
 }
 
 // Daemon is the controller. Its methods are safe for concurrent use.
@@ -79,6 +86,7 @@ type Daemon struct {
 	running bool
 	runDone chan struct{} // closed when the background run ends
 	homing  bool
+	con     consoleState // manual operations, events, stop statistics (console_api.go)
 }
 
 // New wires the daemon. It does not start anything: Run does.
@@ -93,7 +101,7 @@ func New(o Options) (*Daemon, error) {
 		Hardware:       o.Hardware,
 		Log:            wlog.Warnf,
 		OnFault: func(name string, err error) {
-			d.Runner.Stop(stop.Watchdog, name+": "+err.Error())
+			d.Stop(stop.Watchdog, name+": "+err.Error())
 		},
 	})
 	d.stageHB = d.wd.Register("stage-poll", config.MS(cfg.Watchdog.StageHeartbeatMS))
@@ -101,9 +109,10 @@ func New(o Options) (*Daemon, error) {
 	d.runnerHB.Pause()
 	d.cameraHB = d.wd.Register("camera", config.MS(cfg.Watchdog.CameraHeartbeatMS))
 	d.cameraHB.Pause()
-	light := &leasedLight{Light: o.Devices.Light}
+	d.con.light = &trackedLight{Light: o.Devices.Light}
+	light := &leasedLight{Light: d.con.light}
 	d.lease = d.wd.Lease("light", config.MS(cfg.Watchdog.LightMaxOnMS), func() {
-		if err := o.Devices.Light.Off(); err != nil {
+		if err := d.con.light.Off(); err != nil {
 			d.log.Errorf("light lease expired and switching it off failed: %v", err)
 		}
 	})
@@ -113,9 +122,9 @@ func New(o Options) (*Daemon, error) {
 	}
 
 	d.Runner = &inspection.Runner{
-		Stage: o.Devices.Stage, Light: light,
+		Stage: &timedStage{Stage: o.Devices.Stage, stats: &d.con.stats}, Light: light,
 		Camera: &beatingCamera{Camera: o.Devices.Camera, hb: d.cameraHB},
-		Store:  o.Store, Log: o.Logs.For("runner"), Progress: o.Progress,
+		Store:  o.Store, Log: o.Logs.For("runner"), Progress: d.onProgress,
 		OnStep: d.onStep,
 		Config: inspection.Config{
 			HoldTimeout:    config.MS(cfg.Runner.HoldTimeoutMS),
@@ -126,7 +135,7 @@ func New(o Options) (*Daemon, error) {
 	var err error
 	if o.Devices.Button != nil {
 		d.button, err = input.NewButton(inputConfig(o.Devices.Button, cfg.Button), func() {
-			d.Runner.Stop(stop.Button, o.Devices.Button.String())
+			d.Stop(stop.Button, o.Devices.Button.String())
 		})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: stop button: %w", err)
@@ -134,7 +143,7 @@ func New(o Options) (*Daemon, error) {
 	}
 	if o.Devices.EStop != nil {
 		d.estop, err = input.NewEStop(inputConfig(o.Devices.EStop, cfg.EStop), func() {
-			d.Runner.Stop(stop.EStop, o.Devices.EStop.String())
+			d.Stop(stop.EStop, o.Devices.EStop.String())
 		})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: e-stop: %w", err)
@@ -156,6 +165,9 @@ func (d *Daemon) onStep(s inspection.Step, _ int) {
 	d.mu.Lock()
 	d.homing = s == inspection.StepHoming
 	d.mu.Unlock()
+	if s == inspection.StepSafeStop {
+		d.con.stats.safeStopBegan()
+	}
 }
 
 // Run runs the daemon until ctx ends: watchdog loop, inputs, stage poll.
@@ -205,13 +217,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-ctx.Done()
 
 	d.log.Noticef("shutting down: %v", context.Cause(ctx))
+	d.mu.Lock()
+	d.con.closing = true // no new runs or manual operations
+	d.mu.Unlock()
 	d.wd.Stopping()
 	detail := "shutdown"
 	if c, ok := stop.FromContext(ctx); ok {
 		detail = c.Detail
 	}
-	d.Runner.Stop(stop.Shutdown, detail)
+	d.Stop(stop.Shutdown, detail)
 	d.Wait()
+	d.waitManual()
 	icancel()
 	wg.Wait()
 	wcancel()
@@ -259,7 +275,12 @@ func (d *Daemon) LoadRecipe(name string) (*recipe.Recipe, error) {
 	if name == "" || strings.ContainsAny(name, `/\`) || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
 		return nil, fmt.Errorf("daemon: bad recipe name %q: give a name from %s, without / or ..", name, d.opts.Config.Data.Recipes)
 	}
-	path := filepath.Join(d.opts.Config.Data.Recipes, strings.TrimSuffix(name, ".toml")+".toml")
+	dir := d.opts.Config.Data.Recipes
+	file := strings.TrimSuffix(name, ".toml") + ".toml"
+	path := filepath.Join(dir, file)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && d.opts.Recipes != nil {
+		return d.builtinRecipe(file)
+	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("daemon: recipe %q: %w", name, err)
 	}
@@ -274,6 +295,12 @@ func (d *Daemon) StartRun(ctx context.Context, rec *recipe.Recipe) error {
 	if d.running {
 		return ErrBusy
 	}
+	if d.con.closing {
+		return ErrShuttingDown
+	}
+	if d.con.manual != "" {
+		return fmt.Errorf("daemon: run refused: %w: %s in progress", ErrMachineBusy, d.con.manual)
+	}
 	if st := d.Runner.State(); st.Latched() {
 		return fmt.Errorf("%w: machine is %s (%s): clear it with reset", inspection.ErrLatched, st, d.Runner.LatchReason())
 	}
@@ -283,20 +310,26 @@ func (d *Daemon) StartRun(ctx context.Context, rec *recipe.Recipe) error {
 		}
 	}
 	d.running = true
-	d.runDone = make(chan struct{})
+	done := make(chan struct{})
+	d.runDone = done
+	d.runStarting(rec)
 	d.runnerHB.Resume()
 	d.runnerHB.Beat()
 	go func() {
+		var out inspection.Outcome
+		var err error
 		defer func() {
 			d.runnerHB.Pause()
 			d.mu.Lock()
 			d.running = false
-			close(d.runDone)
+			d.runEndedLocked(out, err)
 			d.mu.Unlock()
+			d.publishRunEnded(rec, out, err) // before Wait returns: consoles print it
+			close(done)
 			d.SetStatus()
 		}()
 		d.SetStatus()
-		out, err := d.Runner.Run(context.WithoutCancel(ctx), rec)
+		out, err = d.Runner.Run(context.WithoutCancel(ctx), rec)
 		if err != nil {
 			d.log.Errorf("run %q: %v", rec.Name, err)
 			return
@@ -316,8 +349,15 @@ func (d *Daemon) Wait() {
 	}
 }
 
-// Stop is the one cancel path, for the console and other sources.
-func (d *Daemon) Stop(reason stop.Reason, detail string) { d.Runner.Stop(reason, detail) }
+// Stop is the one cancel path, for the console and every other source: it
+// stops the run in progress (Runner.Stop) and any manual operation from a
+// console (cancelled with the same cause, then stopped safely), and switches
+// off a light a console left on. It never blocks.
+func (d *Daemon) Stop(reason stop.Reason, detail string) {
+	at := time.Now()
+	d.Runner.Stop(reason, detail) // first: the run's feed hold is the most urgent
+	d.stopManual(reason, detail, at)
+}
 
 // Reset clears a latched Faulted or EStop machine.
 func (d *Daemon) Reset(ctx context.Context) error {

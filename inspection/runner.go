@@ -150,6 +150,23 @@ func (r *Runner) Trusted() bool {
 	return r.trusted
 }
 
+// NoteHomed records that the stage was homed outside a run (the console's
+// home): the position is trusted, and the next run does not home again.
+// It refuses while a run is active or the machine is latched.
+func (r *Runner) NoteHomed() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != Idle {
+		return fmt.Errorf("inspection: homed while %s: not recorded", r.state)
+	}
+	r.trusted = true
+	return nil
+}
+
+// NotePositionLost records that the stage position is no longer known (a
+// manual move stopped hard, a homing cycle started): the next run homes.
+func (r *Runner) NotePositionLost() { r.untrust() }
+
 func (r *Runner) untrust() {
 	r.mu.Lock()
 	r.trusted = false

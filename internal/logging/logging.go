@@ -57,7 +57,8 @@ type Options struct {
 
 // Root owns the output; package loggers come from it. Safe for concurrent use.
 type Root struct {
-	l *logger.Logger
+	l       *logger.Logger
+	journal bool // lines carry no timestamp (journald stamps them)
 }
 
 // New returns a Root writing to w.
@@ -70,7 +71,7 @@ func New(w io.Writer, o Options) *Root {
 	}
 	l.SetFormatOptions(format)
 	l.AddCustomLog(w, o.Color, o.Level)
-	return &Root{l: l}
+	return &Root{l: l, journal: o.Journal}
 }
 
 // Auto returns a Root writing to w. When w is a file (normally os.Stderr) it

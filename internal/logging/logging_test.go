@@ -51,3 +51,30 @@ func TestParseLevel(t *testing.T) {
 	_, err = ParseLevel("loud")
 	assert.ErrorContains(t, err, `unknown level "loud"`)
 }
+
+func TestRingKeepsTheLastLines(t *testing.T) {
+	var buf bytes.Buffer
+	root := New(&buf, Options{Level: Warn})
+	ring := NewRing(3)
+	root.Tee(ring, Info)
+	log := root.For("console")
+	for i := range 5 {
+		log.Infof("line %d", i)
+	}
+	log.Warnf("multi\nline")
+	lines := ring.Lines(0)
+	require.Len(t, lines, 3)
+	assert.Contains(t, lines[0], "line 4")
+	assert.Contains(t, lines[1], "[console] WARN  multi")
+	assert.Equal(t, "line", lines[2])
+	assert.Len(t, ring.Lines(1), 1)
+	assert.Equal(t, uint64(7), ring.Total())
+	assert.NotContains(t, buf.String(), "line 4", "stderr keeps its own level")
+
+	j := New(&buf, Options{Level: Info, Journal: true})
+	jr := NewRing(4)
+	j.Tee(jr, Info)
+	j.For("x").Infof("stamped")
+	require.Len(t, jr.Lines(0), 1)
+	assert.Regexp(t, `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \[x\] INFO  stamped$`, jr.Lines(0)[0])
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// simConfig writes a configuration for the simulated board at 20 times
+// real time, results under data.
+func simConfig(t *testing.T, data string) string {
+	p := filepath.Join(t.TempDir(), "waferd.toml")
+	doc := "[sim]\nenabled = true\ntime_scale = 20.0\n[data]\ndir = \"" + data + "\"\n"
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o644))
+	return p
+}
+
+// TestServeConsoleStdioScript is `printf '...' | waferd serve --sim
+// --console stdio`: the commands run in order, the built-in demo recipe
+// runs, and the end of input shuts the daemon down cleanly, stopping the
+// run safely.
+func TestServeConsoleStdioScript(t *testing.T) {
+	data := t.TempDir()
+	cmd := exec.Command(waferdBin, "serve", "--config", simConfig(t, data), "--console", "stdio")
+	cmd.Stdin = strings.NewReader("version\nstatus\nhome\nmove 150 150\nlight on 50%\nlight off\ncapture c1\nsatus\nrun ../demo\nrun demo\n")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	require.NoError(t, cmd.Start())
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "exit 0 at the end of input; stderr:\n%s", &stderr)
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("serve did not exit at the end of input; stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"waferd dev\n",
+		"position NOT trusted: home first\n",
+		"homed: stage Idle at X 0.000 Y 0.000 mm\n",
+		"moved: stage Idle at X 150.000 Y 150.000 mm\n",
+		"light on at 50%\n", "light off\n",
+		"captured " + filepath.Join(data, "captures", "c1.png"),
+		"error: unknown command \"satus\": did you mean status?",
+		"error: run: \"../demo\" is not a valid RECIPE",
+		"run demo started: 61 sites",
+		"canceled, ", "(shutdown: end of console input)\n",
+	} {
+		assert.Contains(t, out, want, "stdout:\n%s", out)
+	}
+	assert.NotContains(t, out, "waferd> ", "no prompt on a pipe")
+	m := readRun(t, data)
+	assert.Equal(t, "canceled", m["state"])
+	assert.Equal(t, "shutdown: end of console input", m["reason"])
+	assert.Equal(t, "built-in demo.toml", m["recipe_file"])
+	assert.Contains(t, stderr.String(), "console input ended: shutting down")
+}
+
+// TestServeConsolePTY is `waferd serve --sim --console pty`: the path of a
+// fresh pseudo-terminal is printed, and an engineer connected to it runs
+// and stops a recipe.
+func TestServeConsolePTY(t *testing.T) {
+	data := t.TempDir()
+	cmd := exec.Command(waferdBin, "serve", "--config", simConfig(t, data), "--console", "pty")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	exited := false
+	t.Cleanup(func() {
+		if !exited {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	first, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err, "stderr:\n%s", &stderr)
+	m := regexp.MustCompile(`^console on (/dev/pts/\d+) \(connect: screen /dev/pts/\d+ 115200\)\n$`).FindStringSubmatch(first)
+	require.NotNil(t, m, first)
+
+	f, err := os.OpenFile(m[1], os.O_RDWR|syscall.O_NOCTTY, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	var mu sync.Mutex
+	var got bytes.Buffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := f.Read(buf)
+			mu.Lock()
+			got.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	expect := func(s string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return strings.Contains(got.String(), s)
+		}, 30*time.Second, 5*time.Millisecond, "%q; terminal:\n%s", s, &got)
+	}
+	_, err = f.WriteString("status\r")
+	require.NoError(t, err)
+	expect("machine   idle\r\n")
+	_, err = f.WriteString("run demo\r")
+	require.NoError(t, err)
+	expect(" site 2/61 ")
+	_, err = f.WriteString("stop\r")
+	require.NoError(t, err)
+	expect("stop: stopping the run demo safely")
+	expect("canceled, ")
+	expect("(operator: console pty " + m[1] + ")\r\n")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		exited = true
+		require.NoError(t, err, "stderr:\n%s", &stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not exit after SIGTERM; stderr:\n%s", &stderr)
+	}
+	run := readRun(t, data)
+	assert.Equal(t, "canceled", run["state"])
+	assert.Equal(t, "operator: console pty "+m[1], run["reason"])
+}
+
+func TestServeConsoleFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	p := filepath.Join(t.TempDir(), "w.toml")
+	require.NoError(t, os.WriteFile(p, []byte("[stage]\nport = \"/dev/ttyUSB0\"\n[light]\nchip = \"gpiochip0\"\nline = \"GPIO17\"\n"), 0o644))
+	assert.Equal(t, exitUsage, run([]string{"serve", "--config", p, "--console", "pty"}, &out, &errb))
+	assert.Contains(t, errb.String(), "--console pty: only on the simulated board")
+	errb.Reset()
+	assert.Equal(t, exitUsage, run([]string{"serve", "--sim", "--console", "ttyS0"}, &out, &errb))
+	assert.Contains(t, errb.String(), `--console "ttyS0": want stdio, pty or a serial device path`)
+}
