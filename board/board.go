@@ -18,6 +18,7 @@ import (
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/illumination"
 	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/grbl"
 	"github.com/waferd/waferd/sim"
 )
@@ -138,6 +139,15 @@ func Open(ctx context.Context, cfg *config.Config) (*Board, error) {
 	}
 	b.Camera = cam
 	b.closers = append(b.closers, cam.Close)
+	info := cam.Info()
+	b.Limits = recipe.Limits{
+		Travel: cfg.Stage.Travel(),
+		FOV: motion.Point{
+			X: motion.Distance(float64(info.Width) * info.PixelSize),
+			Y: motion.Distance(float64(info.Height) * info.PixelSize),
+		},
+		MaxFeed: motion.Speed(cfg.Stage.MaxFeedMMMin),
+	}
 	return b, nil
 }
 

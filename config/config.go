@@ -13,6 +13,7 @@ import (
 
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/internal/tomlfile"
+	"github.com/waferd/waferd/motion"
 )
 
 // Config is the whole daemon configuration. Field comments give the units;
@@ -40,6 +41,11 @@ type Stage struct {
 	ReplyTimeoutMS   int    `toml:"reply_timeout_ms"`
 	ConnectTimeoutMS int    `toml:"connect_timeout_ms"`
 	HomingTimeoutMS  int    `toml:"homing_timeout_ms"`
+	// TravelMinMM and TravelMaxMM bound the reachable stage positions, mm.
+	TravelMinMM [2]float64 `toml:"travel_min_mm"`
+	TravelMaxMM [2]float64 `toml:"travel_max_mm"`
+	// MaxFeedMMMin is the fastest feed a recipe may use, mm/min.
+	MaxFeedMMMin float64 `toml:"max_feed_mm_min"`
 }
 
 type Runner struct {
@@ -114,7 +120,8 @@ type Sim struct {
 // systemd/waferd.toml, with no GPIO lines fitted).
 func Default() *Config {
 	return &Config{
-		Stage:  Stage{Baud: 115200, PollMS: 100, ReplyTimeoutMS: 2000, ConnectTimeoutMS: 2500, HomingTimeoutMS: 60000},
+		Stage: Stage{Baud: 115200, PollMS: 100, ReplyTimeoutMS: 2000, ConnectTimeoutMS: 2500, HomingTimeoutMS: 60000,
+			TravelMaxMM: [2]float64{300, 300}, MaxFeedMMMin: 6000},
 		Runner: Runner{HoldTimeoutMS: 5000, ResetTimeoutMS: 3000, CaptureTimeoutMS: 2000},
 		Light:  Light{PWMFreqHz: 20000},
 		Camera: Camera{Device: "/dev/video0", Width: 1280, Height: 1024, Format: "GREY", PixelUM: 5, ManualExposure: true},
@@ -186,6 +193,14 @@ func (c *Config) Validate() error {
 	positive("stage.reply_timeout_ms", c.Stage.ReplyTimeoutMS)
 	positive("stage.connect_timeout_ms", c.Stage.ConnectTimeoutMS)
 	positive("stage.homing_timeout_ms", c.Stage.HomingTimeoutMS)
+	for i, axis := range []string{"X", "Y"} {
+		if c.Stage.TravelMaxMM[i] <= c.Stage.TravelMinMM[i] {
+			bad("stage.travel_max_mm", "%s: maximum %g mm must exceed the minimum %g mm", axis, c.Stage.TravelMaxMM[i], c.Stage.TravelMinMM[i])
+		}
+	}
+	if c.Stage.MaxFeedMMMin <= 0 {
+		bad("stage.max_feed_mm_min", "must be > 0 mm/min (got %g)", c.Stage.MaxFeedMMMin)
+	}
 	positive("runner.hold_timeout_ms", c.Runner.HoldTimeoutMS)
 	positive("runner.reset_timeout_ms", c.Runner.ResetTimeoutMS)
 	positive("runner.capture_timeout_ms", c.Runner.CaptureTimeoutMS)
@@ -266,6 +281,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// Travel is the reachable box of [stage], in machine coordinates.
+func (s Stage) Travel() motion.Rect {
+	return motion.Rect{
+		Min: motion.Point{X: motion.MM(s.TravelMinMM[0]), Y: motion.MM(s.TravelMinMM[1])},
+		Max: motion.Point{X: motion.MM(s.TravelMaxMM[0]), Y: motion.MM(s.TravelMaxMM[1])},
+	}
 }
 
 // MS converts a millisecond setting to a duration.

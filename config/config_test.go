@@ -73,3 +73,13 @@ func TestConsoleSection(t *testing.T) {
 		assert.Contains(t, err.Error(), want, doc)
 	}
 }
+
+func TestTravel(t *testing.T) {
+	c, err := Parse("t.toml", []byte("[sim]\nenabled = true\n[stage]\ntravel_min_mm = [-10.0, 0.0]\ntravel_max_mm = [190.0, 150.5]\n"))
+	require.NoError(t, err)
+	tr := c.Stage.Travel()
+	assert.Equal(t, int64(-10000), int64(tr.Min.X))
+	assert.Equal(t, int64(150500), int64(tr.Max.Y))
+	_, err = Parse("t.toml", []byte("[sim]\nenabled = true\n[stage]\ntravel_max_mm = [0.0, 100.0]\n"))
+	assert.ErrorContains(t, err, "t.toml:4: stage.travel_max_mm: X: maximum 0 mm must exceed the minimum 0 mm")
+}
