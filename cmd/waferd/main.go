@@ -130,13 +130,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	if marked, err := store.MarkInterrupted(); err != nil {
-		log.Errorf("checking for unfinished runs: %v", err)
-	} else {
-		for _, m := range marked {
-			log.Warnf("run %s was found unfinished (%d/%d sites): marked interrupted", m.ID, m.SitesDone, m.SitesTotal)
-		}
-	}
+	markInterrupted(store, log)
 
 	// Signals go through the run's one cancel path: the first cancels the
 	// run with a typed cause (SIGINT: operator, SIGTERM: shutdown); a
@@ -216,5 +210,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitAborted
 	default:
 		return exitFailed
+	}
+}
+
+// markInterrupted marks every run found unfinished in store (a crash or
+// power loss during it) as interrupted, and logs each.
+func markInterrupted(store *results.Store, log *logging.Log) {
+	marked, err := store.MarkInterrupted()
+	if err != nil {
+		log.Errorf("checking for unfinished runs: %v", err)
+	}
+	for _, m := range marked {
+		log.Warnf("run %s was found unfinished (%d/%d sites): marked interrupted", m.ID, m.SitesDone, m.SitesTotal)
 	}
 }

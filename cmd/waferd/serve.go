@@ -125,13 +125,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		log.Errorf("%v", err)
 		return exitUsage
 	}
-	if marked, err := store.MarkInterrupted(); err != nil {
-		log.Errorf("checking for unfinished runs: %v", err)
-	} else {
-		for _, m := range marked {
-			log.Warnf("run %s was found unfinished (%d/%d sites): marked interrupted", m.ID, m.SitesDone, m.SitesTotal)
-		}
-	}
+	markInterrupted(store, log)
 
 	// The hardware watchdog is opened first: from here a hang resets the
 	// board.
