@@ -27,7 +27,19 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	waferdBin = filepath.Join(dir, "waferd")
-	args := []string{"build", "-o", waferdBin}
+	// go build inherits GOOS, GOARCH and GOARM from go test, so in the
+	// cross-compiled suites (make test-arm64, test-armv7) waferd is built
+	// for the target, like this test binary. The kernel runs it only with a
+	// binfmt_misc handler for that architecture; WAFERD_TEST_EXEC names the
+	// emulator (e.g. qemu-aarch64-static) that runs it otherwise. waferdBin
+	// is then a script that execs the emulator, so the tests' signals reach
+	// the emulator, which passes them on to waferd.
+	emu := os.Getenv("WAFERD_TEST_EXEC")
+	out := waferdBin
+	if emu != "" {
+		out += ".bin"
+	}
+	args := []string{"build", "-o", out}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
@@ -35,6 +47,17 @@ func TestMain(m *testing.M) {
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		panic("building waferd: " + err.Error())
+	}
+	if emu != "" {
+		path, err := exec.LookPath(emu)
+		if err != nil {
+			panic("WAFERD_TEST_EXEC: " + err.Error())
+		}
+		q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+		script := "#!/bin/sh\nexec " + q(path) + " " + q(out) + " \"$@\"\n"
+		if err := os.WriteFile(waferdBin, []byte(script), 0o755); err != nil {
+			panic(err)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
