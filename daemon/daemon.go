@@ -73,6 +73,7 @@ type Options struct {
 
 // Daemon is the controller. Its methods are safe for concurrent use.
 type Daemon struct {
+	runCancel                   context.CancelCauseFunc // (mu) of the run in progress, nil between runs
 	opts                        Options
 	log                         *logging.Log
 	Runner                      *inspection.Runner
@@ -312,6 +313,12 @@ func (d *Daemon) StartRun(ctx context.Context, rec *recipe.Recipe) error {
 	d.running = true
 	done := make(chan struct{})
 	d.runDone = done
+	// The run's own context: a Stop that arrives before the goroutine
+	// below has entered Runner.Run finds the runner idle; cancelling this
+	// context makes the run stop as soon as it starts, through the same
+	// path, instead of the stop being lost.
+	rctx, rcancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	d.runCancel = rcancel
 	d.runStarting(rec)
 	d.runnerHB.Resume()
 	d.runnerHB.Beat()
@@ -319,9 +326,11 @@ func (d *Daemon) StartRun(ctx context.Context, rec *recipe.Recipe) error {
 		var out inspection.Outcome
 		var err error
 		defer func() {
+			rcancel(nil)
 			d.runnerHB.Pause()
 			d.mu.Lock()
 			d.running = false
+			d.runCancel = nil
 			d.runEndedLocked(out, err)
 			d.mu.Unlock()
 			d.publishRunEnded(rec, out, err) // before Wait returns: consoles print it
@@ -329,7 +338,7 @@ func (d *Daemon) StartRun(ctx context.Context, rec *recipe.Recipe) error {
 			d.SetStatus()
 		}()
 		d.SetStatus()
-		out, err = d.Runner.Run(context.WithoutCancel(ctx), rec)
+		out, err = d.Runner.Run(rctx, rec)
 		if err != nil {
 			d.log.Errorf("run %q: %v", rec.Name, err)
 			return
@@ -356,6 +365,11 @@ func (d *Daemon) Wait() {
 func (d *Daemon) Stop(reason stop.Reason, detail string) {
 	at := time.Now()
 	d.Runner.Stop(reason, detail) // first: the run's feed hold is the most urgent
+	d.mu.Lock()
+	if d.runCancel != nil {
+		d.runCancel(stop.New(reason, detail)) // a run still starting
+	}
+	d.mu.Unlock()
 	d.stopManual(reason, detail, at)
 }
 

@@ -248,3 +248,16 @@ func TestShutdownStopsARunSafely(t *testing.T) {
 	assert.Equal(t, "shutdown: test", out.Reason)
 	assert.False(t, f.b.Sim.Emulator.Moving())
 }
+
+// A stop that arrives between StartRun and the run's first step is not
+// lost: the run starts stopped and is recorded canceled.
+func TestStopRightAfterStartRunIsNotLost(t *testing.T) {
+	f := start(t, nil)
+	for i := range 5 {
+		require.NoError(t, f.d.StartRun(context.Background(), f.rec))
+		f.d.Stop(stop.Operator, "at once")
+		out := f.outcome(t)
+		require.Equal(t, inspection.Canceled, out.State, "try %d: %s", i, out.Reason)
+		assert.Equal(t, "operator: at once", out.Reason)
+	}
+}

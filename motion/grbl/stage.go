@@ -172,12 +172,15 @@ func (s *Stage) home(ctx context.Context, line string) error {
 	if err != nil {
 		return err
 	}
-	return s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.HomingTimeout, watchAlarm: true, alarmBase: base})
+	err = s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.HomingTimeout, watchAlarm: true, alarmBase: base})
+	if err != nil && ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
+		// Cancelled: the abort's reset fails the $H line (ErrReset, or
+		// the ALARM:6 it raises); the caller must still see its cause.
+		return fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	}
+	return err
 }
 
-// abortHoming soft-resets the controller (the only way to stop a GRBL
-// homing cycle) and waits, at most ReplyTimeout, for the banner so that the
-// stream does not stay blocked if none comes.
 // abortHook registers abort to run (in its own goroutine) the moment ctx is
 // cancelled. The returned stop unregisters it and, if abort has already
 // started, waits for it to finish: the call that registered it never
@@ -197,6 +200,9 @@ func abortHook(ctx context.Context, abort func()) (stop func()) {
 	}
 }
 
+// abortHoming soft-resets the controller (the only way to stop a GRBL
+// homing cycle) and waits, at most ReplyTimeout, for the banner so that the
+// stream does not stay blocked if none comes.
 func (s *Stage) abortHoming() {
 	bch, err := s.beginReset()
 	if err != nil {
