@@ -92,8 +92,8 @@ cross-version: cross
 # The suite cross-compiled for linux ($(1): GOARCH and GOARM) and run under
 # qemu-user $(2): the test binaries through go test -exec, and the waferd
 # binary that cmd/waferd's tests start through WAFERD_TEST_EXEC (the kernel
-# may have no binfmt_misc handler for ARM). No -race: not supported on arm,
-# and 10x slower still under emulation on arm64.
+# may have no binfmt_misc handler for ARM). No -race: linux/arm has no race
+# detector, and on arm64 it needs cgo with an aarch64 cross C compiler.
 define arm-test
 	@command -v $(2) >/dev/null || { echo "$(2) not found: apt-get install qemu-user-static" >&2; exit 1; }
 	CGO_ENABLED=0 GOOS=linux $(1) WAFERD_TEST_EXEC=$(2) \
