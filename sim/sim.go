@@ -112,6 +112,8 @@ type Board struct {
 	// (see Press).
 	ButtonPin, EStopPin *gpiotest.Pin
 	Camera              *simcam.Camera
+
+	cfg Config
 }
 
 // Press drives an input pin to level l and delivers the edge, as a real
@@ -146,7 +148,7 @@ func New(cfg Config) (*Board, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sim: stage emulator: %w", err)
 	}
-	b := &Board{Emulator: emu, PTY: path, LightPin: &gpiotest.Pin{N: "SIM_LIGHT", Num: 1},
+	b := &Board{cfg: cfg, Emulator: emu, PTY: path, LightPin: &gpiotest.Pin{N: "SIM_LIGHT", Num: 1},
 		ButtonPin: &gpiotest.Pin{N: "SIM_STOP_BUTTON", Num: 2, EdgesChan: make(chan gpio.Level, 16)},
 		EStopPin:  &gpiotest.Pin{N: "SIM_ESTOP", Num: 3, EdgesChan: make(chan gpio.Level, 16)},
 	}
@@ -181,10 +183,7 @@ var _ camera.Camera = (*simcam.Camera)(nil)
 // SetRecipe puts the wafer of rec under the camera, with the defects its
 // [sim] section seeds.
 func (b *Board) SetRecipe(rec *recipe.Recipe) error {
-	return b.Camera.SetScene(SceneFor(rec, motion.Point{
-		X: motion.Distance(b.Camera.Info().Width) * PixelSize,
-		Y: motion.Distance(b.Camera.Info().Height) * PixelSize,
-	}))
+	return b.Camera.SetScene(SceneFor(rec, b.cfg.FOV()))
 }
 
 // Close stops the emulator and the camera. Idempotent.

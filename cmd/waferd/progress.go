@@ -3,12 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/internal/logging"
 )
 
 // progress prints "site k/N" lines: rewritten in place on a terminal, one
@@ -20,12 +18,7 @@ type progress struct {
 }
 
 func newProgress(w io.Writer) *progress {
-	p := &progress{w: w}
-	if f, ok := w.(*os.File); ok {
-		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-		p.tty = err == nil
-	}
-	return p
+	return &progress{w: w, tty: logging.IsTerminal(w)}
 }
 
 func (p *progress) site(pr inspection.Progress) {

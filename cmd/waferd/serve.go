@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/console"
@@ -280,10 +278,5 @@ func consoleList(flags []string, cfg *config.Config) ([]string, error) {
 // sameTerminal reports whether w is a terminal (then it is the one the
 // stdio console uses, in every practical case).
 func sameTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return logging.IsTerminal(w)
 }

@@ -133,6 +133,12 @@ func (p *priorityWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// IsTerminal reports whether w is a file open on a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isTerminal(int(f.Fd()))
+}
+
 func isTerminal(fd int) bool {
 	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	return err == nil
