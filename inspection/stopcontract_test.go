@@ -374,9 +374,14 @@ func TestStopAtRandomTimes(t *testing.T) {
 }
 
 func (g *stopRig) randomStop(t *testing.T, reason stop.Reason, delay time.Duration, counts map[inspection.State]int) {
-	timer := time.AfterFunc(delay, func() { g.runner.Stop(reason, "random") })
+	fired := make(chan struct{})
+	timer := time.AfterFunc(delay, func() { defer close(fired); g.runner.Stop(reason, "random") })
 	out, err := g.runner.Run(context.Background(), g.rec)
-	timer.Stop()
+	if !timer.Stop() {
+		// The stop fired: let it finish here, or a slow machine delivers
+		// it into the next case's run.
+		<-fired
+	}
 	require.NoError(t, err)
 	counts[out.State]++
 	if out.State == inspection.Completed {
