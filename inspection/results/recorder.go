@@ -85,7 +85,7 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 		if img != nil {
 			imgRel = siteRel(index, ".png")
 			g := toGray(img)
-			if err := r.store.writeFile(r.path(imgRel), func(w io.Writer) error { return r.store.enc.Encode(w, g) }); err != nil {
+			if err := r.store.writeFile(r.path(imgRel), func(w io.Writer) error { return r.store.siteEnc.Encode(w, g) }); err != nil {
 				return err
 			}
 		}

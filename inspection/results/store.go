@@ -22,7 +22,9 @@ import (
 type Store struct {
 	dir string // <data>/runs
 	now func() time.Time
-	enc *png.Encoder
+	enc *png.Encoder // the wafer map
+	// siteEnc encodes site images (camera frames): see grayPNG.
+	siteEnc grayPNG
 
 	mu     sync.Mutex
 	active map[string]struct{} // runs with a live Recorder (not yet finished)
