@@ -221,7 +221,10 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 	run := loadRun(t, out.Dir)
 	assert.Equal(t, results.Aborted, run.State)
 	assert.False(t, run.Complete)
-	assert.Equal(t, 2, run.SitesDone)
+	// The third site may have been captured before the alarm, and then
+	// saved or abandoned in analysis (sites are pipelined).
+	assert.GreaterOrEqual(t, run.SitesDone, 2)
+	assert.LessOrEqual(t, run.SitesDone, 3)
 	assert.Equal(t, gpio.Low, lightLevel(g))
 	assert.False(t, run.PositionTrusted, "a hard-limit alarm loses the position")
 

@@ -68,7 +68,7 @@ const (
 	StepCapture              // before the capture
 	StepAnalyse              // before the analysis
 	StepSave                 // before saving the site
-	StepNextSite             // between sites, after a site is saved
+	StepNextSite             // after a site is saved (and its progress reported)
 	StepSafeStop             // at the start of the safe-stop sequence
 )
 
@@ -86,6 +86,11 @@ type Config struct {
 	ResetTimeout time.Duration
 	// CaptureTimeout bounds one capture beyond its exposure (default 2 s).
 	CaptureTimeout time.Duration
+	// Serial runs the sites strictly one after another instead of moving
+	// to the next site while the last is analysed and saved. It exists
+	// to measure what the pipeline gains and to rule it out when
+	// debugging; production runs leave it false.
+	Serial bool
 }
 
 // ErrLatched is returned by Run while the machine is Faulted or in EStop.
@@ -94,15 +99,21 @@ var ErrLatched = errors.New("inspection: machine latched")
 // Runner runs one recipe at a time and owns the machine state. Run blocks;
 // every other method is safe to call from any goroutine at any time.
 type Runner struct {
-	Stage    motion.Stage
-	Light    Light
-	Camera   camera.Camera
-	Store    *results.Store
-	Log      *logging.Log
-	Progress func(Progress) // optional; called from Run's goroutine
+	Stage  motion.Stage
+	Light  Light
+	Camera camera.Camera
+	Store  *results.Store
+	Log    *logging.Log
+	// Progress, if set, is called after every saved site, in site order,
+	// from the run's processing goroutine (never concurrently with
+	// itself); it must return quickly: it holds up the next analysis.
+	Progress func(Progress)
 	// OnStep, if set, is called at the start of every step of a run with
 	// the site index (-1 for the reference die). It is instrumentation for
-	// tests and tracing and must return quickly.
+	// tests and tracing and must return quickly. Sites are pipelined: the
+	// steps of acquisition (move, settle, light-on, capture) and those of
+	// processing (analyse, save, next-site) come from two goroutines and
+	// may interleave and run concurrently; within each, order is kept.
 	OnStep func(step Step, site int)
 	// EStopActive, if set, reports whether the e-stop input is still
 	// pressed; Reset refuses to clear an EStop latch while it is.

@@ -14,16 +14,20 @@ import (
 	"github.com/waferd/waferd/motion"
 )
 
-// work is one run in progress. It is used by Run's goroutine only.
+// work is one run in progress. Run's goroutine owns it; while the sites are
+// pipelined, the acquisition stage (expose, at) and the processing stage
+// (process: dets, defects, out) each own their fields, and Run reads out
+// only after both stages have ended.
 type work struct {
-	r      *Runner
-	rec    *recipe.Recipe
-	rcd    *results.Recorder
-	start  time.Time
-	out    Outcome
-	golden *camera.Frame
-	dets   []analysis.Defect
-	at     *motion.Point // last move target, nil before the first move
+	r       *Runner
+	rec     *recipe.Recipe
+	rcd     *results.Recorder
+	start   time.Time
+	out     Outcome
+	golden  *camera.Frame
+	dets    []analysis.Defect // reused by every site's analysis
+	defects []results.Defect  // reused by every site's record
+	at      *motion.Point     // last move target, nil before the first move
 }
 
 func (w *work) do(ctx context.Context) error {
@@ -46,16 +50,92 @@ func (w *work) do(ctx context.Context) error {
 	}
 	w.golden = golden
 
-	for _, s := range rec.Sites {
-		if err := w.site(ctx, s); err != nil {
-			return fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+	if r.Config.Serial {
+		for _, s := range rec.Sites {
+			f, err := w.expose(ctx, s)
+			if err != nil {
+				return fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+			}
+			if err := w.process(ctx, s, f); err != nil {
+				return fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+			}
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 		}
-		r.step(StepNextSite, s.Index)
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
+		return nil
 	}
-	return nil
+	return w.pipeline(ctx)
+}
+
+// captured is a site's frame on its way from acquisition to processing.
+type captured struct {
+	site  recipe.Site
+	frame *camera.Frame
+}
+
+// pipeline runs the sites in two stages: this goroutine moves, settles and
+// captures (the stage and light's critical path) while a second one analyses
+// and saves the previous site. One frame may wait between them, so the stage
+// is never held up by analysis unless analysing a site takes longer than
+// reaching and exposing the next.
+//
+// Both stages run under one context: a stop, or an error in either stage,
+// cancels both at once. A site whose analysis finished is always saved; a
+// captured frame not yet analysed is dropped (the site stays pending).
+func (w *work) pipeline(ctx context.Context) error {
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	frames := make(chan captured, 1)
+	var procErr error
+	procDone := make(chan struct{})
+	go func() {
+		defer close(procDone)
+		for c := range frames {
+			if procErr != nil {
+				c.frame.Release() // draining after a failure or stop
+				continue
+			}
+			if err := w.process(pctx, c.site, c.frame); err != nil {
+				procErr = fmt.Errorf("site %d die %v: %w", c.site.Index+1, c.site.Die, err)
+				cancel(procErr)
+			}
+		}
+	}()
+
+	var acqErr error
+	for _, s := range w.rec.Sites {
+		f, err := w.expose(pctx, s)
+		if err != nil {
+			acqErr = fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+			cancel(acqErr)
+			break
+		}
+		select {
+		case frames <- captured{s, f}:
+			continue
+		case <-pctx.Done():
+			f.Release()
+		}
+		break
+	}
+	close(frames)
+	<-procDone
+
+	// The stage that failed first is the cause; the other stage's error,
+	// if any, is its consequence.
+	switch first := context.Cause(pctx); {
+	case pctx.Err() == nil:
+		return nil
+	case first == acqErr || first == procErr:
+		return first
+	case acqErr != nil:
+		return acqErr // stopped from outside, seen by acquisition
+	case procErr != nil:
+		return procErr
+	default:
+		return first
+	}
 }
 
 // ensureHomed homes the stage unless its position is already trusted.
@@ -150,15 +230,15 @@ func (w *work) moveBudget(p motion.Point) time.Duration {
 	return 2*time.Duration(dist)*perMM + 5*time.Second
 }
 
-// site inspects one site and records it.
-func (w *work) site(ctx context.Context, s recipe.Site) error {
-	r := w.r
-	f, err := w.expose(ctx, s)
-	if err != nil {
-		return err
-	}
+// process analyses a captured frame of site s and records the site. It
+// takes ownership of f. A stop during the analysis abandons the site; a
+// site that was analysed is saved even if a stop arrives meanwhile (the save
+// is short and losing finished work is worse).
+func (w *work) process(ctx context.Context, s recipe.Site, f *camera.Frame) error {
 	defer f.Release()
+	r := w.r
 	r.step(StepAnalyse, s.Index)
+	var err error
 	w.dets, err = r.detector.Detect(ctx, f, w.golden, w.dets[:0])
 	if err != nil {
 		if ctx.Err() != nil {
@@ -167,18 +247,17 @@ func (w *work) site(ctx context.Context, s recipe.Site) error {
 		return err
 	}
 	info := r.Camera.Info()
-	defects := make([]results.Defect, len(w.dets))
-	for i, d := range w.dets {
+	defects := w.defects[:0]
+	for _, d := range w.dets {
 		at := info.ToMachine(s.At, d.X, d.Y)
-		defects[i] = results.Defect{
+		defects = append(defects, results.Defect{
 			XMM: at.X.Millimetres(), YMM: at.Y.Millimetres(),
 			Box:    [4]int{d.Box.Min.X, d.Box.Min.Y, d.Box.Max.X, d.Box.Max.Y},
 			AreaPx: d.Area, AreaUM2: float64(d.Area) * info.PixelSize * info.PixelSize,
 			Peak: d.Peak,
-		}
+		})
 	}
-	// A site that was analysed is saved even if a stop arrives now: the
-	// save is short and losing finished work is worse.
+	w.defects = defects
 	r.step(StepSave, s.Index)
 	if err := w.rcd.SaveSite(s.Index, defects, f.Gray()); err != nil {
 		return err
@@ -190,6 +269,7 @@ func (w *work) site(ctx context.Context, s recipe.Site) error {
 		eta := el / time.Duration(w.out.Done) * time.Duration(w.out.Total-w.out.Done)
 		r.Progress(Progress{RunID: w.out.RunID, Done: w.out.Done, Total: w.out.Total, Defects: w.out.Defects, Site: s, Elapsed: el, ETA: eta})
 	}
+	r.step(StepNextSite, s.Index)
 	return nil
 }
 
