@@ -3,9 +3,11 @@ package inspection_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,4 +241,44 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 	out, err = g.runner.Run(context.Background(), g.rec)
 	require.NoError(t, err)
 	assert.Equal(t, inspection.Completed, out.State, "after reset the next run homes and completes: %v", out.Err)
+}
+
+// TestSitesArePipelined holds up the processing of the first site until the
+// stage has started moving to the second: that happens only if acquisition
+// runs ahead of analysis and saving. With Config.Serial it must not.
+func TestSitesArePipelined(t *testing.T) {
+	for _, serial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
+			g := newRig(t, testRecipe)
+			g.runner.Config.Serial = serial
+			second := g.rec.Sites[1].Index
+			moving := make(chan struct{})
+			var once sync.Once
+			g.runner.OnStep = func(s inspection.Step, site int) {
+				if s == inspection.StepMove && site == second {
+					once.Do(func() { close(moving) })
+				}
+			}
+			overlapped := false
+			g.runner.Progress = func(p inspection.Progress) {
+				if p.Done != 1 {
+					return
+				}
+				wait := 5 * time.Second
+				if serial {
+					wait = 200 * time.Millisecond // nothing can come
+				}
+				select {
+				case <-moving:
+					overlapped = true
+				case <-time.After(wait):
+				}
+			}
+			out, err := g.runner.Run(context.Background(), g.rec)
+			require.NoError(t, err)
+			require.Equal(t, inspection.Completed, out.State, "%s %v", out.Reason, out.Err)
+			assert.Equal(t, !serial, overlapped, "stage moving to site 2 while site 1 is still being processed")
+			assert.Equal(t, len(g.rec.Sites), out.Done)
+		})
+	}
 }

@@ -25,10 +25,10 @@ type grayPNG struct{ pool sync.Pool }
 
 // pngState is one encoder's reusable memory.
 type pngState struct {
-	zw    *zlib.Writer
-	idat  idatWriter
-	row   []byte // filter byte + filtered row
-	ihdr  [13]byte
+	zw   *zlib.Writer
+	idat idatWriter
+	row  []byte // filter byte + filtered row
+	ihdr [13]byte
 }
 
 // idatWriter collects the zlib stream into IDAT chunks of up to len(buf)
