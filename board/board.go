@@ -1,17 +1,22 @@
 // Package board opens the devices a machine is built from and hands out the
 // interfaces the workflow consumes. It is, with cmd, the only place that
 // knows which implementation is behind each device: real hardware named in
-// the configuration, or the simulated board.
+// the configuration, or the simulated board, as a whole (OpenSim) or per
+// device (a device named "sim" in the configuration, see Open).
 package board
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 
 	"go.bug.st/serial"
 	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
+	"periph.io/x/conn/v3/physic"
 
 	"github.com/waferd/waferd/camera"
 	"github.com/waferd/waferd/camera/v4l2"
@@ -34,12 +39,19 @@ type Board struct {
 	Button, EStop gpio.PinIn
 	// Limits are what recipes are validated against.
 	Limits recipe.Limits
-	// Sim is the simulated board behind the devices, nil on real hardware.
+	// Sim is the simulated board behind the simulated devices, nil when
+	// every device is real. On a mixed board (per-device sim) only the
+	// fields of its simulated devices are set.
 	Sim *sim.Board
+	// Simulated names the simulated devices in the order of opening
+	// ("light", "light dimmer", "stop button", "e-stop", "stage",
+	// "camera"); empty when every device is real.
+	Simulated []string
 
+	devices   []string // descriptions, for String
 	closeOnce sync.Once
 	closeErr  error
-	closers   []func() error // in reverse order of opening
+	closers   []func() error // in the order of opening; Close runs them in reverse
 }
 
 // StageConfig names the stage's serial line.
@@ -89,56 +101,170 @@ func OpenSim(ctx context.Context, cfg SimConfig) (*Board, error) {
 	if b.Light, err = illumination.New(illumination.Config{Enable: sb.LightPin}); err != nil {
 		return nil, errors.Join(err, b.Close())
 	}
-	b.closers = append(b.closers, b.Light.Off)
 	b.Button, b.EStop = sb.ButtonPin, sb.EStopPin
+	b.simulated("light", "")
+	b.simulated("stop button", "")
+	b.simulated("e-stop", "")
+	b.simulated("stage", "GRBL emulator on "+sb.PTY)
+	info := sb.Camera.Info()
+	b.simulated("camera", fmt.Sprintf("synthetic, %dx%d at %g µm", info.Width, info.Height, info.PixelSize))
 	return b, nil
 }
 
-// Open opens the real devices the configuration names: the stage's serial
-// port (GRBL), the light's GPIO lines, the stop inputs and the V4L2 camera
-// ([camera] device, streaming from here on). Every failure names the device,
-// what was expected and what was found.
-func Open(ctx context.Context, cfg *config.Config) (*Board, error) {
+// Option adjusts where Open looks for devices; tests use them.
+type Option func(*options)
+
+type options struct {
+	pwmRoot string
+	simLogf func(format string, args ...any)
+}
+
+// WithSysfsPWMRoot makes Open look for light.pwm_chip under root instead of
+// /sys/class/pwm.
+func WithSysfsPWMRoot(root string) Option { return func(o *options) { o.pwmRoot = root } }
+
+// WithSimLog sends the debug log of a simulated stage's GRBL emulator to
+// logf.
+func WithSimLog(logf func(format string, args ...any)) Option {
+	return func(o *options) { o.simLogf = logf }
+}
+
+// Open opens the devices the configuration names: the light's GPIO lines
+// and its sysfs PWM channel (light.pwm_chip), the stop inputs, the stage's
+// serial port (GRBL) and the V4L2 camera ([camera] device, streaming from
+// here on), in that order. Every failure names the device, what was
+// expected and what was found. It blocks until the stage has connected or
+// ctx ends. Close releases everything it opened.
+//
+// A device named config.SimDevice ("sim": stage.port, light.chip,
+// light.pwm_chip, camera.device, button.chip, estop.chip) is served by the
+// simulated board instead, the others staying real (machine bring-up). The
+// simulated stage still goes through the GRBL driver, on the emulator's
+// pty, with the travel of [stage]; the synthetic camera has the size and
+// pixel_um (whole micrometres) of [camera], looks at the real stage's last
+// reported position when the stage is real, and sees the light on when the
+// real light is commanded on. A simulated light ignores active_low and
+// sense_line; simulated inputs read as wired (active_low) and ignore pull.
+// Board.Simulated and String say which devices are simulated.
+func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	b := &Board{}
 	fail := func(err error) (*Board, error) { return nil, errors.Join(err, b.Close()) }
-	en, err := OpenLine("light enable", cfg.Light.Chip, cfg.Light.Line)
+	sb, err := openSimParts(cfg, b, o)
 	if err != nil {
 		return fail(err)
 	}
-	lc := illumination.Config{Enable: en, ActiveLow: cfg.Light.ActiveLow, SenseActiveLow: cfg.Light.SenseActiveLow}
-	if cfg.Light.SenseLine != "" {
-		if lc.Sense, err = OpenLine("light sense", cfg.Light.Chip, cfg.Light.SenseLine); err != nil {
+	if sb != nil {
+		b.Sim = sb
+		b.closers = append(b.closers, sb.Close)
+	}
+
+	var lc illumination.Config
+	if cfg.Light.Chip == config.SimDevice {
+		lc.Enable = sb.LightPin
+		var unused []string
+		if cfg.Light.ActiveLow {
+			unused = append(unused, "active_low")
+		}
+		if cfg.Light.SenseLine != "" {
+			unused = append(unused, "sense_line")
+		}
+		detail := ""
+		if len(unused) > 0 {
+			detail = strings.Join(unused, " and ") + " not used"
+		}
+		b.simulated("light", detail)
+	} else {
+		en, err := OpenLine("light enable", cfg.Light.Chip, cfg.Light.Line)
+		if err != nil {
 			return fail(err)
 		}
+		lc = illumination.Config{Enable: en, ActiveLow: cfg.Light.ActiveLow, SenseActiveLow: cfg.Light.SenseActiveLow}
+		desc := "light " + cfg.Light.Chip + "/" + cfg.Light.Line
+		if cfg.Light.SenseLine != "" {
+			if lc.Sense, err = OpenLine("light sense", cfg.Light.Chip, cfg.Light.SenseLine); err != nil {
+				return fail(err)
+			}
+			desc += ", sense " + cfg.Light.SenseLine
+		}
+		b.devices = append(b.devices, desc)
 	}
-	if cfg.Light.PWMChip != "" {
-		return fail(fmt.Errorf("board: light dimming through %s: sysfs PWM is not in this build yet; leave light.pwm_chip empty", cfg.Light.PWMChip))
+	switch cfg.Light.PWMChip {
+	case "":
+	case config.SimDevice:
+		lc.Dimmer = sb.DimmerPin
+		b.simulated("light dimmer", fmt.Sprintf("%d Hz", cfg.Light.PWMFreqHz))
+	default:
+		pwm, err := illumination.OpenSysfsPWM(ctx, illumination.SysfsPWMConfig{
+			Root: o.pwmRoot, Chip: cfg.Light.PWMChip, Channel: cfg.Light.PWMChannel,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("board: light dimmer (light.pwm_chip, light.pwm_channel): %w", err))
+		}
+		b.closers = append(b.closers, pwm.Close)
+		lc.Dimmer = pwm
+		b.devices = append(b.devices, fmt.Sprintf("light dimmer %s at %d Hz", pwm, cfg.Light.PWMFreqHz))
+	}
+	if lc.Dimmer != nil {
+		lc.DimmerFreq = physic.Frequency(cfg.Light.PWMFreqHz) * physic.Hertz
 	}
 	if b.Light, err = illumination.New(lc); err != nil {
 		return fail(err)
 	}
-	b.closers = append(b.closers, b.Light.Off)
-	if cfg.Button.Line != "" {
-		if b.Button, err = OpenLine("stop button", cfg.Button.Chip, cfg.Button.Line); err != nil {
-			return fail(err)
+
+	for _, in := range []struct {
+		what string
+		cfg  config.Input
+		pin  *gpio.PinIn
+		sim  *gpiotest.Pin
+	}{{"stop button", cfg.Button, &b.Button, simPin(sb, true)}, {"e-stop", cfg.EStop, &b.EStop, simPin(sb, false)}} {
+		switch {
+		case in.cfg.Line == "":
+			b.devices = append(b.devices, in.what+" not fitted")
+		case in.cfg.Chip == config.SimDevice:
+			*in.pin = simInput{Pin: in.sim, activeLow: in.cfg.ActiveLow}
+			b.simulated(in.what, "")
+		default:
+			if *in.pin, err = OpenLine(in.what, in.cfg.Chip, in.cfg.Line); err != nil {
+				return fail(err)
+			}
+			b.devices = append(b.devices, in.what+" "+in.cfg.Chip+"/"+in.cfg.Line)
 		}
 	}
-	if cfg.EStop.Line != "" {
-		if b.EStop, err = OpenLine("e-stop", cfg.EStop.Chip, cfg.EStop.Line); err != nil {
-			return fail(err)
-		}
+
+	port := cfg.Stage.Port
+	if port == config.SimDevice {
+		port = sb.PTY
 	}
-	b.Stage, err = OpenStage(ctx, StageConfig{Port: cfg.Stage.Port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage)})
+	b.Stage, err = OpenStage(ctx, StageConfig{Port: port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage)})
 	if err != nil {
 		return fail(err)
 	}
 	b.closers = append(b.closers, b.Stage.Close)
-	cam, err := OpenCamera(cfg.Camera)
-	if err != nil {
-		return fail(err)
+	if cfg.Stage.Port == config.SimDevice {
+		b.simulated("stage", "GRBL emulator on "+sb.PTY)
+	} else {
+		b.devices = append(b.devices, "stage "+port)
+	}
+
+	var cam camera.Camera
+	if cfg.Camera.Device == config.SimDevice {
+		cam = sb.Camera // closed with sb
+		info := cam.Info()
+		b.simulated("camera", fmt.Sprintf("synthetic, %dx%d at %g µm", info.Width, info.Height, info.PixelSize))
+	} else {
+		vc, err := OpenCamera(cfg.Camera)
+		if err != nil {
+			return fail(err)
+		}
+		b.closers = append(b.closers, vc.Close)
+		cam = vc
+		b.devices = append(b.devices, "camera "+cfg.Camera.Device)
 	}
 	b.Camera = cam
-	b.closers = append(b.closers, cam.Close)
 	info := cam.Info()
 	b.Limits = recipe.Limits{
 		Travel: cfg.Stage.Travel(),
@@ -150,6 +276,85 @@ func Open(ctx context.Context, cfg *config.Config) (*Board, error) {
 	}
 	return b, nil
 }
+
+// openSimParts starts the simulated devices cfg names "sim", or returns nil
+// if there are none. The synthetic camera looks at b's real stage and light
+// when those are real.
+func openSimParts(cfg *config.Config, b *Board, o options) (*sim.Board, error) {
+	simulated := func(dev string) bool { return dev == config.SimDevice }
+	parts := sim.Parts{
+		Stage:  simulated(cfg.Stage.Port),
+		Light:  simulated(cfg.Light.Chip),
+		Dimmer: simulated(cfg.Light.PWMChip),
+		Camera: simulated(cfg.Camera.Device),
+		Inputs: simulated(cfg.Button.Chip) && cfg.Button.Line != "" || simulated(cfg.EStop.Chip) && cfg.EStop.Line != "",
+	}
+	if !parts.Any() {
+		return nil, nil
+	}
+	sc := sim.Config{
+		TimeScale:  cfg.Sim.TimeScale,
+		FrameWidth: cfg.Camera.Width, FrameHeight: cfg.Camera.Height,
+		PixelSize: max(motion.Distance(math.Round(cfg.Camera.PixelUM)), motion.Micrometre),
+		Travel:    cfg.Stage.Travel(),
+		Logf:      o.simLogf,
+	}
+	if !parts.Stage {
+		// The real stage's last reported machine position.
+		sc.Position = func() motion.Point {
+			if b.Stage == nil {
+				return motion.Point{}
+			}
+			st, _ := b.Stage.LastStatus()
+			return motion.Point{X: st.MPos[0], Y: st.MPos[1]}
+		}
+	}
+	if !parts.Light {
+		sc.Lit = func() bool { return b.Light != nil && b.Light.IsOn() }
+	}
+	sb, err := sim.NewPartial(sc, parts)
+	if err != nil {
+		return nil, fmt.Errorf("board: simulated devices: %w", err)
+	}
+	return sb, nil
+}
+
+func simPin(sb *sim.Board, button bool) *gpiotest.Pin {
+	switch {
+	case sb == nil:
+		return nil
+	case button:
+		return sb.ButtonPin
+	}
+	return sb.EStopPin
+}
+
+// simInput is a simulated stop input seen through the configured wiring:
+// the simulator's pin is high while the input is active (pressed, engaged;
+// see sim.Press), and the line then reads its active level. The pull is not
+// applied: the simulated switch drives the line.
+type simInput struct {
+	*gpiotest.Pin
+	activeLow bool
+}
+
+func (p simInput) In(_ gpio.Pull, edge gpio.Edge) error { return p.Pin.In(gpio.PullNoChange, edge) }
+
+func (p simInput) Read() gpio.Level { return p.Pin.Read() != gpio.Level(p.activeLow) }
+
+// simulated records a simulated device.
+func (b *Board) simulated(what, detail string) {
+	b.Simulated = append(b.Simulated, what)
+	if detail != "" {
+		detail = " (" + detail + ")"
+	}
+	b.devices = append(b.devices, what+" simulated"+detail)
+}
+
+// String describes the board's devices, naming the simulated ones, e.g.
+// "light gpiochip0/GPIO17; stop button not fitted; e-stop not fitted;
+// stage simulated (GRBL emulator on /dev/pts/3); camera /dev/video0".
+func (b *Board) String() string { return strings.Join(b.devices, "; ") }
 
 // OpenCamera opens the V4L2 camera of the [camera] section: GREY or YUYV
 // frames (reduced to 8-bit grey) at the configured size or the nearest the
@@ -177,12 +382,15 @@ func GRBLConfig(s config.Stage) grbl.Config {
 	}
 }
 
-// Close switches the light off and closes the stage link, the camera and
-// (on the simulated board) the simulator, in that order. It does not move the
-// stage. Safe to call more than once.
+// Close switches the light off, then closes what it opened in the reverse
+// order: the camera, the stage link, the light's PWM channel, the simulated
+// devices. It does not move the stage. Safe to call more than once.
 func (b *Board) Close() error {
 	b.closeOnce.Do(func() {
 		var errs []error
+		if b.Light != nil {
+			errs = append(errs, b.Light.Off())
+		}
 		for i := len(b.closers) - 1; i >= 0; i-- {
 			errs = append(errs, b.closers[i]())
 		}

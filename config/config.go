@@ -16,6 +16,12 @@ import (
 	"github.com/waferd/waferd/motion"
 )
 
+// SimDevice, as a device's port, chip or path (stage.port, light.chip,
+// light.pwm_chip, camera.device, button.chip, estop.chip), puts the
+// simulated device in place of the real one while the others stay real:
+// machine bring-up with, say, a real stage and a simulated camera.
+const SimDevice = "sim"
+
 // Config is the whole daemon configuration. Field comments give the units;
 // systemd/waferd.toml documents every key.
 type Config struct {
@@ -204,8 +210,8 @@ func (c *Config) Validate() error {
 	positive("runner.hold_timeout_ms", c.Runner.HoldTimeoutMS)
 	positive("runner.reset_timeout_ms", c.Runner.ResetTimeoutMS)
 	positive("runner.capture_timeout_ms", c.Runner.CaptureTimeoutMS)
-	if !c.Sim.Enabled && c.Light.Line == "" {
-		bad("light.line", "no enable line given for the light")
+	if !c.Sim.Enabled && c.Light.Line == "" && c.Light.Chip != SimDevice {
+		bad("light.line", `no enable line given for the light (or set chip = "sim")`)
 	}
 	if c.Light.PWMChip != "" && c.Light.PWMFreqHz <= 0 {
 		bad("light.pwm_freq_hz", "must be > 0 (got %d)", c.Light.PWMFreqHz)
@@ -249,6 +255,12 @@ func (c *Config) Validate() error {
 		if w.TempLimitC <= 0 || w.TempLimitC > 150 {
 			bad("watchdog.temp_limit_c", "must be in (0, 150] °C (got %g)", w.TempLimitC)
 		}
+	}
+	switch hw := w.HardwareDevice; {
+	case hw == SimDevice:
+		bad("watchdog.hardware_device", `there is no simulated hardware watchdog: leave it empty ("") for none`)
+	case hw != "" && !filepath.IsAbs(hw):
+		bad("watchdog.hardware_device", "must be an absolute device path such as /dev/watchdog0 (got %q)", hw)
 	}
 	if w.HardwareTimeoutS < 0 {
 		bad("watchdog.hardware_timeout_s", "must be ≥ 0 s (got %d)", w.HardwareTimeoutS)

@@ -83,3 +83,37 @@ func TestTravel(t *testing.T) {
 	_, err = Parse("t.toml", []byte("[sim]\nenabled = true\n[stage]\ntravel_max_mm = [0.0, 100.0]\n"))
 	assert.ErrorContains(t, err, "t.toml:4: stage.travel_max_mm: X: maximum 0 mm must exceed the minimum 0 mm")
 }
+
+func TestPerDeviceSim(t *testing.T) {
+	doc := `[stage]
+port = "sim"
+[light]
+chip = "sim"
+pwm_chip = "pwmchip0"
+pwm_channel = 1
+pwm_freq_hz = 1000
+[camera]
+device = "sim"
+[button]
+chip = "sim"
+line = "button"
+`
+	c, err := Parse("s.toml", []byte(doc))
+	require.NoError(t, err, "a simulated light needs no line")
+	assert.False(t, c.Sim.Enabled)
+	assert.Equal(t, SimDevice, c.Stage.Port)
+	assert.Equal(t, SimDevice, c.Light.Chip)
+	assert.Equal(t, Light{Chip: SimDevice, PWMChip: "pwmchip0", PWMChannel: 1, PWMFreqHz: 1000}, c.Light)
+	assert.Equal(t, SimDevice, c.Camera.Device)
+
+	for doc, want := range map[string]string{
+		"[stage]\nport = \"sim\"\n[light]\nchip = \"gpiochip0\"\n":              `s.toml: light.line: no enable line given for the light (or set chip = "sim")`,
+		"[sim]\nenabled = true\n[watchdog]\nhardware_device = \"sim\"\n":        `s.toml:4: watchdog.hardware_device: there is no simulated hardware watchdog: leave it empty ("") for none`,
+		"[sim]\nenabled = true\n[watchdog]\nhardware_device = \"watchdog0\"\n":  `s.toml:4: watchdog.hardware_device: must be an absolute device path such as /dev/watchdog0 (got "watchdog0")`,
+		"[sim]\nenabled = true\n[light]\npwm_chip = \"sim\"\npwm_freq_hz = 0\n": "s.toml:5: light.pwm_freq_hz: must be > 0 (got 0)",
+	} {
+		_, err := Parse("s.toml", []byte(doc))
+		require.Error(t, err, doc)
+		assert.Contains(t, err.Error(), want, doc)
+	}
+}

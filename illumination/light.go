@@ -1,7 +1,7 @@
 // Package illumination drives the inspection light: an enable line on a
-// periph gpio.PinOut, an optional intensity (PWM) output and an optional
-// sense input that confirms the light really is on or off. Its safe state is
-// off.
+// periph gpio.PinOut, an optional intensity (PWM) output (a periph pin with
+// PWM, or a sysfs PWM channel: SysfsPWM) and an optional sense input that
+// confirms the light really is on or off. Its safe state is off.
 package illumination
 
 import (
@@ -23,7 +23,7 @@ type Config struct {
 	// Dimmer, if set, sets the intensity by PWM duty cycle at DimmerFreq
 	// (default 20 kHz). Without it the light is on/off only and any level
 	// > 0 means fully on.
-	Dimmer     gpio.PinOut
+	Dimmer     Dimmer
 	DimmerFreq physic.Frequency
 	// Sense, if set, reads back whether light is present (High = lit,
 	// unless SenseActiveLow). Never the Enable line itself: reading an
@@ -32,8 +32,21 @@ type Config struct {
 	SenseActiveLow bool
 }
 
+// Dimmer is a PWM output that sets the light's intensity. Every
+// gpio.PinOut is one (if its driver implements PWM); so is SysfsPWM.
+type Dimmer interface {
+	// PWM outputs duty (0 to gpio.DutyMax) at frequency f.
+	PWM(duty gpio.Duty, f physic.Frequency) error
+	// Out(gpio.Low) holds the output low (duty 0): the dimmer's off.
+	Out(l gpio.Level) error
+	// String names the output in errors.
+	String() string
+}
+
+var _ Dimmer = gpio.PinOut(nil)
+
 // Light is the inspection light. Methods are safe for concurrent use; none
-// blocks beyond a GPIO write.
+// blocks beyond a GPIO or sysfs write.
 type Light struct {
 	cfg Config
 

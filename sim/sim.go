@@ -6,6 +6,10 @@
 // The simulated devices are separate implementations of the hardware, not
 // flags inside the drivers: the production GRBL driver opens the emulator's
 // pty through go.bug.st/serial exactly as it would open /dev/ttyUSB0.
+//
+// A partial board (NewPartial) simulates only some devices, for a machine
+// being brought up with the others real: the synthetic camera then looks
+// at the real stage's position and is lit by the real light.
 package sim
 
 import (
@@ -41,10 +45,23 @@ type Config struct {
 	// (default 512×512 at 20 µm per pixel: a 10.24 mm field of view).
 	// Tests use smaller frames to run faster.
 	FrameWidth, FrameHeight int
+	// PixelSize is the synthetic camera's pixel on the wafer; zero:
+	// PixelSize (20 µm).
+	PixelSize motion.Distance
+	// Travel is the emulated stage's reachable area (its soft limits);
+	// zero: Travel.
+	Travel motion.Rect
 	// Scene is what lies on the stage (see SceneFor); zero: DefaultScene.
 	Scene Scene
 	// Logf receives the emulator's debug log (optional).
 	Logf func(format string, args ...any)
+	// Position and Lit, if set, are what the synthetic camera sees instead
+	// of the emulator's true position and the light pin: on a partial board
+	// without the simulated stage or light, the real stage's position and
+	// the real light's state. They are called at the start of every
+	// exposure, from the capturing goroutine.
+	Position func() motion.Point
+	Lit      func() bool
 }
 
 // Scene is the wafer the synthetic camera sees.
@@ -71,15 +88,29 @@ func (c Config) frame() (w, h int) {
 	return w, h
 }
 
+func (c Config) pixelSize() motion.Distance {
+	if c.PixelSize <= 0 {
+		return PixelSize
+	}
+	return c.PixelSize
+}
+
+func (c Config) travel() motion.Rect {
+	if c.Travel == (motion.Rect{}) {
+		return Travel
+	}
+	return c.Travel
+}
+
 // FOV is the simulated camera's field of view on the wafer.
 func (c Config) FOV() motion.Point {
 	w, h := c.frame()
-	return motion.Point{X: motion.Distance(w) * PixelSize, Y: motion.Distance(h) * PixelSize}
+	return motion.Point{X: motion.Distance(w) * c.pixelSize(), Y: motion.Distance(h) * c.pixelSize()}
 }
 
 // Limits are the simulated machine's limits for recipe validation.
 func (c Config) Limits() recipe.Limits {
-	return recipe.Limits{Travel: Travel, FOV: c.FOV(), MaxFeed: 6000}
+	return recipe.Limits{Travel: c.travel(), FOV: c.FOV(), MaxFeed: 6000}
 }
 
 // SceneFor seeds the defects of rec deterministically from its [sim]
@@ -102,11 +133,15 @@ func SceneFor(rec *recipe.Recipe, fov motion.Point) Scene {
 
 // Board is a running simulated board. Its fields are the simulated devices;
 // a driver-level view (the real GRBL driver on the pty) is built by package
-// board.
+// board. On a partial board the fields of the devices it does not simulate
+// are nil (PTY empty).
 type Board struct {
 	Emulator *grblsim.Emulator
 	PTY      string        // slave path of the stage's serial line
 	LightPin *gpiotest.Pin // the light's enable line
+	// DimmerPin is the light's intensity (PWM) output; it records the duty
+	// cycle and frequency (D, F). The synthetic camera does not dim.
+	DimmerPin *gpiotest.Pin
 	// ButtonPin and EStopPin are the stop button and e-stop sense inputs
 	// (released: low). Tests press them by sending levels on EdgesChan
 	// (see Press).
@@ -115,6 +150,21 @@ type Board struct {
 
 	cfg Config
 }
+
+// Parts selects the devices of a partial board.
+type Parts struct {
+	Stage  bool // Emulator serving PTY
+	Light  bool // LightPin
+	Dimmer bool // DimmerPin
+	Camera bool // Camera
+	Inputs bool // ButtonPin and EStopPin
+}
+
+// AllParts is every simulated device: the board New starts.
+var AllParts = Parts{Stage: true, Light: true, Dimmer: true, Camera: true, Inputs: true}
+
+// Any reports whether p selects any device.
+func (p Parts) Any() bool { return p != Parts{} }
 
 // Press drives an input pin to level l and delivers the edge, as a real
 // line would (gpiotest.Pin updates L when WaitForEdge consumes the edge,
@@ -134,40 +184,70 @@ func Press(p *gpiotest.Pin, l gpio.Level) bool {
 }
 
 // New starts a simulated board: the emulator serves its pty at once.
-func New(cfg Config) (*Board, error) {
+func New(cfg Config) (*Board, error) { return NewPartial(cfg, AllParts) }
+
+// NewPartial starts the simulated devices parts selects. A camera without
+// the simulated stage needs cfg.Position, and without the simulated light
+// cfg.Lit.
+func NewPartial(cfg Config, parts Parts) (*Board, error) {
 	if cfg.TimeScale == 0 {
 		cfg.TimeScale = 1
 	}
-	emu := grblsim.New(grblsim.Config{
-		Travel:         Travel,
-		TimeScale:      cfg.TimeScale,
-		HomingRequired: true,
-		Logf:           cfg.Logf,
-	})
-	path, err := emu.OpenPTY()
-	if err != nil {
-		return nil, fmt.Errorf("sim: stage emulator: %w", err)
+	b := &Board{cfg: cfg}
+	if parts.Light {
+		b.LightPin = &gpiotest.Pin{N: "SIM_LIGHT", Num: 1}
 	}
-	b := &Board{cfg: cfg, Emulator: emu, PTY: path, LightPin: &gpiotest.Pin{N: "SIM_LIGHT", Num: 1},
-		ButtonPin: &gpiotest.Pin{N: "SIM_STOP_BUTTON", Num: 2, EdgesChan: make(chan gpio.Level, 16)},
-		EStopPin:  &gpiotest.Pin{N: "SIM_ESTOP", Num: 3, EdgesChan: make(chan gpio.Level, 16)},
+	if parts.Dimmer {
+		b.DimmerPin = &gpiotest.Pin{N: "SIM_LIGHT_PWM", Num: 4}
 	}
-	sc := cfg.Scene
-	if sc.WaferDiameter == 0 {
-		sc = DefaultScene()
+	if parts.Inputs {
+		b.ButtonPin = &gpiotest.Pin{N: "SIM_STOP_BUTTON", Num: 2, EdgesChan: make(chan gpio.Level, 16)}
+		b.EStopPin = &gpiotest.Pin{N: "SIM_ESTOP", Num: 3, EdgesChan: make(chan gpio.Level, 16)}
 	}
-	w, h := cfg.frame()
-	cam, err := simcam.New(simcam.Config{
-		Width: w, Height: h, PixelSize: PixelSize,
-		WaferCenter: sc.WaferCenter, WaferDiameter: sc.WaferDiameter, DiePitch: sc.DiePitch,
-		Defects: sc.Defects, Seed: sc.Seed,
-		Position: emu.Position,
-		Lit:      b.lit,
-	})
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("sim: camera: %w", err), emu.Close())
+	position, lit := cfg.Position, cfg.Lit
+	if lit == nil && b.LightPin != nil {
+		lit = b.lit
 	}
-	b.Camera = cam
+	if parts.Camera && lit == nil {
+		return nil, errors.New("sim: camera: no simulated light and no Lit given")
+	}
+	if parts.Camera && position == nil && !parts.Stage {
+		return nil, errors.New("sim: camera: no simulated stage and no Position given")
+	}
+	if parts.Stage {
+		b.Emulator = grblsim.New(grblsim.Config{
+			Travel:         cfg.travel(),
+			TimeScale:      cfg.TimeScale,
+			HomingRequired: true,
+			Logf:           cfg.Logf,
+		})
+		path, err := b.Emulator.OpenPTY()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("sim: stage emulator: %w", err), b.Emulator.Close())
+		}
+		b.PTY = path
+		if position == nil {
+			position = b.Emulator.Position
+		}
+	}
+	if parts.Camera {
+		sc := cfg.Scene
+		if sc.WaferDiameter == 0 {
+			sc = DefaultScene()
+		}
+		w, h := cfg.frame()
+		cam, err := simcam.New(simcam.Config{
+			Width: w, Height: h, PixelSize: cfg.pixelSize(),
+			WaferCenter: sc.WaferCenter, WaferDiameter: sc.WaferDiameter, DiePitch: sc.DiePitch,
+			Defects: sc.Defects, Seed: sc.Seed,
+			Position: position,
+			Lit:      lit,
+		})
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("sim: camera: %w", err), b.Close())
+		}
+		b.Camera = cam
+	}
 	return b, nil
 }
 
@@ -181,12 +261,23 @@ func (b *Board) lit() bool {
 var _ camera.Camera = (*simcam.Camera)(nil)
 
 // SetRecipe puts the wafer of rec under the camera, with the defects its
-// [sim] section seeds.
+// [sim] section seeds. Without the simulated camera it does nothing.
 func (b *Board) SetRecipe(rec *recipe.Recipe) error {
+	if b.Camera == nil {
+		return nil
+	}
 	return b.Camera.SetScene(SceneFor(rec, b.cfg.FOV()))
 }
 
-// Close stops the emulator and the camera. Idempotent.
+// Close stops the emulator and the camera (those the board has).
+// Idempotent.
 func (b *Board) Close() error {
-	return errors.Join(b.Camera.Close(), b.Emulator.Close())
+	var errs []error
+	if b.Camera != nil {
+		errs = append(errs, b.Camera.Close())
+	}
+	if b.Emulator != nil {
+		errs = append(errs, b.Emulator.Close())
+	}
+	return errors.Join(errs...)
 }

@@ -154,3 +154,48 @@ func TestServeConsoleFlags(t *testing.T) {
 	assert.Equal(t, exitUsage, run([]string{"serve", "--sim", "--console", "ttyS0"}, &out, &errb))
 	assert.Contains(t, errb.String(), `--console "ttyS0": want stdio, pty or a serial device path`)
 }
+
+// TestServePerDeviceSim is machine bring-up with every device named "sim"
+// in an ordinary configuration (no [sim] section): board.Open serves each
+// from the simulated board, the log says so, and the console drives them.
+func TestServePerDeviceSim(t *testing.T) {
+	data := t.TempDir()
+	p := filepath.Join(t.TempDir(), "waferd.toml")
+	doc := `[stage]
+port = "sim"
+[light]
+chip = "sim"
+[camera]
+device = "sim"
+width = 256
+height = 256
+[data]
+dir = "` + data + `"
+`
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o644))
+	cmd := exec.Command(waferdBin, "serve", "--config", p, "--console", "stdio")
+	cmd.Stdin = strings.NewReader("status\nhome\nmove 20 30\nlight on\nlight off\ncapture bringup\n")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "stderr:\n%s", &stderr)
+	case <-time.After(90 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("serve did not exit at the end of input; stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"homed: stage Idle at X 0.000 Y 0.000 mm\n",
+		"moved: stage Idle at X 20.000 Y 30.000 mm\n",
+		"light on", "light off\n",
+		"captured " + filepath.Join(data, "captures", "bringup.png"),
+	} {
+		assert.Contains(t, out, want, "stdout:\n%s\nstderr:\n%s", out, &stderr)
+	}
+	assert.Contains(t, stderr.String(), "simulated devices: light, stage, camera")
+	assert.FileExists(t, filepath.Join(data, "captures", "bringup.png"))
+}

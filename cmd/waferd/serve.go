@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -169,7 +170,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			GRBL: board.GRBLConfig(cfg.Stage),
 		})
 	} else {
-		b, err = board.Open(openCtx, cfg)
+		b, err = board.Open(openCtx, cfg, board.WithSimLog(logs.For("grblsim").Debugf))
 	}
 	openCancel()
 	if err != nil {
@@ -187,11 +188,21 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			log.Errorf("closing the board: %v", err)
 		}
 	}()
+	if !cfg.Sim.Enabled {
+		log.Infof("board: %v", b)
+		if len(b.Simulated) > 0 {
+			log.Warnf("board: simulated devices: %s", strings.Join(b.Simulated, ", "))
+		}
+	}
 	devs := daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits, Button: b.Button, EStop: b.EStop}
 	var builtin iofs.FS
-	if b.Sim != nil {
+	if b.Sim != nil && b.Sim.Camera != nil {
+		// The synthetic camera shows the wafer of the recipe being run.
 		devs.SetRecipe = b.Sim.SetRecipe
-		// The shipped examples, when the recipe directory does not exist.
+	}
+	if b.Sim != nil && b.Sim.Camera != nil && b.Sim.Emulator != nil {
+		// The shipped examples, when the recipe directory does not exist:
+		// they are written for the simulated stage and camera.
 		builtin, _ = iofs.Sub(examples.Recipes, examples.RecipeDir)
 	}
 	d, err = daemon.New(daemon.Options{
