@@ -204,18 +204,26 @@ func (r *Runner) Stop(reason stop.Reason, detail string) {
 	log := r.log()
 	cause := stop.New(reason, detail)
 	r.mu.Lock()
+	if (r.state == Running || r.state == Stopping) && r.reason == stop.None && reason > stop.None {
+		r.reason = reason
+		// Cancel first: the abort hooks (the light off, the stage's feed
+		// hold) start here. Then the feed hold goes on the wire from this
+		// goroutine, without waiting for a hook's goroutine to be
+		// scheduled; the log line, a write to the journal, can wait.
+		r.cancel(cause)
+		r.mu.Unlock()
+		if qh, ok := r.Stage.(motion.QuickHolder); ok {
+			qh.TryFeedHold()
+		}
+		log.Warnf("stop requested: %v", cause)
+		return
+	}
 	defer r.mu.Unlock()
 	switch r.state {
 	case Running, Stopping:
 		switch {
 		case reason <= r.reason:
 			log.Noticef("stop %v ignored: already stopping (%v)", cause, r.reason)
-		case r.reason == stop.None:
-			r.reason = reason
-			// Cancel first: the abort hooks (the stage's feed hold) start
-			// here; the log line, a write to the journal, can wait.
-			r.cancel(cause)
-			log.Warnf("stop requested: %v", cause)
 		default:
 			log.Warnf("stop escalated from %v to %v", r.reason, cause)
 			r.reason = reason

@@ -189,6 +189,15 @@ type Stage interface {
 	Close() error
 }
 
+// QuickHolder is implemented by stages that can put a feed hold on the wire
+// from the caller's goroutine without waiting: TryFeedHold sends it only if
+// nothing else is being written at that moment and reports whether it did.
+// The runner's Stop uses it so that the hold does not wait for a goroutine
+// to be scheduled; the abort hooks still send theirs.
+type QuickHolder interface {
+	TryFeedHold() bool
+}
+
 // Sentinel errors that callers test with errors.Is.
 var (
 	// ErrAlarm: the controller is in (or entered) an alarm state.

@@ -442,6 +442,35 @@ func (s *Stage) FeedHold() error {
 	return nil
 }
 
+// TryFeedHold writes '!' (feed hold) from the caller's goroutine if no other
+// write is in progress, and reports whether it did. It never waits for the
+// write mutex, so a caller that must not block (the runner's Stop) can put
+// the hold on the wire at once and leave the rest to the abort hooks, which
+// send it again (a repeated feed hold is harmless). The write itself is one
+// byte into the tty's buffer: it blocks only if that buffer is full, which
+// a write in progress (holding the mutex) would have met first. Safe from
+// any goroutine.
+func (s *Stage) TryFeedHold() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	if !s.wmu.TryLock() {
+		return false
+	}
+	s.wseq.Add(1)
+	_, err := s.port.Write(feedHoldByte)
+	s.wmu.Unlock()
+	if err != nil {
+		_ = s.linkFailed(err)
+		return false
+	}
+	return true
+}
+
+var feedHoldByte = []byte{rtFeedHold} // read-only
+
 // emit sends an event without blocking. Called only by the reader goroutine.
 func (s *Stage) emit(ev Event) {
 	select {
