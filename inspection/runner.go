@@ -70,9 +70,10 @@ const (
 	StepSave                 // before saving the site
 	StepNextSite             // after a site is saved (and its progress reported)
 	StepSafeStop             // at the start of the safe-stop sequence
+	StepWaferMap             // the outcome is persisted (run.json); before the wafer map is drawn
 )
 
-var stepNames = [...]string{"homing", "move", "settle", "light-on", "capture", "analyse", "save", "next-site", "safe-stop"}
+var stepNames = [...]string{"homing", "move", "settle", "light-on", "capture", "analyse", "save", "next-site", "safe-stop", "wafer-map"}
 
 func (s Step) String() string { return stepNames[s] }
 
@@ -458,7 +459,7 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 	out.State, out.Reason, out.Err = state, why, errors.Join(workErr, stopErr)
 
 	rstate := map[State]results.State{Canceled: results.Canceled, Aborted: results.Aborted, Failed: results.Failed}[state]
-	if err := w.rcd.Finish(rstate, why, out.Err, r.Trusted()); err != nil {
+	if err := r.record(w, rstate, why, out.Err); err != nil {
 		log.Errorf("run %s: record: %v", out.RunID, err)
 		out.Err = errors.Join(out.Err, err)
 	}
@@ -494,7 +495,7 @@ func (r *Runner) complete(w *work) Outcome {
 		out.Latched = r.State()
 	}
 	state := map[State]results.State{Completed: results.Completed, Aborted: results.Aborted}[out.State]
-	if err := w.rcd.Finish(state, out.Reason, out.Err, r.Trusted()); err != nil {
+	if err := r.record(w, state, out.Reason, out.Err); err != nil {
 		log.Errorf("run %s: record: %v", out.RunID, err)
 		if out.State == Completed {
 			out.State, out.Reason = Failed, "error: record: "+err.Error()
@@ -507,6 +508,15 @@ func (r *Runner) complete(w *work) Outcome {
 		log.Errorf("run %s %s: %s", out.RunID, out.State, out.Reason)
 	}
 	return out
+}
+
+// record persists the outcome (run.json), then draws the wafer map.
+func (r *Runner) record(w *work, state results.State, why string, runErr error) error {
+	err := w.rcd.FinishRecord(state, why, runErr, r.Trusted())
+	if err == nil {
+		r.step(StepWaferMap, -1)
+	}
+	return errors.Join(err, w.rcd.WriteMap())
 }
 
 // classify maps why the work ended to an outcome and a reason string.

@@ -153,17 +153,30 @@ func (r *Recorder) Flush() error {
 	return r.commit(ver)
 }
 
-// Finish ends the run: it records state, reason, runErr's text and whether
-// the stage position is still trusted, sets ended_at to now and complete to
-// (state == Completed and every site done), writes wafermap.png and then
-// run.json. It first waits for SaveSite calls in progress to return, and
-// makes later SaveSite and FailSite calls fail with ErrFinished.
+// Finish ends the run: FinishRecord, then WriteMap.
 //
-// state must be final (not Running). Once Finish has succeeded, later calls
-// are no-ops returning nil. If writing failed, a later call retries the
-// writes with the outcome of the first call (its arguments are ignored), so
-// the safe-stop sequence may simply call Finish again.
+// Once Finish has succeeded, later calls are no-ops returning nil. If
+// writing failed, a later call retries the writes with the outcome of the
+// first call (its arguments are ignored), so the safe-stop sequence may
+// simply call Finish again.
 func (r *Recorder) Finish(state State, reason string, runErr error, positionTrusted bool) error {
+	if err := r.FinishRecord(state, reason, runErr, positionTrusted); err != nil {
+		return errors.Join(err, r.WriteMap())
+	}
+	return r.WriteMap()
+}
+
+// FinishRecord persists the outcome: it records state, reason, runErr's
+// text and whether the stage position is still trusted, sets ended_at to
+// now and complete to (state == Completed and every site done), and writes
+// run.json, the commit point. It first waits for SaveSite calls in progress
+// to return, and makes later SaveSite and FailSite calls fail with
+// ErrFinished. The wafer map is WriteMap's.
+//
+// state must be final (not Running). Retries after a failed write keep the
+// outcome of the first call (its arguments are ignored); after success it
+// is a no-op.
+func (r *Recorder) FinishRecord(state State, reason string, runErr error, positionTrusted bool) error {
 	r.finishMu.Lock()
 	defer r.finishMu.Unlock()
 
@@ -200,16 +213,35 @@ func (r *Recorder) Finish(state State, reason string, runErr error, positionTrus
 		r.changedLocked()
 		r.applied = true
 	}
+	ver := r.version
+	r.mu.Unlock()
+	// run.json is the commit point: the outcome is persisted without
+	// waiting for the map (a picture derived from it).
+	return r.commit(ver)
+}
+
+// WriteMap draws wafermap.png from the finished record and, once it and
+// run.json are written, releases the run (Finish's no-op from then on). It
+// fails if FinishRecord has not been called.
+func (r *Recorder) WriteMap() error {
+	r.finishMu.Lock()
+	defer r.finishMu.Unlock()
+	r.mu.Lock()
+	if r.persisted {
+		r.mu.Unlock()
+		return nil
+	}
+	if !r.applied {
+		r.mu.Unlock()
+		return fmt.Errorf("results: run %s: wafer map before the outcome is recorded", r.id)
+	}
 	snap := r.run.clone()
 	ver := r.version
 	r.mu.Unlock()
-
-	// run.json is the commit point: it goes first, so that the outcome is
-	// persisted without waiting for the map (a picture derived from it).
-	if err := r.commit(ver); err != nil {
-		return errors.Join(err, r.store.writeWaferMap(r.path("wafermap.png"), snap))
-	}
 	if err := r.store.writeWaferMap(r.path("wafermap.png"), snap); err != nil {
+		return err
+	}
+	if err := r.commit(ver); err != nil {
 		return err
 	}
 	r.mu.Lock()

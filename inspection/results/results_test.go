@@ -283,6 +283,27 @@ func TestFinishIdempotent(t *testing.T) {
 	assert.False(t, run.PositionTrusted)
 }
 
+// FinishRecord persists the outcome without the wafer map; WriteMap adds
+// it, and refuses to run before the outcome is recorded.
+func TestFinishRecordThenWriteMap(t *testing.T) {
+	s := openStore(t)
+	rec, err := s.Create(gridRun(2))
+	require.NoError(t, err)
+	require.NoError(t, rec.SaveSite(0, nil, nil))
+	require.ErrorContains(t, rec.WriteMap(), "before the outcome is recorded")
+	require.NoError(t, rec.FinishRecord(Canceled, "operator: test", nil, true))
+	run := readRunFile(t, rec.Dir())
+	assert.Equal(t, Canceled, run.State)
+	assert.Equal(t, 1, run.SitesDone)
+	assert.NoFileExists(t, filepath.Join(rec.Dir(), "wafermap.png"))
+	assert.ErrorIs(t, rec.SaveSite(1, nil, nil), ErrFinished)
+
+	require.NoError(t, rec.WriteMap())
+	assert.FileExists(t, filepath.Join(rec.Dir(), "wafermap.png"))
+	require.NoError(t, rec.Finish(Completed, "ignored", nil, true), "finished: a no-op")
+	assert.Equal(t, Canceled, readRunFile(t, rec.Dir()).State)
+}
+
 func TestFinishCompleteWhenAllDone(t *testing.T) {
 	s := openStore(t)
 	rec, err := s.Create(gridRun(2))
