@@ -8,13 +8,18 @@ import (
 	"io"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // Recorder records one run. Its methods are safe for concurrent use: the
 // runner may save site N while it already works on site N+1, and SaveSite
 // calls for different sites run their (expensive) image and defect-list
-// writes in parallel. Every method that changes the run rewrites run.json
-// before it returns; concurrent changes share one rewrite.
+// writes in parallel. SaveSite rewrites run.json before it returns unless it was rewritten less than the store's commit interval ago
+// (WithCommitInterval, default 1 s): on a run of thousands of sites a
+// rewrite per site would write the whole record thousands of times, and the
+// site files are the durable truth (Store.MarkInterrupted recovers the sites
+// a crash kept out of run.json from them). FailSite, Flush, FinishRecord and
+// Finish always rewrite it; concurrent changes share one rewrite.
 //
 // The in-memory record is the truth: when rewriting run.json fails (full
 // disk), the method returns the error but keeps the change, and the next
@@ -38,8 +43,9 @@ type Recorder struct {
 	persisted bool         // Finish succeeded: further calls are no-ops
 	inflight  sync.WaitGroup
 
-	writeMu sync.Mutex // serialises run.json writes; taken before mu
-	written uint64     // version last written to run.json; guarded by writeMu
+	writeMu   sync.Mutex // serialises run.json writes; taken before mu
+	written   uint64     // version last written to run.json; guarded by writeMu
+	writtenAt time.Time  // when; guarded by writeMu
 }
 
 // ID returns the run ID (the directory name).
@@ -102,7 +108,7 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 	st.Status, st.Defects, st.Result, st.Image, st.Error = SiteDone, len(defects), resRel, imgRel, ""
 	ver := r.changedLocked()
 	r.mu.Unlock()
-	return r.commit(ver)
+	return r.commitSoon(ver)
 }
 
 // FailSite marks site index failed with err's text and rewrites run.json.
@@ -123,7 +129,7 @@ func (r *Recorder) FailSite(index int, err error) error {
 	}
 	ver := r.changedLocked()
 	r.mu.Unlock()
-	return r.commit(ver)
+	return r.commit(ver) // rare, and not recoverable from site files
 }
 
 // claimLocked checks that site index may be changed now.
@@ -260,6 +266,20 @@ func (r *Recorder) changedLocked() uint64 {
 	return r.version
 }
 
+// commitSoon commits ver unless run.json was rewritten less than the
+// store's commit interval ago (the next change, Flush or Finish will).
+func (r *Recorder) commitSoon(ver uint64) error {
+	if iv := r.store.commitEvery; iv > 0 {
+		r.writeMu.Lock()
+		recent := r.written > 0 && time.Since(r.writtenAt) < iv
+		r.writeMu.Unlock()
+		if recent {
+			return nil
+		}
+	}
+	return r.commit(ver)
+}
+
 // commit makes sure run.json holds version ver or later. Concurrent callers
 // share one write: the first to get writeMu writes the latest version.
 func (r *Recorder) commit(ver uint64) error {
@@ -275,7 +295,7 @@ func (r *Recorder) commit(ver uint64) error {
 	if err := r.store.writeJSON(r.path("run.json"), snap); err != nil {
 		return err
 	}
-	r.written = latest
+	r.written, r.writtenAt = latest, time.Now()
 	return nil
 }
 

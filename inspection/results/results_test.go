@@ -37,7 +37,7 @@ func fakeClock() func() time.Time {
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(t.TempDir(), WithClock(fakeClock()))
+	s, err := Open(t.TempDir(), WithClock(fakeClock()), WithCommitInterval(0))
 	require.NoError(t, err)
 	return s
 }
@@ -559,9 +559,37 @@ func TestDiskFull(t *testing.T) {
 	require.NoError(t, rec.Finish(Completed, "", nil, true))
 }
 
+// By default saved sites rewrite run.json at most once per commit
+// interval; Flush and Finish write what is pending, and a crash in between
+// loses nothing: MarkInterrupted finds the sites from their files.
+func TestSaveSiteCommitsAtMostOncePerInterval(t *testing.T) {
+	data := t.TempDir()
+	s, err := Open(data, WithCommitInterval(time.Hour))
+	require.NoError(t, err)
+	rec, err := s.Create(gridRun(3))
+	require.NoError(t, err)
+	require.NoError(t, rec.SaveSite(0, nil, testImage(0)))
+	require.NoError(t, rec.SaveSite(1, []Defect{{}}, testImage(1)))
+	assert.Equal(t, 0, readRunFile(t, rec.Dir()).SitesDone, "run.json was written by Create less than the interval ago")
+	assert.Equal(t, 2, rec.Run().SitesDone, "in memory at once")
+	require.NoError(t, rec.Flush())
+	assert.Equal(t, 2, readRunFile(t, rec.Dir()).SitesDone)
+
+	// A crash after site 2 was saved but before run.json was rewritten.
+	require.NoError(t, rec.SaveSite(2, nil, testImage(2)))
+	assert.Equal(t, 2, readRunFile(t, rec.Dir()).SitesDone)
+	after, err := Open(data)
+	require.NoError(t, err)
+	marked, err := after.MarkInterrupted()
+	require.NoError(t, err)
+	require.Len(t, marked, 1)
+	assert.Equal(t, 3, marked[0].SitesDone)
+	assert.Equal(t, 1, marked[0].DefectsTotal)
+}
+
 func TestMarkInterrupted(t *testing.T) {
 	data := t.TempDir()
-	before, err := Open(data, WithClock(fakeClock())) // the process that crashed
+	before, err := Open(data, WithClock(fakeClock()), WithCommitInterval(0)) // the process that crashed
 	require.NoError(t, err)
 	crashed, err := before.Create(gridRun(4))
 	require.NoError(t, err)

@@ -26,6 +26,10 @@ type Store struct {
 	// siteEnc encodes site images (camera frames): see grayPNG.
 	siteEnc grayPNG
 
+	// commitEvery is the least time between run.json rewrites caused by
+	// saved sites (WithCommitInterval).
+	commitEvery time.Duration
+
 	mu     sync.Mutex
 	active map[string]struct{} // runs with a live Recorder (not yet finished)
 
@@ -40,6 +44,11 @@ type Option func(*Store)
 // WithClock sets the clock used for start, end and interruption times
 // (default time.Now).
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithCommitInterval sets the least time between two rewrites of a run's
+// run.json caused by SaveSite (default 1 s; 0 rewrites it on
+// every change). The outcome (Finish) is always written at once.
+func WithCommitInterval(d time.Duration) Option { return func(s *Store) { s.commitEvery = d } }
 
 // Open opens the runs directory <dataDir>/runs, creating it if missing. It
 // fails with a clear error when dataDir or runs is not a directory or runs is
@@ -67,10 +76,11 @@ func Open(dataDir string, opts ...Option) (*Store, error) {
 	_ = os.Remove(probe.Name())
 
 	s := &Store{
-		dir:    dir,
-		now:    time.Now,
-		enc:    &png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: new(pngBufferPool)},
-		active: make(map[string]struct{}),
+		dir:         dir,
+		now:         time.Now,
+		commitEvery: time.Second,
+		enc:         &png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: new(pngBufferPool)},
+		active:      make(map[string]struct{}),
 	}
 	for _, o := range opts {
 		o(s)
