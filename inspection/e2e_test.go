@@ -26,7 +26,12 @@ import (
 	"github.com/waferd/waferd/stop"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if scale := os.Getenv(emulatorChildEnv); scale != "" {
+		os.Exit(runEmulatorChild(scale))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // testRecipe is a small wafer: 9–13 sites, fast settle and exposure.
 const testRecipe = `

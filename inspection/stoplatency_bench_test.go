@@ -31,8 +31,6 @@ import (
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
-	"github.com/waferd/waferd/motion"
-	"github.com/waferd/waferd/sim"
 	"github.com/waferd/waferd/stop"
 )
 
@@ -65,6 +63,7 @@ const benchScale = 50
 type stopBench struct {
 	b      *testing.B
 	board  *board.Board
+	emu    *emulatorChild
 	runner *inspection.Runner
 	rec    *recipe.Recipe
 	rng    *rand.Rand
@@ -82,24 +81,18 @@ type stopBench struct {
 
 func newStopBench(b *testing.B) *stopBench {
 	b.Helper()
-	simCfg := sim.Config{TimeScale: benchScale, FrameWidth: 160, FrameHeight: 160}
-	rec, err := recipe.Parse("far.toml", []byte(farSite), simCfg.Limits())
+	// The stage controller is the emulator in a process of its own, on a
+	// pty; the light and camera are the board's simulated devices
+	// (per-device "sim"), as during machine bring-up.
+	emu := startEmulatorChild(b, benchScale)
+	brd := openChildBoard(b, emu, 160, 160)
+	rec, err := recipe.Parse("far.toml", []byte(farSite), brd.Limits)
 	if err != nil {
 		b.Fatal(err)
 	}
-	simCfg.Scene = sim.SceneFor(rec, simCfg.FOV())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	// The production driver settings: grbl.Config's defaults.
-	brd, err := board.OpenSim(ctx, board.SimConfig{Sim: simCfg})
-	if err != nil {
+	if err := brd.Sim.SetRecipe(rec); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		if err := brd.Close(); err != nil {
-			b.Error(err)
-		}
-	})
 	// Records go where the test's temporary files go (a disk here, as on
 	// the machine), not to tmpfs: persisting the outcome includes fsync.
 	store, err := results.Open(b.TempDir())
@@ -107,7 +100,7 @@ func newStopBench(b *testing.B) *stopBench {
 		b.Fatal(err)
 	}
 	g := &stopBench{
-		b: b, board: brd, rec: rec, rng: rand.New(rand.NewPCG(2026, 8)),
+		b: b, board: brd, emu: emu, rec: rec, rng: rand.New(rand.NewPCG(2026, 8)),
 		moving: make(chan struct{}, 1),
 		bang:   make(chan time.Time, 1),
 		hold0:  make(chan time.Time, 1),
@@ -131,28 +124,23 @@ func newStopBench(b *testing.B) *stopBench {
 			}
 		},
 	}
-	emu := brd.Sim.Emulator
-	emu.OnState(func(st motion.State, sub int, at time.Time) {
+	emu.OnState = func(st string, sub int, _ bool, at time.Time) {
 		switch {
-		case st == motion.StateRun && g.armed.CompareAndSwap(true, false):
+		case st == "Run" && g.armed.CompareAndSwap(true, false):
 			g.moving <- struct{}{}
-		case st == motion.StateHold && sub == 0 && g.wantH0.CompareAndSwap(true, false):
+		case st == "Hold" && sub == 0 && g.wantH0.CompareAndSwap(true, false):
 			g.wantRst.Store(true)
 			g.hold0 <- at
 		}
-	})
-	emu.OnRealtime(func(c byte, at time.Time) {
+	}
+	emu.OnRT = func(c byte, at time.Time) {
 		switch {
 		case c == '!' && g.wantRT.CompareAndSwap(true, false):
 			g.bang <- at
 		case c == 0x18 && g.wantRst.CompareAndSwap(true, false):
 			g.reset <- at
 		}
-	})
-	b.Cleanup(func() {
-		emu.OnState(nil)
-		emu.OnRealtime(nil)
-	})
+	}
 	// Home (and warm up) with a first, complete run.
 	if out, err := g.runner.Run(context.Background(), rec); err != nil || out.State != inspection.Completed {
 		b.Fatalf("warm-up run: %v %s %v", err, out.Reason, out.Err)
@@ -205,7 +193,7 @@ func (g *stopBench) stopOnce(trigger func(), want stop.Reason) stopTimes {
 	<-delay.C
 
 	var ts stopTimes
-	ts.moving = g.board.Sim.Emulator.Moving()
+	ts.moving = g.emu.Moving()
 	g.wantH0.Store(true)
 	g.wantRT.Store(true)
 	ts.trigger = time.Now()

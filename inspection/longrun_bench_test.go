@@ -1,0 +1,103 @@
+package inspection_test
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+)
+
+// longRecipe covers a 210 mm wafer with 1.8 mm dies: about 10,300 sites
+// whose 1.28 mm field of view lies on the wafer.
+const longRecipe = `
+name = "long"
+[wafer]
+diameter_mm = 210.0
+center_mm = [150.0, 150.0]
+[dies]
+pitch_mm = [1.8, 1.8]
+reference = [0, 0]
+layout = "grid"
+[capture]
+exposure_ms = 0.1
+light_level = 0.5
+settle_ms = 0
+feed_mm_min = 6000
+[analysis]
+threshold = 40
+min_area_px = 4
+[sim]
+seed = 5
+defect_fraction = 0.2
+max_defects_per_site = 2
+`
+
+// BenchmarkLongRun runs a wafer of more than 10,000 sites on the simulated
+// board (stage motion 1000× real time; the emulator in a process of its own,
+// so that only waferd's own allocations are counted; 64×64 frames; records
+// on tmpfs when there is one) and measures, between the 1,000th site and
+// the last, with two garbage collections at both ends:
+//
+//   - heap-growth-KiB: live heap after the last site minus live heap after
+//     the 1,000th (goal: ≤ 1024 KiB);
+//   - allocs/site and B/site: allocations per site in that steady state
+//     (goal: 0).
+//
+// One iteration is one whole run (about a minute): use -benchtime=1x.
+func BenchmarkLongRun(b *testing.B) {
+	emu := startEmulatorChild(b, 1000)
+	brd := openChildBoard(b, emu, 64, 64)
+	rec, err := recipe.Parse("long.toml", []byte(longRecipe), brd.Limits)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(rec.Sites) < 10_000 {
+		b.Fatalf("%d sites: the recipe must have at least 10,000", len(rec.Sites))
+	}
+	if err := brd.Sim.SetRecipe(rec); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "waferd-bench-"); err == nil {
+			b.Cleanup(func() { os.RemoveAll(d) })
+			dir = d
+		}
+	}
+	store, err := results.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &inspection.Runner{Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store}
+	const warm = 1000
+	// Two collections empty the sync.Pools (their victim caches too), so
+	// that buffers cached for reuse (frames, encoders, JSON state) count at
+	// neither end: what remains is what the run keeps.
+	settle := func() { runtime.GC(); runtime.GC() }
+	var m0, m1 runtime.MemStats
+	r.Progress = func(p inspection.Progress) {
+		switch p.Done {
+		case warm:
+			settle()
+			runtime.ReadMemStats(&m0)
+		case p.Total:
+			settle()
+			runtime.ReadMemStats(&m1)
+		}
+	}
+	for b.Loop() {
+		out, err := r.Run(context.Background(), rec)
+		if err != nil || out.State != inspection.Completed {
+			b.Fatalf("run: %v %s %v", err, out.Reason, out.Err)
+		}
+	}
+	sites := float64(len(rec.Sites) - warm)
+	b.ReportMetric(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/1024, "heap-growth-KiB")
+	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/sites, "allocs/site")
+	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/sites, "B/site")
+	b.ReportMetric(float64(len(rec.Sites)), "sites")
+}
