@@ -12,6 +12,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"time"
 
 	"go.bug.st/serial"
 	"periph.io/x/conn/v3/gpio"
@@ -23,6 +24,7 @@ import (
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/illumination"
 	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/grbl"
 	"github.com/waferd/waferd/sim"
@@ -31,7 +33,10 @@ import (
 // Board is an opened machine. Close releases everything it opened, leaving
 // the light off.
 type Board struct {
-	Stage  *grbl.Stage
+	// Stage is the XY stage: a *ReopeningStage on a real serial port (it
+	// reopens the port by itself when the link is lost), a *grbl.Stage on
+	// the simulated board's pty.
+	Stage  Stage
 	Light  *illumination.Light
 	Camera camera.Camera
 	// Button and EStop are the stop button and e-stop sense inputs, nil
@@ -94,10 +99,12 @@ func OpenSim(ctx context.Context, cfg SimConfig) (*Board, error) {
 	}
 	b := &Board{Sim: sb, Camera: sb.Camera, Limits: cfg.Sim.Limits()}
 	b.closers = append(b.closers, sb.Close)
-	if b.Stage, err = OpenStage(ctx, StageConfig{Port: sb.PTY, GRBL: cfg.GRBL}); err != nil {
+	st, err := OpenStage(ctx, StageConfig{Port: sb.PTY, GRBL: cfg.GRBL})
+	if err != nil {
 		return nil, errors.Join(err, b.Close())
 	}
-	b.closers = append(b.closers, b.Stage.Close)
+	b.Stage = st
+	b.closers = append(b.closers, st.Close)
 	if b.Light, err = illumination.New(illumination.Config{Enable: sb.LightPin}); err != nil {
 		return nil, errors.Join(err, b.Close())
 	}
@@ -115,8 +122,10 @@ func OpenSim(ctx context.Context, cfg SimConfig) (*Board, error) {
 type Option func(*options)
 
 type options struct {
-	pwmRoot string
-	simLogf func(format string, args ...any)
+	pwmRoot    string
+	simLogf    func(format string, args ...any)
+	stageRetry time.Duration
+	stageLog   *logging.Log
 }
 
 // WithSysfsPWMRoot makes Open look for light.pwm_chip under root instead of
@@ -129,12 +138,29 @@ func WithSimLog(logf func(format string, args ...any)) Option {
 	return func(o *options) { o.simLogf = logf }
 }
 
+// WithStageRetryInterval sets how often a real stage whose link was lost
+// tries to reopen its serial port (ReopenConfig.RetryInterval; default
+// 1 s).
+func WithStageRetryInterval(d time.Duration) Option {
+	return func(o *options) { o.stageRetry = d }
+}
+
+// WithStageLog sends a real stage's link messages (lost, back; see
+// ReopeningStage) to l.
+func WithStageLog(l *logging.Log) Option { return func(o *options) { o.stageLog = l } }
+
 // Open opens the devices the configuration names: the light's GPIO lines
 // and its sysfs PWM channel (light.pwm_chip), the stop inputs, the stage's
 // serial port (GRBL) and the V4L2 camera ([camera] device, streaming from
 // here on), in that order. Every failure names the device, what was
 // expected and what was found. It blocks until the stage has connected or
 // ctx ends. Close releases everything it opened.
+//
+// A real stage is a *ReopeningStage: when its serial port disappears (USB
+// adapter unplugged) calls fail with motion.ErrLinkLost until the port is
+// back and the controller answers, which it notices by itself, retrying
+// every second (WithStageRetryInterval). The simulated stage is a plain
+// *grbl.Stage: its pty does not come back.
 //
 // A device named config.SimDevice ("sim": stage.port, light.chip,
 // light.pwm_chip, camera.device, button.chip, estop.chip) is served by the
@@ -235,19 +261,26 @@ func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, erro
 		}
 	}
 
-	port := cfg.Stage.Port
-	if port == config.SimDevice {
-		port = sb.PTY
-	}
-	b.Stage, err = OpenStage(ctx, StageConfig{Port: port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage)})
-	if err != nil {
-		return fail(err)
-	}
-	b.closers = append(b.closers, b.Stage.Close)
+	sc := StageConfig{Port: cfg.Stage.Port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage)}
 	if cfg.Stage.Port == config.SimDevice {
+		// The emulator's pty: a path that never comes back once closed
+		// (and whose number another pty may take), so no reopening.
+		sc.Port = sb.PTY
+		st, err := OpenStage(ctx, sc)
+		if err != nil {
+			return fail(err)
+		}
+		b.Stage = st
+		b.closers = append(b.closers, st.Close)
 		b.simulated("stage", "GRBL emulator on "+sb.PTY)
 	} else {
-		b.devices = append(b.devices, "stage "+port)
+		st, err := OpenReopeningStage(ctx, ReopenConfig{Stage: sc, RetryInterval: o.stageRetry, Log: o.stageLog})
+		if err != nil {
+			return fail(err)
+		}
+		b.Stage = st
+		b.closers = append(b.closers, st.Close)
+		b.devices = append(b.devices, "stage "+sc.Port)
 	}
 
 	var cam camera.Camera

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -32,6 +33,9 @@ import (
 
 // Devices are the opened devices the daemon drives (from package board).
 type Devices struct {
+	// Stage is the XY stage. If it is a motion.LinkWatcher (a real stage
+	// that reopens its serial port by itself, board.ReopeningStage), the
+	// daemon handles its link going down and coming back: see New.
 	Stage  motion.Stage
 	Light  Light
 	Camera camera.Camera
@@ -83,6 +87,10 @@ type Daemon struct {
 	button                      *input.Button
 	estop                       *input.EStop
 
+	// stageDown is set while a self-reconnecting stage reports its link
+	// down (onStageLink): the stage poll then keeps beating.
+	stageDown atomic.Bool
+
 	mu      sync.Mutex
 	running bool
 	runDone chan struct{} // closed when the background run ends
@@ -91,6 +99,15 @@ type Daemon struct {
 }
 
 // New wires the daemon. It does not start anything: Run does.
+//
+// A stage that reconnects by itself (motion.LinkWatcher) is watched from
+// here on: when its link is lost the daemon stops with reason fault (a run
+// in progress is aborted, an idle machine latches Faulted until reset, as
+// any device fault does) and marks the position untrusted; when the link
+// is back it marks the position untrusted again (the controller has
+// restarted: the next run homes first). While the link is down the stage
+// poll keeps beating its heartbeat: the loss is handled, the controller is
+// not hung, and a restart of waferd would not bring the port back.
 func New(o Options) (*Daemon, error) {
 	cfg := o.Config
 	d := &Daemon{opts: o, log: o.Logs.For("daemon")}
@@ -133,6 +150,9 @@ func New(o Options) (*Daemon, error) {
 			CaptureTimeout: config.MS(cfg.Runner.CaptureTimeoutMS),
 		},
 	}
+	if w, ok := o.Devices.Stage.(motion.LinkWatcher); ok {
+		w.WatchLink(d.onStageLink)
+	}
 	var err error
 	if o.Devices.Button != nil {
 		d.button, err = input.NewButton(inputConfig(o.Devices.Button, cfg.Button), func() {
@@ -169,6 +189,21 @@ func (d *Daemon) onStep(s inspection.Step, _ int) {
 	if s == inspection.StepSafeStop {
 		d.con.stats.safeStopBegan()
 	}
+}
+
+// onStageLink handles a self-reconnecting stage's link going down or
+// coming back (see New). It runs on the stage's goroutine and never
+// blocks: a loss stops the run before the stage tries to reconnect.
+func (d *Daemon) onStageLink(ev motion.LinkEvent) {
+	d.Runner.NotePositionLost()
+	if ev.Up {
+		d.stageDown.Store(false)
+		d.log.Warnf("stage link on %s is back: the controller restarted, position untrusted (home it; the next run homes first)", ev.Port)
+	} else {
+		d.stageDown.Store(true)
+		d.Stop(stop.Fault, "stage: "+ev.Err.Error())
+	}
+	d.SetStatus()
 }
 
 // Run runs the daemon until ctx ends: watchdog loop, inputs, stage poll.
@@ -238,7 +273,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // pollStage asks the stage for its status every poll period and beats the
 // stage heartbeat on every answer (and during homing, when GRBL does not
-// answer).
+// answer, and while a self-reconnecting stage's link is down, see New).
 func (d *Daemon) pollStage(ctx context.Context) error {
 	poll := config.MS(d.opts.Config.Stage.PollMS)
 	t := time.NewTicker(poll)
@@ -259,9 +294,10 @@ func (d *Daemon) pollStage(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, 4*poll)
 		_, err := d.opts.Devices.Stage.Status(pctx)
 		cancel()
-		if err == nil {
+		if err == nil || d.stageDown.Load() && errors.Is(err, motion.ErrLinkLost) {
 			d.stageHB.Beat()
-		} else if ctx.Err() == nil {
+		}
+		if err != nil && ctx.Err() == nil {
 			d.log.Debugf("stage status: %v", err)
 		}
 	}

@@ -6,7 +6,11 @@
 # with a busybox initramfs holding:
 #   - the vivid V4L2 test driver and its dependencies (/dev/video0),
 #   - the i6300esb watchdog driver (qemu -device i6300esb, /dev/watchdog0),
-#   - the test binaries of camera/v4l2 (with the race detector) and watchdog.
+#   - the test binaries of camera/v4l2 (with the race detector), watchdog
+#     and board (its UART test: the GRBL emulator on /dev/ttyS2 driven
+#     through board.OpenStage on /dev/ttyS1, two 8250 UARTs that qemu wires
+#     together through a unix socket: one socket chardev listening, one
+#     connecting to it).
 # The guest's /init (vmtest/init.sh) runs them and prints
 # "WAFERD-VM: PASS|FAIL <pkg>" per binary and a final verdict on the serial
 # console, then powers off. This script fails unless every binary passed and
@@ -115,6 +119,7 @@ log "kernel $(basename "$kernel"), modules: ${order[*]}"
 CGO_ENABLED=0 $GO test -c -o "$root/tests/v4l2.test" ./camera/v4l2/
 $GO test -c -race -o "$root/tests/v4l2-race.test" ./camera/v4l2/
 CGO_ENABLED=0 $GO test -c -o "$root/tests/watchdog.test" ./watchdog/
+CGO_ENABLED=0 $GO test -c -o "$root/tests/board.test" ./board/
 for lib in $(ldd "$root/tests/v4l2-race.test" | grep -o '/[^ ]*'); do
 	mkdir -p "$root$(dirname "$lib")"
 	cp -L "$lib" "$root$lib"
@@ -124,6 +129,7 @@ cat >"$root/tests/run.list" <<'EOF'
 run camera/v4l2 env WAFERD_TEST_VIDEO=/dev/video0 WAFERD_TEST_SLOW_VM=1 /tests/v4l2.test -test.v -test.count=1 -test.timeout=300s
 run camera/v4l2-race env WAFERD_TEST_VIDEO=/dev/video0 WAFERD_TEST_SLOW_VM=1 /tests/v4l2-race.test -test.v -test.count=1 -test.timeout=300s -test.run=Device
 run watchdog env WAFERD_TEST_WATCHDOG=/dev/watchdog0 /tests/watchdog.test -test.v -test.count=1 -test.run=Hardware -test.timeout=120s
+run board/uart env WAFERD_TEST_UART_DRIVER=/dev/ttyS1 WAFERD_TEST_UART_EMULATOR=/dev/ttyS2 /tests/board.test -test.v -test.count=1 -test.run=UART -test.timeout=120s
 EOF
 initrd=$CACHE/initramfs.cpio.gz
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$initrd"
@@ -131,12 +137,21 @@ log "initramfs $(du -h "$initrd" | cut -f1), built in $(($(date +%s) - start))s"
 
 # --- boot --------------------------------------------------------------------
 out=$CACHE/console.log
+# The guest's ttyS1 and ttyS2 are wired to each other: a socket chardev
+# listening on a unix socket and one connecting to it, in the same qemu.
+# (A short path: sun_path holds 108 bytes.)
+sockdir=$(mktemp -d /tmp/waferd-vm.XXXXXX)
+trap 'rm -rf "$sockdir"' EXIT
+sock=$sockdir/uart.sock
 log "booting (software emulation, timeout ${TIMEOUT}s); console in $out"
 boot=$(date +%s)
 set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
 	-machine pc -cpu max -smp 2 -m 512M \
 	-nographic -no-reboot -nodefaults -serial stdio \
+	-chardev socket,id=uart1,path="$sock",server=on,wait=off \
+	-chardev socket,id=uart2,path="$sock" \
+	-serial chardev:uart1 -serial chardev:uart2 \
 	-kernel "$kernel" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 loglevel=4 rdinit=/init" \
 	-device i6300esb \
@@ -149,7 +164,7 @@ log "VM ran $(($(date +%s) - boot))s, total $(($(date +%s) - start))s"
 [ "$qrc" = 124 ] && die "FAIL: the VM did not finish within ${TIMEOUT}s (raise VM_TIMEOUT?)"
 grep -E '^WAFERD-VM: (PASS|FAIL) ' "$out" >&2 || true
 grep -q '^WAFERD-VM: ALL TESTS PASSED' "$out" || die "FAIL: tests failed in the VM or it stopped early (qemu exit $qrc); see $out"
-for want in camera/v4l2 camera/v4l2-race watchdog; do
+for want in camera/v4l2 camera/v4l2-race watchdog board/uart; do
 	grep -q "^WAFERD-VM: PASS $want\$" "$out" || die "FAIL: $want did not pass; see $out"
 done
 log "PASS"

@@ -170,7 +170,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			GRBL: board.GRBLConfig(cfg.Stage),
 		})
 	} else {
-		b, err = board.Open(openCtx, cfg, board.WithSimLog(logs.For("grblsim").Debugf))
+		b, err = board.Open(openCtx, cfg, board.WithSimLog(logs.For("grblsim").Debugf), board.WithStageLog(logs.For("stage")))
 	}
 	openCancel()
 	if err != nil {
