@@ -7,13 +7,15 @@
 #   STOPS=100     stopped runs per count in BenchmarkStopLatency (-benchtime=Nx;
 #                 its p99 is a nearest-rank percentile over these)
 #   SAFESTOPS=50  the same for BenchmarkSafeStop
+#   RUNS=3        -count of BenchmarkRun (pipelined vs serial: one 16-site run
+#                 of 2048x2048 frames in real time per count and mode)
+#   STARTS=20     starts of waferd per count in BenchmarkServeReady
 #   BENCHTIME=1s  -benchtime of the throughput benchmarks
 #   OUT=BENCHMARKS.md
 #
-# About 4 minutes on a 2-core machine; the stop benchmarks dominate (one
-# stopped run takes ~150 ms, 100 ms of it the driver's status polling while
-# it waits for Hold:0). Benchmarks are never part of `make test`: they run
-# only with -bench.
+# About 8 minutes on a 2-core machine: the pipeline comparison (real-time
+# runs) and the 10,000-site run take half of it. Benchmarks are never part
+# of `make test`: they run only with -bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,8 @@ GO=${GO:-go}
 COUNT=${COUNT:-5}
 STOPS=${STOPS:-100}
 SAFESTOPS=${SAFESTOPS:-50}
+RUNS=${RUNS:-3}
+STARTS=${STARTS:-20}
 BENCHTIME=${BENCHTIME:-1s}
 OUT=${OUT:-BENCHMARKS.md}
 
@@ -52,10 +56,14 @@ started=$(date -u +%s)
 
 # The benchmarks with goals, with settings of their own.
 analysis='^Benchmark(Analyze|AnalyzeNoCancelChecks|Memmove|CancelLatency|CancelCheckCost)$'
-stops='^Benchmark(StopLatency|SafeStop)$'
+stops='^Benchmark(StopLatency|SafeStop|Run|LongRun)$'
+ready='^BenchmarkServeReady$'
 run analysis "$GO" test -run '^$' -bench "$analysis" -benchtime="$BENCHTIME" -count="$COUNT" -benchmem ./inspection/analysis/
 run stop "$GO" test -run '^$' -bench '^BenchmarkStopLatency$' -benchtime="${STOPS}x" -count="$COUNT" -timeout=30m ./inspection/
 run safestop "$GO" test -run '^$' -bench '^BenchmarkSafeStop$' -benchtime="${SAFESTOPS}x" -count="$COUNT" -timeout=30m ./inspection/
+run pipeline "$GO" test -run '^$' -bench '^BenchmarkRun$' -benchtime=1x -count="$RUNS" -timeout=30m ./inspection/
+run longrun "$GO" test -run '^$' -bench '^BenchmarkLongRun$' -benchtime=1x -count=1 -timeout=30m ./inspection/
+run ready "$GO" test -run '^$' -bench "$ready" -benchtime="${STARTS}x" -count="$COUNT" ./cmd/waferd/
 
 # Every other benchmark in the module, found by name.
 pkgs=$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
@@ -65,6 +73,7 @@ for p in $pkgs; do
 	case $p in
 	./inspection/analysis) names=$(grep -Evx "${analysis//[\^\$]/}" <<<"$names" || true) ;;
 	./inspection) names=$(grep -Evx "${stops//[\^\$]/}" <<<"$names" || true) ;;
+	./cmd/waferd) names=$(grep -Evx "${ready//[\^\$]/}" <<<"$names" || true) ;;
 	esac
 	[[ -n $names ]] || continue
 	re="^($(paste -sd'|' <<<"$names"))\$"
@@ -130,6 +139,10 @@ an_ns=$(med BenchmarkAnalyze ns/op)
 nc_ns=$(med BenchmarkAnalyzeNoCancelChecks ns/op)
 ratio=""
 [[ -n $analyze && -n $memmove ]] && ratio=$(calc "$analyze / $memmove")
+pipe=$(med BenchmarkRun/pipelined wall/critical)
+serial=$(med BenchmarkRun/serial wall/critical)
+speedup=""
+[[ -n $pipe && -n $serial ]] && speedup=$(calc "$(med BenchmarkRun/serial wall-s) / $(med BenchmarkRun/pipelined wall-s)")
 unpaired=""
 [[ -n $an_ns && -n $nc_ns ]] && unpaired=$(calc "($an_ns / $nc_ns - 1) * 100")
 
@@ -170,7 +183,18 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	row "Safe stop, \`Hold:0\` → outcome persisted, p50" "$(med BenchmarkSafeStop p50-ms)" ms "≤ 10 ms" "x <= 10"
 	row "Safe stop, \`Hold:0\` → outcome persisted, p99" "$(med BenchmarkSafeStop p99-ms)" ms "≤ 10 ms" "x <= 10"
 	row "… of which \`Hold:0\` → soft reset sent (hold seen by polling), p50" "$(med BenchmarkSafeStop hold-p50-ms)" ms "" ""
-	row "… of which soft reset → outcome persisted, p50" "$(med BenchmarkSafeStop finish-p50-ms)" ms "" ""
+	row "… of which soft reset → outcome persisted, p50" "$(med BenchmarkSafeStop record-p50-ms)" ms "" ""
+	row "\`Hold:0\` → \`Run\` returned (the wafer map drawn too), p50" "$(med BenchmarkSafeStop returned-p50-ms)" ms "" ""
+	row "Pipelined run, wall time / critical path (BenchmarkRun)" "$pipe" "×" "≤ 1.03×" "x <= 1.03"
+	row "Serial run (naive loop), wall time / critical path" "$serial" "×" "(≈ 1.3× expected)" ""
+	row "Serial / pipelined wall time" "$speedup" "×" "" ""
+	row "Live heap growth over a $(med BenchmarkLongRun sites)-site run (BenchmarkLongRun)" "$(med BenchmarkLongRun heap-growth-KiB)" KiB "≤ 1024 KiB" "x <= 1024"
+	row "Allocations per site, steady state of that run" "$(med BenchmarkLongRun allocs/site)" allocs "0" "x == 0"
+	row "Bytes allocated per site, same" "$(med BenchmarkLongRun B/site)" B "" ""
+	row "\`waferd serve --sim\` exec → READY=1, p50 (BenchmarkServeReady)" "$(med BenchmarkServeReady p50-ms)" ms "≤ 100 ms" "x <= 100"
+	row "\`waferd serve --sim\` exec → READY=1, p99" "$(med BenchmarkServeReady p99-ms)" ms "≤ 100 ms" "x <= 100"
+	row "Site image PNG, 2048×2048 (BenchmarkSiteImagePNG/grayPNG)" "$(med BenchmarkSiteImagePNG/grayPNG MB/s)" MB/s "" ""
+	row "… image/png at BestSpeed, same frame" "$(med BenchmarkSiteImagePNG/image-png-BestSpeed MB/s)" MB/s "" ""
 	row "Analysis throughput, 2048×2048 frame (BenchmarkAnalyze)" "$analyze" MB/s "" ""
 	row "Memory bandwidth, same buffer (BenchmarkMemmove)" "$memmove" MB/s "" ""
 	row "Analyze / Memmove" "$ratio" "×" "≥ 0.5×" "x >= 0.5"
@@ -182,17 +206,35 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	echo
 	echo "Reading the figures:"
 	echo
-	echo "- Stop latency is timed on the simulated board through the production driver:"
-	echo "  from the stop request to the emulator reading \`!\` from its end of a"
-	echo "  pseudo-terminal, while a run moves the stage. The pty itself is part of it (a"
-	echo "  write(2) on the slave plus the kernel's tty buffer work, about 50 µs at p50 on"
-	echo "  an idle 2-core VM), and so is every other goroutine and process competing for"
-	echo "  the two cores at the moment of the stop. On the machine the floor is one byte"
-	echo "  time at 115200 baud (87 µs), or the USB frame for a USB serial adapter."
-	echo "- Safe stop runs from the emulator entering \`Hold:0\` to \`Runner.Run\` returning"
-	echo "  with run.json written (fsync'd, on disk, not tmpfs). Its two parts are listed:"
-	echo "  the driver noticing \`Hold:0\` (status polling) and the soft reset, status and"
-	echo "  record after it."
+	echo "- Stop latency is timed through the production driver and board.Open: the"
+	echo "  GRBL emulator runs in a process of its own (the controller is a separate"
+	echo "  machine) behind a pseudo-terminal, the light and camera are the simulated"
+	echo "  devices. It runs from the stop request to the emulator reading \`!\` from its"
+	echo "  end of the pty while a run moves the stage. Stop writes the hold itself"
+	echo "  (TryFeedHold) right after cancelling the run. The pty is part of the figure"
+	echo "  (a write(2) on the slave, the kernel's tty buffer work and the wake-up of"
+	echo "  the reader: 25–40 µs at p50 on an idle 2-core VM), and so is every other"
+	echo "  process competing for the two cores at the moment of the stop. On the"
+	echo "  machine the floor is one byte time at 115200 baud (87 µs), or the USB frame"
+	echo "  of a USB serial adapter."
+	echo "- Safe stop runs from the emulator entering \`Hold:0\` to the outcome persisted:"
+	echo "  run.json written, fsync'd and renamed into place, on disk, not tmpfs"
+	echo "  (StepWaferMap). Its parts: the driver noticing \`Hold:0\` (status polling"
+	echo "  every 5 ms) and the soft reset, status and record after it. The wafer map,"
+	echo "  a picture derived from run.json, is drawn after it; \`Run\` returns then."
+	echo "- The pipeline comparison runs 16 sites of 2048×2048 frames at the demo's"
+	echo "  settle, exposure and feed in real time, once with the sites pipelined (the"
+	echo "  default) and once with Config.Serial. The critical path is what the"
+	echo "  machine itself must spend: the emulator's time in motion, the settle waits"
+	echo "  and the camera's capture calls. Wall time includes creating the record,"
+	echo "  the last site's analysis and save, and the outcome and wafer map."
+	echo "- The long run (BenchmarkLongRun) measures live heap after two garbage"
+	echo "  collections (sync.Pool caches emptied) at the 1,000th and the last site; the"
+	echo "  emulator runs in its own process there too, so only waferd's allocations"
+	echo "  are counted. The allocations left per site come from the GRBL driver's"
+	echo "  command and status handling, timers and contexts per move and capture, and"
+	echo "  the file system calls of the site record; analysis and the site image"
+	echo "  encoder allocate nothing."
 	echo "- For the stop benchmarks ns/op is the mean of the measured latency, not the"
 	echo "  time of an iteration (a whole run); \`late\` counts stops that found the stage"
 	echo "  already at rest, which are left out."
@@ -205,7 +247,7 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	echo
 	echo "## Commands"
 	echo
-	echo "Run from the repository root, in this order (\`COUNT=$COUNT STOPS=$STOPS SAFESTOPS=$SAFESTOPS BENCHTIME=$BENCHTIME scripts/bench.sh\`):"
+	echo "Run from the repository root, in this order (\`COUNT=$COUNT STOPS=$STOPS SAFESTOPS=$SAFESTOPS RUNS=$RUNS STARTS=$STARTS BENCHTIME=$BENCHTIME scripts/bench.sh\`):"
 	echo
 	echo '```sh'
 	cat "$tmp/commands"
