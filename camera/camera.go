@@ -74,12 +74,15 @@ type Frame struct {
 	Seq uint64
 
 	pool *Pool
+	gray image.Gray // Gray's view
 }
 
 // Gray returns the frame as an image.Gray sharing its pixels (valid until
-// Release).
+// Release). The view lives in the frame: like the frame's other mutations,
+// it must not be called concurrently on one frame.
 func (f *Frame) Gray() *image.Gray {
-	return &image.Gray{Pix: f.Pix, Stride: f.Stride, Rect: image.Rect(0, 0, f.Width, f.Height)}
+	f.gray = image.Gray{Pix: f.Pix, Stride: f.Stride, Rect: image.Rect(0, 0, f.Width, f.Height)}
+	return &f.gray // in the (pooled) frame: no allocation per call
 }
 
 // Row returns row y of the frame (Width bytes).

@@ -121,20 +121,22 @@ func (l *Light) Off() error {
 func (l *Light) Halt() error { return l.Off() }
 
 func (l *Light) offLocked() error {
-	var errs []error
+	// No slice of errors: switching off is on every site's path, and
+	// allocates nothing when it works.
+	var enErr, dimErr, senseErr error
 	if err := l.cfg.Enable.Out(l.activeLevel(false)); err != nil {
-		errs = append(errs, fmt.Errorf("illumination: switch off %s: %w", l.cfg.Enable, err))
+		enErr = fmt.Errorf("illumination: switch off %s: %w", l.cfg.Enable, err)
 	}
 	if l.cfg.Dimmer != nil {
 		if err := l.cfg.Dimmer.Out(gpio.Low); err != nil {
-			errs = append(errs, fmt.Errorf("illumination: dimmer off %s: %w", l.cfg.Dimmer, err))
+			dimErr = fmt.Errorf("illumination: dimmer off %s: %w", l.cfg.Dimmer, err)
 		}
 	}
-	if len(errs) == 0 {
+	if enErr == nil && dimErr == nil {
 		l.on, l.level = false, 0
-		errs = append(errs, l.checkSense(false))
+		senseErr = l.checkSense(false)
 	}
-	err := errors.Join(errs...)
+	err := errors.Join(enErr, dimErr, senseErr)
 	if err != nil {
 		l.err = err
 	}

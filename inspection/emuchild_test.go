@@ -27,8 +27,13 @@ import (
 )
 
 // emulatorChildEnv, set to the time scale, makes the test binary run as the
-// emulator child instead of the tests.
-const emulatorChildEnv = "WAFERD_TEST_EMULATOR_CHILD"
+// emulator child instead of the tests; emulatorQuietEnv=1 keeps it from
+// reporting events (a benchmark counting the parent's allocations does not
+// want to parse them).
+const (
+	emulatorChildEnv = "WAFERD_TEST_EMULATOR_CHILD"
+	emulatorQuietEnv = "WAFERD_TEST_EMULATOR_QUIET"
+)
 
 // runEmulatorChild serves the emulator on a pty until stdin closes. Its
 // stdout protocol, one line each:
@@ -49,14 +54,16 @@ func runEmulatorChild(scale string) int {
 		defer mu.Unlock()
 		fmt.Fprintf(os.Stdout, format, args...)
 	}
-	e.OnRealtime(func(b byte, at time.Time) { out("rt %d %d\n", b, at.UnixNano()) })
-	e.OnState(func(st motion.State, sub int, at time.Time) {
-		moving := 0
-		if e.Moving() {
-			moving = 1
-		}
-		out("st %s %d %d %d\n", st, sub, moving, at.UnixNano())
-	})
+	if os.Getenv(emulatorQuietEnv) != "1" {
+		e.OnRealtime(func(b byte, at time.Time) { out("rt %d %d\n", b, at.UnixNano()) })
+		e.OnState(func(st motion.State, sub int, at time.Time) {
+			moving := 0
+			if e.Moving() {
+				moving = 1
+			}
+			out("st %s %d %d %d\n", st, sub, moving, at.UnixNano())
+		})
+	}
 	path, err := e.OpenPTY()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "emulator child: %v\n", err)
@@ -84,11 +91,14 @@ type emulatorChild struct {
 }
 
 // startEmulatorChild starts the emulator child at the time scale and waits
-// for its pty.
-func startEmulatorChild(tb testing.TB, scale float64) *emulatorChild {
+// for its pty. A quiet child reports no events.
+func startEmulatorChild(tb testing.TB, scale float64, quiet bool) *emulatorChild {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), emulatorChildEnv+"="+strconv.FormatFloat(scale, 'g', -1, 64))
+	if quiet {
+		cmd.Env = append(cmd.Env, emulatorQuietEnv+"=1")
+	}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

@@ -49,7 +49,7 @@ max_defects_per_site = 2
 //
 // One iteration is one whole run (about a minute): use -benchtime=1x.
 func BenchmarkLongRun(b *testing.B) {
-	emu := startEmulatorChild(b, 1000)
+	emu := startEmulatorChild(b, 1000, true)
 	brd := openChildBoard(b, emu, 64, 64)
 	rec, err := recipe.Parse("long.toml", []byte(longRecipe), brd.Limits)
 	if err != nil {

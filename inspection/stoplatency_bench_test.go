@@ -84,7 +84,7 @@ func newStopBench(b *testing.B) *stopBench {
 	// The stage controller is the emulator in a process of its own, on a
 	// pty; the light and camera are the board's simulated devices
 	// (per-device "sim"), as during machine bring-up.
-	emu := startEmulatorChild(b, benchScale)
+	emu := startEmulatorChild(b, benchScale, false)
 	brd := openChildBoard(b, emu, 160, 160)
 	rec, err := recipe.Parse("far.toml", []byte(farSite), brd.Limits)
 	if err != nil {

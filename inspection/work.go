@@ -173,8 +173,7 @@ func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error)
 	// that stopped executing (left in a hold, or lost): a fault, not a
 	// wait without end.
 	budget := w.moveBudget(s.At)
-	mctx, cancel := context.WithTimeoutCause(ctx, budget,
-		fmt.Errorf("stage: move to %v not finished within %v: %w", s.At, budget, motion.ErrTimeout))
+	mctx, cancel := context.WithTimeoutCause(ctx, budget, &moveTimeout{s.At, budget})
 	err := r.Stage.MoveTo(mctx, s.At, rec.Feed)
 	cancel()
 	if err != nil {
@@ -201,8 +200,7 @@ func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error)
 	if to <= 0 {
 		to = 2 * time.Second
 	}
-	cctx, cancel := context.WithTimeoutCause(ctx, rec.Exposure+to,
-		fmt.Errorf("camera: no frame within %v of a %v exposure", to, rec.Exposure))
+	cctx, cancel := context.WithTimeoutCause(ctx, rec.Exposure+to, &captureTimeout{to, rec.Exposure})
 	f, capErr := r.Camera.Capture(cctx, rec.Exposure)
 	cancel()
 	stopLight()
@@ -271,6 +269,26 @@ func (w *work) process(ctx context.Context, s recipe.Site, f *camera.Frame) erro
 	}
 	r.step(StepNextSite, s.Index)
 	return nil
+}
+
+// moveTimeout is the cause of a move that overran its budget. The timeout
+// errors are built as structs, formatted only if they are ever shown: every
+// site makes them.
+type moveTimeout struct {
+	at     motion.Point
+	budget time.Duration
+}
+
+func (e *moveTimeout) Error() string {
+	return fmt.Sprintf("stage: move to %v not finished within %v: %v", e.at, e.budget, motion.ErrTimeout)
+}
+func (e *moveTimeout) Unwrap() error { return motion.ErrTimeout }
+
+// captureTimeout is the cause of a capture whose frame did not come.
+type captureTimeout struct{ timeout, exposure time.Duration }
+
+func (e *captureTimeout) Error() string {
+	return fmt.Sprintf("camera: no frame within %v of a %v exposure", e.timeout, e.exposure)
 }
 
 // sleep waits d or until ctx is cancelled.
