@@ -130,6 +130,11 @@ type Runner struct {
 	trusted  bool                    // stage position known (homed, never lost since)
 	last     Outcome
 	detector analysis.Detector
+	// quickHold is held by Stop while it writes its feed hold (taken
+	// under mu, before the run is cancelled); safeStop takes it once, as
+	// a barrier, before it holds or resets the stage. Never taken before
+	// mu.
+	quickHold sync.Mutex
 }
 
 // State returns the machine state: Idle, Running, Stopping, Faulted or
@@ -205,17 +210,23 @@ func (r *Runner) Stop(reason stop.Reason, detail string) {
 	log := r.log()
 	cause := stop.New(reason, detail)
 	r.mu.Lock()
-	if (r.state == Running || r.state == Stopping) && r.reason == stop.None && reason > stop.None {
+	if r.state == Running && r.reason == stop.None && reason > stop.None {
 		r.reason = reason
 		// Cancel first: the abort hooks (the light off, the stage's feed
 		// hold) start here. Then the feed hold goes on the wire from this
 		// goroutine, without waiting for a hook's goroutine to be
 		// scheduled; the log line, a write to the journal, can wait.
+		// quickHold, taken before the cancel and while the machine is
+		// still Running, makes the safe stop wait for that write before
+		// it holds or resets the stage: a '!' arriving after the soft
+		// reset would leave GRBL in Hold:0, executing nothing.
+		r.quickHold.Lock()
 		r.cancel(cause)
 		r.mu.Unlock()
 		if qh, ok := r.Stage.(motion.QuickHolder); ok {
 			qh.TryFeedHold()
 		}
+		r.quickHold.Unlock()
 		log.Warnf("stop requested: %v", cause)
 		return
 	}
@@ -225,6 +236,12 @@ func (r *Runner) Stop(reason stop.Reason, detail string) {
 		switch {
 		case reason <= r.reason:
 			log.Noticef("stop %v ignored: already stopping (%v)", cause, r.reason)
+		case r.reason == stop.None:
+			// Stopping without a reason: the work failed and the safe
+			// stop is under way; the run's context is already cancelled.
+			r.reason = reason
+			r.cancel(cause)
+			log.Warnf("stop requested: %v", cause)
 		default:
 			log.Warnf("stop escalated from %v to %v", r.reason, cause)
 			r.reason = reason
@@ -575,6 +592,10 @@ func (r *Runner) safeStop(ctx context.Context) (faulted bool, err error) {
 	if err := r.Light.Off(); err != nil {
 		lightErr = fmt.Errorf("light off: %w", err)
 	}
+	// Stop's own feed hold is on the wire (or was not sent) before the
+	// stage is held or reset.
+	r.quickHold.Lock()
+	r.quickHold.Unlock() //nolint:staticcheck // an empty critical section: the barrier
 
 	if !immediate {
 		hctx, cancel := context.WithTimeoutCause(ctx, holdTO, errors.New("hold deadline missed"))
