@@ -7,7 +7,6 @@ package motion
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"strconv"
 )
@@ -35,16 +34,21 @@ func (d Distance) String() string { return FormatMM(d) + "mm" }
 // FormatMM formats d as a bare millimetre number with three decimals
 // ("-12.345"), the form GRBL G-code and reports use.
 func FormatMM(d Distance) string {
-	neg := d < 0
-	u := int64(d)
-	if neg {
-		u = -u
+	var buf [24]byte
+	return string(AppendMM(buf[:0], d))
+}
+
+// AppendMM appends d formatted as FormatMM does to dst and returns the
+// extended slice; it allocates only if dst must grow.
+func AppendMM(dst []byte, d Distance) []byte {
+	u := uint64(d)
+	if d < 0 {
+		dst = append(dst, '-')
+		u = -u // also right for the most negative Distance
 	}
-	s := strconv.FormatInt(u/1000, 10) + "." + fmt.Sprintf("%03d", u%1000)
-	if neg {
-		return "-" + s
-	}
-	return s
+	dst = strconv.AppendUint(dst, u/1000, 10)
+	f := u % 1000
+	return append(dst, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
 }
 
 // Point is a position of the XY stage in machine coordinates.

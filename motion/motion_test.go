@@ -1,6 +1,7 @@
 package motion
 
 import (
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -41,4 +42,20 @@ func TestRectAndStatus(t *testing.T) {
 	_, ok = ParseState("Unknown")
 	assert.False(t, ok, "Unknown is not a GRBL state")
 	assert.Equal(t, "Hold:1 at (0.000, 0.000)mm", Status{State: StateHold, Sub: 1}.String())
+}
+
+func TestAppendMM(t *testing.T) {
+	for _, c := range []struct {
+		d    Distance
+		want string
+	}{
+		{0, "0.000"}, {1, "0.001"}, {-1, "-0.001"}, {MM(12.345), "12.345"}, {MM(-12.05), "-12.050"},
+		{MM(150), "150.000"}, {-999, "-0.999"}, {-1000, "-1.000"},
+		{math.MaxInt64, "9223372036854775.807"}, {math.MinInt64, "-9223372036854775.808"},
+	} {
+		assert.Equal(t, "X"+c.want, string(AppendMM([]byte("X"), c.d)), "%d", int64(c.d))
+		assert.Equal(t, c.want, FormatMM(c.d), "%d", int64(c.d))
+	}
+	buf := make([]byte, 0, 32)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { buf = AppendMM(buf[:0], -123456) }))
 }

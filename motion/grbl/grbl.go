@@ -188,6 +188,17 @@ type Stage struct {
 	sendSem chan struct{} // capacity 1: one submitter at a time keeps wire order = queue order
 	moveSem chan struct{} // capacity 1: serialises MoveTo and Home
 
+	// Guarded by moveSem.
+	moveLine []byte     // MoveTo formats its G1 line here
+	holdHook *abortHook // MoveTo's: feed hold
+	homeHook *abortHook // Home's: soft reset
+
+	// Free lists (reuse.go).
+	timers   freeList[*time.Timer]
+	tickers  freeList[*time.Ticker]
+	signals  freeList[chan struct{}] // capacity 1, empty
+	pendings freeList[*pending]
+
 	events     chan Event    // written only by the reader goroutine, closed when it ends
 	readerDone chan struct{} // closed when the reader goroutine has returned
 	done       chan struct{} // closed when the Stage is unusable (link lost or closed)
@@ -201,7 +212,7 @@ type Stage struct {
 	err       error // why done is closed
 	queue     []*pending
 	queued    int           // bytes of queue (len(line)+1 each)
-	space     chan struct{} // closed and replaced when the queue shrinks or stream state changes
+	space     chan struct{} // nil until a waiter needs it (spaceLocked); closed when the queue shrinks or stream state changes
 	resetting bool          // a soft reset was sent and its banner is awaited: no new lines
 	desync    error         // non-nil: a reply was lost, lines are refused until a reset
 	banner    chan struct{} // closed and replaced at each banner
@@ -214,8 +225,9 @@ type Stage struct {
 	// critMsg is non-nil between ALARM:1/2 and "[MSG:Reset to continue]"
 	// (closed then): GRBL discards a soft reset received in that interval.
 	critMsg   chan struct{}
-	homing    int // $H lines queued or running: '?' is ignored meanwhile
-	statusReq *statusReq
+	homing    int        // $H lines queued or running: '?' is ignored meanwhile
+	statusReq *statusReq // the outstanding '?', if any
+	spareReq  *statusReq // a finished one, for reuse
 	last      motion.Status
 	lastAt    time.Time
 	wco       [3]motion.Distance
@@ -229,7 +241,7 @@ var _ motion.Stage = (*Stage)(nil)
 // Connect does. The Stage owns the port from now on and closes it in Close.
 func New(port io.ReadWriteCloser, cfg Config) *Stage {
 	cfg = cfg.withDefaults()
-	return &Stage{
+	s := &Stage{
 		port:       port,
 		cfg:        cfg,
 		logf:       cfg.Logf,
@@ -238,10 +250,12 @@ func New(port io.ReadWriteCloser, cfg Config) *Stage {
 		events:     make(chan Event, eventBuffer),
 		readerDone: make(chan struct{}),
 		done:       make(chan struct{}),
-		space:      make(chan struct{}),
 		banner:     make(chan struct{}),
 		alarmCh:    make(chan struct{}),
 	}
+	s.holdHook = newAbortHook(func() { _ = s.FeedHold() })
+	s.homeHook = newAbortHook(s.abortHoming)
+	return s
 }
 
 // Connect starts the reader goroutine and waits for the controller's banner
@@ -405,8 +419,30 @@ func (s *Stage) closePort() error {
 // writeRT writes one real-time byte, bypassing the stream. It waits only for
 // the write mutex. It returns the write's sequence number.
 func (s *Stage) writeRT(b byte) (uint64, error) {
-	return s.write([]byte{b}, nil)
+	var p []byte
+	switch b {
+	case rtStatus:
+		p = statusByte
+	case rtFeedHold:
+		p = feedHoldByte
+	case rtResume:
+		p = resumeByte
+	case rtSoftReset:
+		p = softResetByte
+	default:
+		p = []byte{b}
+	}
+	return s.write(p, nil)
 }
+
+// The real-time commands as written: read-only, so that writing one
+// allocates nothing.
+var (
+	statusByte    = []byte{rtStatus}
+	feedHoldByte  = []byte{rtFeedHold}
+	resumeByte    = []byte{rtResume}
+	softResetByte = []byte{rtSoftReset}
+)
 
 // write writes p under the write mutex. seq, if not nil, receives the write's
 // sequence number before the bytes go out.
@@ -469,8 +505,6 @@ func (s *Stage) TryFeedHold() bool {
 	return true
 }
 
-var feedHoldByte = []byte{rtFeedHold} // read-only
-
 // emit sends an event without blocking. Called only by the reader goroutine.
 func (s *Stage) emit(ev Event) {
 	select {
@@ -497,7 +531,7 @@ func (s *Stage) readLoop() {
 		for _, b := range buf[:n] {
 			if b == '\n' || b == '\r' {
 				if !discarding && len(line) > 0 {
-					s.handleLine(string(line))
+					s.dispatch(line)
 				}
 				line, discarding = line[:0], false
 				continue
@@ -530,6 +564,17 @@ func (s *Stage) readLoop() {
 			}
 		}
 	}
+}
+
+// dispatch hands one received line, held in the reader's buffer, to
+// handleLine. "ok", the line every command brings, goes without a copy;
+// the others are copied into a string of their own.
+func (s *Stage) dispatch(line []byte) {
+	if string(line) == "ok" { // compared without a copy
+		s.handleLine("ok")
+		return
+	}
+	s.handleLine(string(line))
 }
 
 // handleLine dispatches one received line. Called only by the reader.
@@ -594,11 +639,10 @@ func (s *Stage) onReply(r Response) {
 	}
 	p := s.popLocked()
 	if r.Kind == RespError {
-		s.completeLocked(p, newError(r.Code, p.line))
+		s.completeLocked(p, newError(r.Code, p.text()))
 		return
 	}
-	u := strings.ToUpper(p.line) // GRBL upcases lines
-	if (u == "$X" || strings.HasPrefix(u, "$H")) && s.alarmSeq == p.alarmSeq && s.alarm != nil {
+	if p.clearsAlarm && s.alarmSeq == p.alarmSeq && s.alarm != nil {
 		// Unlocked or homed, and no alarm arrived since the line was sent
 		// (GRBL prints ALARM:N and still "ok" when homing fails).
 		s.alarm, s.critical = nil, false
@@ -686,8 +730,18 @@ func (s *Stage) latchAlarmLocked(a *Alarm) {
 
 // wakeLocked wakes everyone waiting for stream space or state changes.
 func (s *Stage) wakeLocked() {
-	close(s.space)
-	s.space = make(chan struct{})
+	if s.space != nil {
+		close(s.space)
+		s.space = nil
+	}
+}
+
+// spaceLocked returns the channel that the next wakeLocked closes.
+func (s *Stage) spaceLocked() <-chan struct{} {
+	if s.space == nil {
+		s.space = make(chan struct{})
+	}
+	return s.space
 }
 
 // waitBanner waits until bch is closed (a banner arrived), for at most

@@ -188,10 +188,12 @@ func parseStatus(line string) (st motion.Status, work bool, err error) {
 	bad := func(format string, args ...any) (motion.Status, bool, error) {
 		return motion.Status{}, false, fmt.Errorf("grbl: status report %q: "+format, append([]any{l}, args...)...)
 	}
-	fields := strings.Split(l[1:len(l)-1], "|")
+	// Fields are cut one at a time rather than split: a report parses
+	// without allocating.
+	first, rest, more := strings.Cut(l[1:len(l)-1], "|")
 	st = motion.Status{Sub: -1, BufBlocks: -1, BufBytes: -1}
 
-	name, sub, hasSub := strings.Cut(fields[0], ":")
+	name, sub, hasSub := strings.Cut(first, ":")
 	state, ok := motion.ParseState(name)
 	if !ok {
 		return bad("unknown state %q", name)
@@ -207,7 +209,9 @@ func parseStatus(line string) (st motion.Status, work bool, err error) {
 
 	var pos [3]motion.Distance
 	havePos := false
-	for _, f := range fields[1:] {
+	for more {
+		var f string
+		f, rest, more = strings.Cut(rest, "|")
 		key, val, ok := strings.Cut(f, ":")
 		if !ok || !isWord(key) {
 			return bad("malformed field %q", f)
@@ -275,11 +279,11 @@ func parseStatus(line string) (st motion.Status, work bool, err error) {
 // optional extra axes, which are dropped).
 func parseAxes(s string) ([3]motion.Distance, error) {
 	var out [3]motion.Distance
-	parts := strings.Split(s, ",")
-	if len(parts) < 3 || len(parts) > 6 {
-		return out, fmt.Errorf("want 3 axes, got %d values", len(parts))
+	if n := strings.Count(s, ",") + 1; n < 3 || n > 6 {
+		return out, fmt.Errorf("want 3 axes, got %d values", n)
 	}
-	for i, p := range parts {
+	for i := 0; ; i++ {
+		p, rest, more := strings.Cut(s, ",")
 		v, err := parseNumber(p)
 		if err != nil {
 			return out, err
@@ -287,38 +291,43 @@ func parseAxes(s string) ([3]motion.Distance, error) {
 		if i < 3 {
 			out[i] = motion.MM(v)
 		}
+		if !more {
+			return out, nil
+		}
+		s = rest
 	}
-	return out, nil
 }
 
-func parseNumbers(s string, n int) ([]float64, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) != n {
-		return nil, fmt.Errorf("want %d values, got %d", n, len(parts))
+// parseNumbers parses n (1 or 2) comma-separated decimal numbers.
+func parseNumbers(s string, n int) ([2]float64, error) {
+	var out [2]float64
+	if got := strings.Count(s, ",") + 1; got != n || n > len(out) {
+		return out, fmt.Errorf("want %d values, got %d", n, got)
 	}
-	out := make([]float64, n)
-	for i, p := range parts {
+	for i := range n {
+		p, rest, _ := strings.Cut(s, ",")
 		v, err := parseNumber(p)
 		if err != nil {
-			return nil, err
+			return out, err
 		}
-		out[i] = v
+		out[i], s = v, rest
 	}
 	return out, nil
 }
 
-func parseInts(s string, n int) ([]int, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) != n {
-		return nil, fmt.Errorf("want %d values, got %d", n, len(parts))
+// parseInts parses n (2 or 3) comma-separated integers 0..1,000,000.
+func parseInts(s string, n int) ([3]int, error) {
+	var out [3]int
+	if got := strings.Count(s, ",") + 1; got != n || n > len(out) {
+		return out, fmt.Errorf("want %d values, got %d", n, got)
 	}
-	out := make([]int, n)
-	for i, p := range parts {
+	for i := range n {
+		p, rest, _ := strings.Cut(s, ",")
 		v, ok := smallUint(p, 1_000_000)
 		if !ok {
-			return nil, fmt.Errorf("bad integer %q", p)
+			return out, fmt.Errorf("bad integer %q", p)
 		}
-		out[i] = v
+		out[i], s = v, rest
 	}
 	return out, nil
 }

@@ -50,8 +50,7 @@ func (s *Stage) MoveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 }
 
 func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) error {
-	feed, err := formatFeed(f)
-	if err != nil {
+	if err := checkFeed(f); err != nil {
 		return err
 	}
 	if err := s.acquire(ctx, s.moveSem); err != nil {
@@ -69,9 +68,17 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	}
 	// The abort hook: feed hold the moment ctx is cancelled, not at the
 	// next poll.
-	defer abortHook(ctx, func() { _ = s.FeedHold() })()
-	line := "G21 G90 G53 G1 X" + motion.FormatMM(p.X) + " Y" + motion.FormatMM(p.Y) + " F" + feed
-	ps, err := s.submit(ctx, lineSpec{line: line}, lineSpec{line: "G4 P0"})
+	defer s.holdHook.disarm(s.holdHook.arm(ctx))
+	line := append(s.moveLine[:0], "G21 G90 G53 G1 X"...)
+	line = motion.AppendMM(line, p.X)
+	line = append(line, " Y"...)
+	line = motion.AppendMM(line, p.Y)
+	line = append(line, " F"...)
+	line = appendFeed(line, f)
+	s.moveLine = line
+	var buf [2]*pending
+	ps, err := s.submit(ctx, buf[:0], lineSpec{raw: line}, lineSpec{line: "G4 P0"})
+	defer s.releaseAll(ps)
 	if err != nil {
 		return s.withAlarm(err)
 	}
@@ -129,16 +136,26 @@ func near(a, b motion.Point) bool {
 	return d(a.X, b.X) <= positionTolerance && d(a.Y, b.Y) <= positionTolerance
 }
 
-// formatFeed formats a feed rate for an F word: positive, finite, at most
-// three decimals.
-func formatFeed(f motion.Speed) (string, error) {
-	v := float64(f)
-	if math.IsNaN(v) || v <= 0 || v > 1e6 {
-		return "", fmt.Errorf("invalid feed rate %v mm/min", v)
+// checkFeed accepts a feed rate for an F word: positive and finite.
+func checkFeed(f motion.Speed) error {
+	if v := float64(f); math.IsNaN(v) || v <= 0 || v > 1e6 {
+		return fmt.Errorf("invalid feed rate %v mm/min", v)
 	}
-	s := strconv.FormatFloat(v, 'f', 3, 64)
-	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	return s, nil
+	return nil
+}
+
+// appendFeed appends a feed rate that checkFeed accepts, for an F word: at
+// most three decimals, without trailing zeros ("6000", "0.5").
+func appendFeed(dst []byte, f motion.Speed) []byte {
+	n := len(dst)
+	dst = strconv.AppendFloat(dst, float64(f), 'f', 3, 64)
+	for len(dst) > n && dst[len(dst)-1] == '0' {
+		dst = dst[:len(dst)-1]
+	}
+	for len(dst) > n && dst[len(dst)-1] == '.' {
+		dst = dst[:len(dst)-1]
+	}
+	return dst
 }
 
 // Home runs the homing cycle ($H) and blocks until it ends, for at most
@@ -167,8 +184,10 @@ func (s *Stage) home(ctx context.Context, line string) error {
 	s.mu.Lock()
 	base := s.alarmSeq
 	s.mu.Unlock()
-	defer abortHook(ctx, s.abortHoming)()
-	ps, err := s.submit(ctx, lineSpec{line: line, homing: true})
+	defer s.homeHook.disarm(s.homeHook.arm(ctx))
+	var buf [1]*pending
+	ps, err := s.submit(ctx, buf[:0], lineSpec{line: line, homing: true})
+	defer s.releaseAll(ps)
 	if err != nil {
 		return err
 	}
@@ -179,25 +198,6 @@ func (s *Stage) home(ctx context.Context, line string) error {
 		return fmt.Errorf("%w: %w", context.Cause(ctx), err)
 	}
 	return err
-}
-
-// abortHook registers abort to run (in its own goroutine) the moment ctx is
-// cancelled. The returned stop unregisters it and, if abort has already
-// started, waits for it to finish: the call that registered it never
-// returns before its abort is on the wire, so whatever the caller does next
-// (a reset, in the safe stop) cannot be overtaken by it. A '!' landing after
-// a reset would leave GRBL in Hold:0, executing nothing.
-func abortHook(ctx context.Context, abort func()) (stop func()) {
-	done := make(chan struct{})
-	unregister := context.AfterFunc(ctx, func() {
-		defer close(done)
-		abort()
-	})
-	return func() {
-		if !unregister() {
-			<-done
-		}
-	}
 }
 
 // abortHoming soft-resets the controller (the only way to stop a GRBL
@@ -303,23 +303,26 @@ func (s *Stage) Unlock(ctx context.Context) error {
 // only when Idle or in Alarm. It blocks for at most ReplyTimeout once the
 // line is next in turn.
 func (s *Stage) Settings(ctx context.Context) (map[int]string, error) {
-	p, err := s.command(ctx, lineSpec{line: "$$", collect: true})
+	set, err := s.command(ctx, lineSpec{line: "$$", collect: true})
 	if err != nil {
 		return nil, fmt.Errorf("grbl: settings: %w", err)
 	}
-	return p.settings, nil
+	return set, nil
 }
 
-// command sends one non-motion line and waits strictly for its reply.
-func (s *Stage) command(ctx context.Context, ls lineSpec) (*pending, error) {
-	ps, err := s.submit(ctx, ls)
+// command sends one non-motion line and waits strictly for its reply. It
+// returns the settings collected for a line with collect set.
+func (s *Stage) command(ctx context.Context, ls lineSpec) (map[int]string, error) {
+	var buf [1]*pending
+	ps, err := s.submit(ctx, buf[:0], ls)
+	defer s.releaseAll(ps)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.ReplyTimeout}); err != nil {
 		return nil, err
 	}
-	return ps[0], nil
+	return ps[0].settings, nil
 }
 
 // Send sends one line (G-code or $-command) through the character-counting
@@ -346,7 +349,9 @@ func (s *Stage) Send(ctx context.Context, line string) error {
 		s.mu.Lock()
 		base := s.alarmSeq
 		s.mu.Unlock()
-		ps, err := s.submit(ctx, lineSpec{line: l, homing: true})
+		var buf [1]*pending
+		ps, err := s.submit(ctx, buf[:0], lineSpec{line: l, homing: true})
+		defer s.releaseAll(ps)
 		if err != nil {
 			return fmt.Errorf("grbl: send %q: %w", l, err)
 		}
@@ -356,7 +361,9 @@ func (s *Stage) Send(ctx context.Context, line string) error {
 		_, err := s.command(ctx, lineSpec{line: l})
 		return s.wrapSend(l, err)
 	}
-	ps, err := s.submit(ctx, lineSpec{line: l})
+	var buf [1]*pending
+	ps, err := s.submit(ctx, buf[:0], lineSpec{line: l})
+	defer s.releaseAll(ps)
 	if err != nil {
 		return fmt.Errorf("grbl: send %q: %w", l, err)
 	}
@@ -382,26 +389,26 @@ func (s *Stage) wrapSend(line string, err error) error {
 func (s *Stage) Stream(ctx context.Context, lines []string) error {
 	w := waitSpec{mode: waitMotion}
 	var sent []*pending
+	defer func() { s.releaseAll(sent) }()
 	check := func(all bool) error {
 		for len(sent) > 0 {
 			p := sent[0]
 			if !all {
-				select {
-				case <-p.done:
-				default:
+				if _, ok := s.result(p); !ok {
 					return nil
 				}
 			}
 			if err := s.awaitReply(ctx, p, w); err != nil {
-				return s.wrapSend(p.line, err)
+				return s.wrapSend(p.text(), err)
 			}
 			sent = sent[1:]
+			s.release(p)
 		}
 		return nil
 	}
 	for _, l := range lines {
-		ps, err := s.submit(ctx, lineSpec{line: l})
-		sent = append(sent, ps...)
+		var err error
+		sent, err = s.submit(ctx, sent, lineSpec{line: l})
 		if cerr := check(false); cerr != nil {
 			return cerr
 		}
