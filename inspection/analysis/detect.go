@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"math"
 	"math/bits"
 	"slices"
 
@@ -21,9 +22,10 @@ import (
 // Defaults applied to zero Detector fields.
 //
 // DefaultBandRows bounds the time to notice a stop: a band of 8 rows of a
-// 2048-wide frame takes about 4 µs on a typical frame and under 0.5 ms on
+// 2048-wide frame takes about 1.5 µs on a typical frame and under 0.5 ms on
 // one riddled with suspect pixels (2-core AMD EPYC; a few times more on an
-// ARM board), while a check costs a few nanoseconds, about 0.1% of a frame.
+// ARM board), while a check costs a few nanoseconds: the checks of a frame
+// cost under 1% of it.
 const (
 	DefaultThreshold = 40
 	DefaultMinArea   = 6
@@ -56,9 +58,9 @@ type Detector struct {
 	// MinArea: components with fewer pixels are dropped. 0 means
 	// DefaultMinArea.
 	MinArea int
-	// BandRows: Detect checks ctx for cancellation before each band of this
-	// many rows. 0 means DefaultBandRows; a value at least the frame height
-	// checks once per frame.
+	// BandRows: Detect checks ctx for cancellation once for each band of
+	// this many rows (see Detect). 0 means DefaultBandRows; a value at least
+	// the frame height checks once per frame.
 	BandRows int
 
 	runs   []run    // mask runs of the whole frame, row by row, x ascending
@@ -81,7 +83,10 @@ type stats struct {
 	peak                   int32
 }
 
-var le = binary.LittleEndian
+var (
+	le = binary.LittleEndian
+	be = binary.BigEndian
+)
 
 // ErrSizeMismatch is returned (wrapped) when the frame and the golden frame
 // differ in size.
@@ -92,14 +97,21 @@ var ErrSizeMismatch = errors.New("analysis: frame and golden differ in size")
 // components, and components of at least MinArea pixels are appended to dst
 // as Defects, sorted by centroid Y then X. It returns the extended dst.
 //
-// Detect checks ctx before each band of BandRows rows and, on frames with
+// Detect checks ctx once for each band of BandRows rows and, on frames with
 // very many suspect pixels or defects, every few hundred microseconds while
 // labelling and sorting them; when ctx is cancelled it returns dst unchanged
-// and an error wrapping context.Cause(ctx). A size mismatch returns an error
-// wrapping ErrSizeMismatch; a frame whose Pix cannot hold its Height rows of
-// Stride bytes (the last one Width bytes) returns an error. Frame and golden
-// may have different strides. Detect does not keep references to the frames.
-// In steady state it allocates nothing beyond the growth of dst.
+// and an error wrapping context.Cause(ctx). The check of a band comes before
+// the band is scanned, except in frames whose rows are back to back (Stride
+// equal to Width in both frames, as the camera's): there the scan skips
+// clean pixels across row and band ends, and checks as it reaches a band or
+// up to 2^18 clean pixels (about 20 µs) later. Such frames are also the
+// fastest to scan.
+//
+// A size mismatch returns an error wrapping ErrSizeMismatch; a frame whose
+// Pix cannot hold its Height rows of Stride bytes (the last one Width bytes)
+// returns an error. Frame and golden may have different strides. Detect
+// does not keep references to the frames. In steady state it allocates
+// nothing beyond the growth of dst.
 func (d *Detector) Detect(ctx context.Context, frame, golden *camera.Frame, dst []Defect) ([]Defect, error) {
 	if frame == nil || golden == nil {
 		return dst, errors.New("analysis: detect: nil frame")
@@ -128,21 +140,23 @@ func (d *Detector) Detect(ctx context.Context, frame, golden *camera.Frame, dst 
 	}
 
 	s := newScan(threshold)
-	w, fs, gs := frame.Width, frame.Stride, golden.Stride
+	w, h, fs, gs := frame.Width, frame.Height, frame.Stride, golden.Stride
 	d.runs = d.runs[:0]
 	d.parent = d.parent[:0]
-	prevStart, prevEnd := 0, 0 // runs of the previous row
-	for y0 := 0; y0 < frame.Height; y0 += band {
-		if ctx.Err() != nil {
-			return dst, fmt.Errorf("analysis: detect: %w", context.Cause(ctx))
+	rows := rowLinks{prev: lastRow{y: -2}, cur: lastRow{y: -2}}
+	if fs == w && gs == w && w > 0 {
+		// The rows are back to back in both frames.
+		if err := d.scanPacked(ctx, frame.Pix[:h*w], golden.Pix[:h*w], w, band, &s, &rows); err != nil {
+			return dst, fmt.Errorf("analysis: detect: %w", err)
 		}
-		for y := y0; y < min(y0+band, frame.Height); y++ {
-			curStart := len(d.runs)
-			d.scanRow(frame.Pix[y*fs:y*fs+w], golden.Pix[y*gs:y*gs+w], int32(y), &s)
-			if curStart != len(d.runs) {
-				d.link(prevStart, prevEnd, curStart, len(d.runs))
+	} else {
+		for y0 := 0; y0 < h; y0 += band {
+			if ctx.Err() != nil {
+				return dst, fmt.Errorf("analysis: detect: %w", context.Cause(ctx))
 			}
-			prevStart, prevEnd = curStart, len(d.runs)
+			for y := y0; y < y0+min(band, h-y0); y++ {
+				d.scanRow(frame.Pix[y*fs:y*fs+w], golden.Pix[y*gs:y*gs+w], y, &s, &rows)
+			}
 		}
 	}
 
@@ -167,45 +181,111 @@ func checkGeometry(name string, f *camera.Frame) error {
 	return nil
 }
 
-// The threshold scan reads the rows as little-endian 64-bit words of 8
-// pixels and tests each word with a conservative test (see lanes) of about a
-// dozen operations, which passes the vast majority of words: defects are
-// rare. It skips blocks of blockLen pixels that pass as a whole; in a block
-// that does not, it skips the words that pass and takes the runs of the
-// others from an exact mask of their suspect pixels (see exactMask). The
-// last pixels of a row that do not fill a word are tested one by one.
+// The threshold scan has two tests of 8 little-endian pixels (one uint64
+// word) of the frame against the same 8 of the golden frame.
+//
+// The block test (see blockWord) is the fast path: 5 operations per word,
+// each word vouching for its first 7 pixels only, so skipClean reads the
+// words of a block of blockLen pixels at a stride of 7 bytes. It is
+// conservative: it fails every suspect pixel, and passes only pixels well
+// within the threshold (for T = 40, all with |frame - golden| <= 30; see
+// blockConsts). Defects are rare, so nearly every block passes. The pixels
+// of a row (or band) that do not fill a block take the block test word by
+// word, the last word read big-endian so that it ends with the last pixel.
+//
+// Where the block test fails, the scan goes word by word over 8-pixel words:
+// the word test (see lanes), about a dozen operations, skips most words, and
+// the runs of the others come from an exact mask of their suspect pixels
+// (see exactMask).
 const (
-	blockLen = 64
-	wordLen  = 8
-	lo8      = 0x0101010101010101 // 0x01 in every byte
-	lo7      = 0x7f * lo8         // 0x7f in every byte
-	hi8      = 0x80 * lo8         // 0x80 in every byte
-	lo16     = 0x00ff00ff00ff00ff // 0x00ff in every 16-bit lane
-	hi16     = 0x8000800080008000 // 0x8000 in every 16-bit lane
-	one16    = 0x0001000100010001 // 1 in every 16-bit lane
+	blockWords = 32
+	blockLen   = 7 * blockWords // pixels a block vouches for
+	blockRead  = blockLen + 1   // bytes a block reads: its last word ends one pixel beyond it
+	quarterLen = blockLen / 4   // a multiple of wordLen
+	minSkip    = 1 << 18        // pixels skipClean tests between checks of ctx, at least
+	wordLen    = 8
+	lo8        = 0x0101010101010101 // 0x01 in every byte
+	lo7        = 0x7f * lo8         // 0x7f in every byte
+	hi8        = 0x80 * lo8         // 0x80 in every byte
+	notLo8     = 0xfe * lo8         // 0xfe in every byte
+	lo16       = 0x00ff00ff00ff00ff // 0x00ff in every 16-bit lane
+	hi16       = 0x8000800080008000 // 0x8000 in every 16-bit lane
+	one16      = 0x0001000100010001 // 1 in every 16-bit lane
 )
 
 // scan holds the per-Detect constants of the threshold scan.
 type scan struct {
 	threshold int32  // exact test: |f - g| > threshold
 	c         uint64 // exact word test, see exactMask
-	cK, cL    uint64 // conservative word test, see lanes
+	cK, cL    uint64 // word test, see lanes
+	bc, bm    uint64 // block test, see blockWord
 }
 
 func newScan(threshold uint8) scan {
 	t := uint64(threshold)
+	bc, bm := blockConsts(threshold)
 	return scan{
 		threshold: int32(threshold),
 		c:         (0x8000 - t - 1) * one16,
 		cK:        (128 - t/2) * lo8,
 		cL:        (t + 1) / 2 * lo8,
+		bc:        bc,
+		bm:        bm,
 	}
 }
 
-// lanes is the conservative test on 8 pixels: a = 8 frame pixels, b = the
-// golden ones, little-endian. For every pixel with |a-b| > T (and, rarely,
-// for one with |a-b| = T), the pixel's byte of hi has bit 7 set or its byte
-// of lo has bit 7 clear. For the other pixels it is the reverse.
+// blockConsts returns the constants of blockWord for threshold T.
+//
+// With A = a>>1 and B = b>>1 (the pixels without their lowest bit), a pixel
+// with |a-b| >= T+1 has |A-B| >= s = ceil(T/2). Byte i of the word sum is
+// v = 2(A-B) + c, plus the carry out of byte i-1; c is even, so bit 0 of
+// byte i is that carry's parity. A pixel passes when v is in [0, 2^m), that
+// is 2(A-B) in [-c, 2^m - c). Both ends must stay short of ±2s: c <= 2s-2
+// and 2^m <= 2s + c. The widest window, centred, is 2^m <= 4s-2 with
+// c = 2^(m-1) (m capped at 8, the byte); for s = 1 (T <= 2) it is A = B.
+// For T = 40: s = 20, m = 6, c = 32, and pixels with A-B in [-16, 16) pass:
+// all those with |a-b| <= 30, none with |a-b| >= 34.
+//
+// The mask holds, in bytes 0..6, bits m..7 (v out of the window) and bit 0
+// (a carry from the byte below); in byte 7, only bit 0.
+func blockConsts(threshold uint8) (c, mask uint64) {
+	s := (uint64(threshold) + 1) / 2
+	m := 1
+	if s >= 2 {
+		m = min(bits.Len64(4*s-2)-1, 8)
+		c = 1 << (m - 1)
+	}
+	perByte := uint64(0xff<<m&0xff | 1)
+	return c * lo8, perByte*lo8&(1<<56-1) | 1<<56
+}
+
+// blockWord is the block test on 8 pixels: a = 8 frame pixels, b = the
+// golden ones, little-endian; c from blockConsts. The result, masked with
+// blockConsts' mask, is 0 if pixels 0..6 all pass (see blockConsts), and
+// nonzero if any of them is suspect. Pixel 7 is not tested.
+//
+// Clearing the lowest bit of each byte makes every byte's difference fit in
+// 9 bits, and the 9th bit, the carry, lands in bit 0 of the next byte. Let
+// pixel i be the first that does not pass. The bytes below it pass, so they
+// carry nothing: byte i holds v exactly if v is in [0, 256), and fails the
+// mask, and otherwise carries ±1 into bit 0 of byte i+1 (v is in
+// (-256, 512)). If all of pixels 0..6 pass, nothing carries and the mask
+// finds nothing. Bits above the first failing pixel may be garbage.
+func blockWord(a, b, c uint64) uint64 {
+	return a&notLo8 - b&notLo8 + c
+}
+
+// wordClean reports whether the 8 pixels f[:8] (frame) and g[:8] (golden)
+// pass the word test (see lanes): none of them is suspect.
+func wordClean(f, g *[wordLen]byte, cK, cL uint64) bool {
+	hi, lo := lanes(le.Uint64(f[:]), le.Uint64(g[:]), cK, cL)
+	return (hi|^lo)&hi8 == 0
+}
+
+// lanes is the word test on 8 pixels: a = 8 frame pixels, b = the golden
+// ones, little-endian. For every pixel with |a-b| > T (and, rarely, for one
+// with |a-b| = T), the pixel's byte of hi has bit 7 set or its byte of lo
+// has bit 7 clear. For the other pixels it is the reverse.
 //
 // Per byte, r = floor((a + 255-b) / 2) = 127 + floor((a-b+1) / 2) is the
 // carry-free average of a and ^b: (a & ^b) + ((a ^ ^b) >> 1 & 0x7f).
@@ -224,13 +304,6 @@ func lanes(a, b, cK, cL uint64) (hi, lo uint64) {
 	return r & (t + cK), r | (t + cL)
 }
 
-// wordClean reports whether the 8 pixels f[:8] (frame) and g[:8] (golden)
-// pass the conservative test: none of them is suspect.
-func wordClean(f, g *[wordLen]byte, cK, cL uint64) bool {
-	hi, lo := lanes(le.Uint64(f[:]), le.Uint64(g[:]), cK, cL)
-	return (hi|^lo)&hi8 == 0
-}
-
 // exactMask returns the suspect pixels among 8: a = 8 frame pixels, b = the
 // golden ones, little-endian; bit i is set iff |a_i - b_i| > T. It works on
 // 16-bit lanes of one pixel each, the even pixels then the odd ones: with
@@ -247,56 +320,246 @@ func exactMask(a, b, c uint64) uint8 {
 	return uint8((m >> 7) * 0x0102040810204080 >> 56)
 }
 
-// skipClean returns the length of the longest prefix of f (frame) and g
-// (golden, at least as long) made of whole blocks that pass the conservative
-// test: they hold no suspect pixel. This loop is where Detect spends its
-// time on a clean frame.
-func skipClean(f, g []byte, cK, cL uint64) int {
-	g = g[:len(f)]
-	i := 0
-	for ; i <= len(f)-blockLen; i += blockLen {
-		p, q := (*[blockLen]byte)(f[i:]), (*[blockLen]byte)(g[i:])
-		h, l := lanes(le.Uint64(p[0:]), le.Uint64(q[0:]), cK, cL)
-		h1, l1 := lanes(le.Uint64(p[8:]), le.Uint64(q[8:]), cK, cL)
-		h2, l2 := lanes(le.Uint64(p[16:]), le.Uint64(q[16:]), cK, cL)
-		h3, l3 := lanes(le.Uint64(p[24:]), le.Uint64(q[24:]), cK, cL)
-		h |= h1 | h2 | h3
-		l &= l1 & l2 & l3
-		h4, l4 := lanes(le.Uint64(p[32:]), le.Uint64(q[32:]), cK, cL)
-		h5, l5 := lanes(le.Uint64(p[40:]), le.Uint64(q[40:]), cK, cL)
-		h6, l6 := lanes(le.Uint64(p[48:]), le.Uint64(q[48:]), cK, cL)
-		h7, l7 := lanes(le.Uint64(p[56:]), le.Uint64(q[56:]), cK, cL)
-		h |= h4 | h5 | h6 | h7
-		l &= l4 & l5 & l6 & l7
-		if (h|^l)&hi8 != 0 {
-			break
-		}
-	}
-	return i
+// checker has Detect check ctx as the scan reaches pixel next, and then
+// every step pixels, in the pixels of a frame whose rows are back to back.
+type checker struct {
+	ctx        context.Context
+	next, step int
 }
 
-// scanRow appends the runs of suspect pixels of row y, f (frame) and g
-// (golden, same length).
-func (d *Detector) scanRow(f, g []byte, y int32, s *scan) {
-	w := len(f)
-	g = g[:w]
-	x := 0
-	var cur run // the open run, if open
-	open := false
+// noCheck is a checker that never checks.
+var noCheck = checker{next: math.MaxInt}
+
+// check checks ctx and schedules the next check.
+func (k *checker) check() error {
+	k.next += k.step
+	if k.ctx.Err() != nil {
+		return context.Cause(k.ctx)
+	}
+	return nil
+}
+
+// skipClean returns the end of the longest stretch of f (frame) and g
+// (golden, at least as long) from i on that passes the block test (see
+// blockWord): it holds no suspect pixel. It tests whole blocks of blockLen
+// pixels (each reads blockRead bytes) while they fit, and returns the start
+// of the first quarter block that fails. Then it tests the pixels left,
+// fewer than blockRead, as one (see skipTail), and returns len(f) if they
+// pass, else where they start.
+//
+// It has k check ctx once for each check point k.next it reaches, and
+// returns the cause if ctx is cancelled. Leaving the block loop to check
+// costs about as much as the check itself, so the loop goes on past a check
+// point for at least minSkip pixels, and then makes all the checks due.
+func skipClean(f, g []byte, i int, s *scan, k *checker) (int, error) {
+	n := len(f)
+	g = g[:n]
+	last := n - blockRead // the last pixel a whole block can start at
 	for {
-		x += skipClean(f[x:], g[x:], s.cK, s.cL)
-		// Either a block at x failed the test or fewer than blockLen pixels
-		// are left: go word by word to its end, and on while a run is open.
-		end := min(x+blockLen, w)
-		for ; x <= w-wordLen && (x < end || open); x += wordLen {
-			p, q := (*[wordLen]byte)(f[x:]), (*[wordLen]byte)(g[x:])
-			if open || !wordClean(p, q, s.cK, s.cL) {
-				open = d.scanWord(p, q, int32(x), y, s, &cur, open)
+		for i >= k.next {
+			if err := k.check(); err != nil {
+				return i, err
 			}
 		}
-		if x > w-wordLen {
+		if i > last {
+			return i + skipTail(f[i:], g[i:], s), nil
+		}
+		// Blocks from i to the next check point or minSkip pixels on,
+		// whichever is further, or to the last whole block.
+		end := min(max(k.next, i+minSkip), last+1)
+		j, failed := skipBlocks(f[i:end-1+blockRead], g[i:], s.bc, s.bm)
+		i += j
+		if failed {
+			return i, nil
+		}
+	}
+}
+
+// skipBlocks tests the blocks of f (frame) and g (golden, at least as long)
+// that start at 0, blockLen, 2*blockLen, ... and fit in f. It returns the
+// start of the first quarter block that fails and true, or the start of the
+// first block that does not fit and false. This loop is where Detect spends
+// its time on a clean frame.
+func skipBlocks(f, g []byte, c, mask uint64) (int, bool) {
+	n := len(f)
+	g = g[:n:n]
+	i := 0
+	for ; i <= n-blockRead; i += blockLen {
+		// Three-index slices have a known non-zero capacity, which spares
+		// the pointer masking of f[i:].
+		p := (*[blockRead]byte)(f[i : i+blockRead : i+blockRead])
+		q := (*[blockRead]byte)(g[i : i+blockRead : i+blockRead])
+		// xk tests quarter k of the block: 8 words, 56 pixels.
+		x0 := blockWord(le.Uint64(p[0:]), le.Uint64(q[0:]), c) |
+			blockWord(le.Uint64(p[7:]), le.Uint64(q[7:]), c) |
+			blockWord(le.Uint64(p[14:]), le.Uint64(q[14:]), c) |
+			blockWord(le.Uint64(p[21:]), le.Uint64(q[21:]), c)
+		x1 := blockWord(le.Uint64(p[56:]), le.Uint64(q[56:]), c) |
+			blockWord(le.Uint64(p[63:]), le.Uint64(q[63:]), c) |
+			blockWord(le.Uint64(p[70:]), le.Uint64(q[70:]), c) |
+			blockWord(le.Uint64(p[77:]), le.Uint64(q[77:]), c)
+		x2 := blockWord(le.Uint64(p[112:]), le.Uint64(q[112:]), c) |
+			blockWord(le.Uint64(p[119:]), le.Uint64(q[119:]), c) |
+			blockWord(le.Uint64(p[126:]), le.Uint64(q[126:]), c) |
+			blockWord(le.Uint64(p[133:]), le.Uint64(q[133:]), c)
+		x3 := blockWord(le.Uint64(p[168:]), le.Uint64(q[168:]), c) |
+			blockWord(le.Uint64(p[175:]), le.Uint64(q[175:]), c) |
+			blockWord(le.Uint64(p[182:]), le.Uint64(q[182:]), c) |
+			blockWord(le.Uint64(p[189:]), le.Uint64(q[189:]), c)
+		x0 |= blockWord(le.Uint64(p[28:]), le.Uint64(q[28:]), c) |
+			blockWord(le.Uint64(p[35:]), le.Uint64(q[35:]), c) |
+			blockWord(le.Uint64(p[42:]), le.Uint64(q[42:]), c) |
+			blockWord(le.Uint64(p[49:]), le.Uint64(q[49:]), c)
+		x1 |= blockWord(le.Uint64(p[84:]), le.Uint64(q[84:]), c) |
+			blockWord(le.Uint64(p[91:]), le.Uint64(q[91:]), c) |
+			blockWord(le.Uint64(p[98:]), le.Uint64(q[98:]), c) |
+			blockWord(le.Uint64(p[105:]), le.Uint64(q[105:]), c)
+		x2 |= blockWord(le.Uint64(p[140:]), le.Uint64(q[140:]), c) |
+			blockWord(le.Uint64(p[147:]), le.Uint64(q[147:]), c) |
+			blockWord(le.Uint64(p[154:]), le.Uint64(q[154:]), c) |
+			blockWord(le.Uint64(p[161:]), le.Uint64(q[161:]), c)
+		x3 |= blockWord(le.Uint64(p[196:]), le.Uint64(q[196:]), c) |
+			blockWord(le.Uint64(p[203:]), le.Uint64(q[203:]), c) |
+			blockWord(le.Uint64(p[210:]), le.Uint64(q[210:]), c) |
+			blockWord(le.Uint64(p[217:]), le.Uint64(q[217:]), c)
+		if (x0|x1|x2|x3)&mask != 0 {
+			switch {
+			case x0&mask != 0:
+				return i, true
+			case x1&mask != 0:
+				return i + quarterLen, true
+			case x2&mask != 0:
+				return i + 2*quarterLen, true
+			}
+			return i + 3*quarterLen, true
+		}
+	}
+	return i, false
+}
+
+// skipTail is the block test on all of f (frame) and g (golden, at least as
+// long), fewer than blockRead pixels: words at a stride of 7 while they fit,
+// then the last 8 pixels read big-endian, so that the last pixel is in byte
+// 0 and the word tests pixels n-7..n-1. It returns len(f) if all pass, else
+// 0; also 0 if f holds 1 to 7 pixels, which it does not test.
+func skipTail(f, g []byte, s *scan) int {
+	n := len(f)
+	if n < wordLen {
+		return 0
+	}
+	g = g[:n]
+	c := s.bc
+	var acc uint64
+	j := 0
+	for ; j <= n-wordLen; j += wordLen - 1 {
+		acc |= blockWord(le.Uint64(f[j:j+wordLen:j+wordLen]), le.Uint64(g[j:j+wordLen:j+wordLen]), c)
+	}
+	// Pixels [0, j) are tested, and fewer than wordLen are left.
+	if j < n {
+		acc |= blockWord(be.Uint64(f[n-wordLen:n:n]), be.Uint64(g[n-wordLen:n:n]), c)
+	}
+	if acc&s.bm != 0 {
+		return 0
+	}
+	return n
+}
+
+// lastRow is a row and its runs [start, end).
+type lastRow struct{ y, start, end int }
+
+// rowLinks tracks the runs of the row being scanned, cur, and of the last
+// row before it that has runs, prev, to link them.
+type rowLinks struct{ prev, cur lastRow }
+
+// scanPacked appends the runs of the rows of width w held back to back in f
+// (frame) and g (golden, same length), and links them. Clean stretches are
+// skipped in blocks, across row ends; where some pixels fail the block
+// test, the row is scanned word by word from there (see scanSegment), and
+// the skipping goes on. It checks ctx once for each band of band rows: as
+// the scan reaches the band, or, in a clean stretch, up to minSkip pixels
+// later (see skipClean). It returns context.Cause(ctx) if ctx is cancelled.
+func (d *Detector) scanPacked(ctx context.Context, f, g []byte, w, band int, s *scan, rows *rowLinks) error {
+	n := len(f)
+	g = g[:n]
+	k := checker{ctx: ctx, step: n}
+	if band < n/w {
+		k.step = band * w
+	}
+	for i := 0; i < n; {
+		var err error
+		i, err = skipClean(f, g, i, s, &k)
+		if err != nil {
+			return err
+		}
+		if i == n {
 			break
 		}
+		r := i / w
+		i = r*w + d.scanSegment(f[r*w:(r+1)*w], g[r*w:(r+1)*w], i-r*w, r, s, rows)
+	}
+	for k.next < n { // the checks the scan skipped over
+		if err := k.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanRow appends the runs of row y, f (frame) and g (golden, same length),
+// and links them with those of row y-1.
+func (d *Detector) scanRow(f, g []byte, y int, s *scan, rows *rowLinks) {
+	for x := 0; ; {
+		x, _ = skipClean(f, g, x, s, &noCheck)
+		if x == len(f) {
+			return
+		}
+		x = d.scanSegment(f, g, x, y, s, rows)
+	}
+}
+
+// scanSegment appends the runs of row y, f (frame) and g (golden, same
+// length), that start in the quarter block at x or that a run open at its
+// end leads to, and links them with those of row y-1; it returns the end of
+// the pixels it scanned. The pixels of the row before x must have been
+// scanned already, with no run open at x, and the rows before y too.
+func (d *Detector) scanSegment(f, g []byte, x, y int, s *scan, rows *rowLinks) int {
+	if rows.cur.y != y { // a new row
+		if rows.cur.end > rows.cur.start {
+			rows.prev = rows.cur
+		}
+		rows.cur = lastRow{y, len(d.runs), len(d.runs)}
+	}
+	start := len(d.runs)
+	x = d.scanWords(f, g, x, int32(y), s)
+	if len(d.runs) > start {
+		if rows.prev.y == y-1 {
+			d.link(rows.prev.start, rows.prev.end, start, len(d.runs))
+		}
+		rows.cur.end = len(d.runs)
+	}
+	return x
+}
+
+// scanWords appends the runs of suspect pixels of row y, f (frame) and g
+// (golden, same length), that start in the quarter block at x or that a run
+// open at its end leads to, and returns the end of the pixels it scanned.
+// No run may be open at x.
+func (d *Detector) scanWords(f, g []byte, x int, y int32, s *scan) int {
+	w := len(f)
+	g = g[:w]
+	var cur run // the open run, if open
+	open := false
+	// Word by word over the quarter block at x (or to the row's end), and
+	// on while a run is open.
+	end := min(x+quarterLen, w)
+	for ; x <= w-wordLen && (x < end || open); x += wordLen {
+		p, q := (*[wordLen]byte)(f[x:]), (*[wordLen]byte)(g[x:])
+		if open || !wordClean(p, q, s.cK, s.cL) {
+			open = d.scanWord(p, q, int32(x), y, s, &cur, open)
+		}
+	}
+	if x <= w-wordLen {
+		return x // no run is open
 	}
 	// Fewer than 8 pixels are left: scan them one by one if a run is open,
 	// the row is shorter than a word, or the row's last word (overlapping
@@ -309,6 +572,7 @@ func (d *Detector) scanRow(f, g []byte, y int32, s *scan) {
 		cur.x1 = int32(w)
 		d.addRun(cur)
 	}
+	return w
 }
 
 // scanWord extends the runs of row y with the 8 pixels at x, p (frame) and

@@ -344,6 +344,56 @@ func TestWordTests(t *testing.T) {
 	}
 }
 
+// TestBlockWord checks the block test exhaustively: for every threshold
+// and every pair of pixel values, in each of the 7 tested byte positions in
+// turn, beside random neighbours (a carry crossing bytes would show) and a
+// random untested byte 7, the word fails iff some tested pixel is outside
+// the window, and a suspect pixel is always outside it.
+func TestBlockWord(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for threshold := 1; threshold < 256; threshold++ {
+		c, mask := blockConsts(uint8(threshold))
+		cb := int(c & 0xff)
+		width := 256 - int(mask&0xfe) // 2^m: bits m..7 of a byte are the mask's
+		require.Equal(t, 0, width&(width-1), "T=%d: window %d", threshold, width)
+		outside := func(a, b byte) bool {
+			v := 2*(int(a>>1)-int(b>>1)) + cb
+			return v < 0 || v >= width
+		}
+		for a := range 256 {
+			for b := range 256 {
+				if absDiff(byte(a), byte(b)) > threshold && !outside(byte(a), byte(b)) {
+					t.Fatalf("T=%d: suspect %d vs %d inside the window", threshold, a, b)
+				}
+				// Neighbours from two random words: golden bytes, and for
+				// the frame a difference within a quarter of the window
+				// (inside it but for rounding) or, one time in 8 and always
+				// in byte 7, anything.
+				i := (a + b) % 7
+				rg, rf := r.Uint64(), r.Uint64()
+				fw, gw := rf, rg
+				anyOut := false
+				for j := range 7 {
+					sh := 8 * uint(j)
+					ga, fa := byte(rg>>sh), byte(rf>>sh)
+					switch {
+					case j == i:
+						fa, ga = byte(a), byte(b)
+					case fa&7 != 0:
+						fa = byte(min(max(int(ga)+int(int8(fa))*width>>9, 0), 255))
+					}
+					anyOut = anyOut || outside(fa, ga)
+					fw = fw&^(0xff<<sh) | uint64(fa)<<sh
+					gw = gw&^(0xff<<sh) | uint64(ga)<<sh
+				}
+				if got := blockWord(fw, gw, c)&mask != 0; got != anyOut {
+					t.Fatalf("T=%d: words %#016x %#016x: failed %v, want %v", threshold, fw, gw, got, anyOut)
+				}
+			}
+		}
+	}
+}
+
 // randomPair returns a w×h frame and golden frame with independent random
 // strides, Pix ending with the last row (no padding after it), padding bytes
 // that would be suspect (frame 0, golden 255), and golden pixels random,
@@ -450,6 +500,120 @@ func TestDetectMatchesReferenceWide(t *testing.T) {
 			require.Equal(t, want, got, "seed %d: %dx%d strides %d/%d threshold %d", seed, w, h, f.Stride, g.Stride, threshold)
 		}
 	}
+}
+
+// packed returns a copy of f with Stride = Width: rows back to back, as the
+// camera's frames are.
+func packed(f *camera.Frame) *camera.Frame {
+	p := &camera.Frame{Width: f.Width, Height: f.Height, Stride: f.Width, Pix: make([]byte, f.Width*f.Height)}
+	for y := range f.Height {
+		copy(p.Row(y), f.Row(y))
+	}
+	return p
+}
+
+// TestDetectSparseMatchesReference compares with the flood fill on frames
+// that are mostly clean, as in production, so that the block test skips
+// most of each row: widths around the block and word sizes, noise within
+// the window and up to the threshold, and sparse suspect pixels (extremes
+// such as 0 against 255 among them) and pixels exactly at the threshold, in
+// every position of a block and of a row's tail.
+func TestDetectSparseMatchesReference(t *testing.T) {
+	widths := []int{7, 8, 9, 15, 55, 56, 57, 63, 64, 65, blockLen - 1, blockLen, blockRead,
+		blockRead + 1, blockRead + 6, blockRead + 7, 2*blockLen + 1, 2*blockLen + 8, 3*blockLen + 31, 1000, 2048}
+	thresholds := []uint8{1, 2, 3, 5, 40, 41, 100, 128, 200, 254, 255}
+	d := &Detector{}
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		w := widths[int(seed)%len(widths)]
+		if seed%5 == 0 {
+			w = 1 + r.IntN(3*blockRead)
+		}
+		h := 1 + r.IntN(12)
+		threshold := thresholds[r.IntN(len(thresholds))]
+		tl := int(threshold)
+		f, g := randomPair(r, w, h)
+		noise := r.IntN(tl + 1) // |frame - golden| up to noise on clean pixels
+		density := []float64{0, 0.0005, 0.002, 0.01}[r.IntN(4)]
+		for y := range h {
+			row, grow := f.Row(y), g.Row(y)
+			for x := range row {
+				switch u := r.Float64(); {
+				case u < density:
+					if r.IntN(3) == 0 { // an extreme
+						if grow[x] < 128 {
+							grow[x], row[x] = byte(r.IntN(8)), byte(255-r.IntN(8))
+						} else {
+							grow[x], row[x] = byte(255-r.IntN(8)), byte(r.IntN(8))
+						}
+					} else {
+						row[x] = setDiff(r, grow[x], tl, 0)
+					}
+				case u < 2*density:
+					row[x] = setDiff(r, grow[x], tl, 1)
+				default:
+					row[x] = setDiff(r, grow[x], noise, 2)
+				}
+			}
+		}
+		if seed%2 == 0 { // rows back to back in both frames, or in one
+			f = packed(f)
+		}
+		if seed%3 != 2 {
+			g = packed(g)
+		}
+		d.Threshold, d.MinArea, d.BandRows = threshold, 1, 1+r.IntN(5)
+		want := reference(f, g, tl, 1)
+		got, err := d.Detect(context.Background(), f, g, nil)
+		require.NoError(t, err)
+		slices.SortFunc(got, totalOrder)
+		slices.SortFunc(want, totalOrder)
+		require.Equal(t, len(want), len(got), "seed %d: %dx%d threshold %d noise %d", seed, w, h, threshold, noise)
+		if len(want) > 0 {
+			require.Equal(t, want, got, "seed %d: %dx%d threshold %d noise %d", seed, w, h, threshold, noise)
+		}
+	}
+}
+
+// FuzzDetect compares Detect with the flood fill on frames built from the
+// fuzzer's bytes: a golden frame of noise and a frame that differs from it
+// by the given bytes, with a width that need not be a multiple of anything.
+func FuzzDetect(f *testing.F) {
+	f.Add(uint16(300), uint8(3), uint8(40), uint64(1), []byte{0, 200, 7, 255, 90})
+	f.Add(uint16(2*blockRead+5), uint8(2), uint8(1), uint64(2), []byte{255, 0, 0, 255})
+	f.Add(uint16(blockRead), uint8(1), uint8(255), uint64(3), []byte{1, 2, 3})
+	f.Add(uint16(9), uint8(5), uint8(128), uint64(4), []byte{})
+	f.Fuzz(func(t *testing.T, w16 uint16, h8, threshold uint8, seed uint64, diffs []byte) {
+		w, h := 1+int(w16)%1200, 1+int(h8)%8
+		r := rand.New(rand.NewPCG(seed, 5))
+		frame, golden := randomPair(r, w, h)
+		for y := range h {
+			copy(frame.Row(y), golden.Row(y))
+		}
+		if seed%2 == 0 {
+			frame, golden = packed(frame), packed(golden)
+		}
+		// Each pair of bytes sets one pixel: a position and a value.
+		for i := 0; i+1 < len(diffs); i += 2 {
+			p := (int(diffs[i]) * 7919) % (w * h)
+			frame.Row(p / w)[p%w] = diffs[i+1]
+		}
+		d := &Detector{Threshold: threshold, MinArea: 1, BandRows: 1 + int(seed%4)}
+		tl := int(d.Threshold)
+		if tl == 0 {
+			tl = DefaultThreshold
+		}
+		want := reference(frame, golden, tl, 1)
+		got, err := d.Detect(context.Background(), frame, golden, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(got, totalOrder)
+		slices.SortFunc(want, totalOrder)
+		if len(want) != len(got) || (len(want) > 0 && !slices.Equal(want, got)) {
+			t.Fatalf("%dx%d threshold %d: got %v, want %v", w, h, tl, got, want)
+		}
+	})
 }
 
 // manyDefects returns a 301×h frame pair with random suspect pixels, 15%
@@ -560,6 +724,38 @@ func TestDetectCancelMidFrame(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, got, 2)
 	assert.Equal(t, int32(h/band), ctx.calls.Load())
+}
+
+// TestDetectCancelLargeFrames checks on frames of many bands, with rows back
+// to back (where clean stretches are skipped across bands) or padded, that
+// an uncancelled run checks once per band and that a cancellation at any
+// check stops Detect at the next one.
+func TestDetectCancelLargeFrames(t *testing.T) {
+	const w, h, band = 2048, 300, 8
+	bands := int32((h + band - 1) / band)
+	cause := errors.New("operator pressed stop")
+	for _, pad := range []int{0, 5} {
+		f, g := pair(t, w, h, pad, 15)
+		paint(f, g, 80, rect(100, 150, 110, 160)...)
+		d := &Detector{BandRows: band}
+		parent, cancel := context.WithCancelCause(context.Background())
+		ctx := &countingCtx{Context: parent, n: -1, cancel: cancel, cause: cause}
+		got, err := d.Detect(ctx, f, g, nil)
+		require.NoError(t, err)
+		assert.Len(t, got, 1)
+		assert.Equal(t, bands, ctx.calls.Load(), "pad %d: one check per band", pad)
+		cancel(nil)
+		for n := int32(1); n <= bands; n += 3 {
+			parent, cancel := context.WithCancelCause(context.Background())
+			ctx := &countingCtx{Context: parent, n: n, cancel: cancel, cause: cause}
+			dst := []Defect{{Area: -1}}
+			got, err := d.Detect(ctx, f, g, dst)
+			require.ErrorIs(t, err, cause, "pad %d: cancelled at check %d", pad, n)
+			assert.Equal(t, dst, got, "dst untouched")
+			assert.LessOrEqual(t, ctx.calls.Load(), n+1, "pad %d: stops at the next check", pad)
+			cancel(nil)
+		}
+	}
 }
 
 // TestDetectCancelAnywhere cancels at every check of a frame with many runs
