@@ -13,7 +13,7 @@
 #   BENCHTIME=1s  -benchtime of the throughput benchmarks
 #   OUT=BENCHMARKS.md
 #
-# About 8 minutes on a 2-core machine: the pipeline comparison (real-time
+# About 6 minutes on a 2-core machine: the pipeline comparison (real-time
 # runs) and the 10,000-site run take half of it. Benchmarks are never part
 # of `make test`: they run only with -bench.
 set -euo pipefail
