@@ -198,7 +198,10 @@ func (r *Runner) log() *logging.Log {
 }
 
 // Stop is the one cancel path: the console, the stop button, signals, the
-// watchdog, device faults and the e-stop all call it. It never blocks.
+// watchdog, device faults and the e-stop all call it. It waits for nothing
+// but, on the first stop of a run, its own one-byte feed-hold write to the
+// stage (microseconds; the run is cancelled after at most quickCancelAfter
+// even if that write stalls).
 //
 // While a run is active the first call cancels the run's context with a
 // *stop.Cause; a stronger reason arriving later escalates the stop in
@@ -212,20 +215,34 @@ func (r *Runner) Stop(reason stop.Reason, detail string) {
 	r.mu.Lock()
 	if r.state == Running && r.reason == stop.None && reason > stop.None {
 		r.reason = reason
-		// Cancel first: the abort hooks (the light off, the stage's feed
-		// hold) start here. Then the feed hold goes on the wire from this
-		// goroutine, without waiting for a hook's goroutine to be
-		// scheduled; the log line, a write to the journal, can wait.
-		// quickHold, taken before the cancel and while the machine is
-		// still Running, makes the safe stop wait for that write before
-		// it holds or resets the stage: a '!' arriving after the soft
-		// reset would leave GRBL in Hold:0, executing nothing.
-		r.quickHold.Lock()
-		r.cancel(cause)
-		r.mu.Unlock()
-		if qh, ok := r.Stage.(motion.QuickHolder); ok {
-			qh.TryFeedHold()
+		qh, quick := r.Stage.(motion.QuickHolder)
+		if !quick {
+			r.cancel(cause)
+			r.mu.Unlock()
+			log.Warnf("stop requested: %v", cause)
+			return
 		}
+		// The feed hold goes on the wire first, from this goroutine:
+		// cancelling wakes the run's goroutines and starts the abort
+		// hooks, which costs tens of microseconds before a hook's own
+		// '!' could go out. The write is one byte into the tty and does
+		// not wait for the line; should it block all the same (a stalled
+		// USB adapter with a full buffer), the timer cancels the run
+		// after quickCancelAfter, so the light-off and every other hook
+		// are never held up longer than that. quickHold, taken while the
+		// machine is still Running, makes the safe stop wait for the
+		// write before it holds or resets the stage: a '!' arriving
+		// after the soft reset would leave GRBL in Hold:0, executing
+		// nothing.
+		r.quickHold.Lock()
+		cancel := r.cancel
+		r.mu.Unlock()
+		var once sync.Once
+		cancelRun := func() { once.Do(func() { cancel(cause) }) }
+		t := time.AfterFunc(quickCancelAfter, cancelRun)
+		qh.TryFeedHold()
+		t.Stop()
+		cancelRun()
 		r.quickHold.Unlock()
 		log.Warnf("stop requested: %v", cause)
 		return
@@ -262,6 +279,10 @@ func (r *Runner) Stop(reason stop.Reason, detail string) {
 		log.Noticef("stop %v while in e-stop: nothing to stop", cause)
 	}
 }
+
+// quickCancelAfter bounds how long Stop's own feed-hold write may delay
+// the cancellation of the run (only a stalled serial line could make it).
+const quickCancelAfter = time.Millisecond
 
 // Hurry escalates a stop in progress to the immediate path without changing
 // its reason: the controlled hold is abandoned and the stage reset at once
@@ -435,6 +456,9 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 		if !stopped {
 			return r.complete(w)
 		}
+		// A Stop still writing its feed hold cancels ctx right after.
+		r.quickHold.Lock()
+		r.quickHold.Unlock() //nolint:staticcheck // the barrier
 		workErr = context.Cause(ctx)
 	}
 

@@ -729,9 +729,11 @@ func (s *slowQuickStage) note(call string) {
 func (s *slowQuickStage) Hold(ctx context.Context) error  { s.note("Hold"); return s.Stage.Hold(ctx) }
 func (s *slowQuickStage) Reset(ctx context.Context) error { s.note("Reset"); return s.Stage.Reset(ctx) }
 
-// TestSafeStopWaitsForStopsFeedHold: a '!' written by Stop after the safe
-// stop's soft reset would leave GRBL in Hold:0. However late Stop's own
-// write is, the safe stop holds and resets only after it.
+// TestSafeStopWaitsForStopsFeedHold: Stop writes its feed hold before it
+// cancels the run. A write that hangs (a stalled line) must not hold up the
+// cancellation: the safe stop starts all the same. And a '!' written by
+// Stop after the safe stop's soft reset would leave GRBL in Hold:0: however
+// late Stop's own write is, the safe stop holds and resets only after it.
 func TestSafeStopWaitsForStopsFeedHold(t *testing.T) {
 	for _, reason := range []stop.Reason{stop.Operator, stop.EStop} {
 		t.Run(reason.String(), func(t *testing.T) {

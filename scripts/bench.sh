@@ -211,7 +211,7 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	echo "  machine) behind a pseudo-terminal, the light and camera are the simulated"
 	echo "  devices. It runs from the stop request to the emulator reading \`!\` from its"
 	echo "  end of the pty while a run moves the stage. Stop writes the hold itself"
-	echo "  (TryFeedHold) right after cancelling the run. The pty is part of the figure"
+	echo "  (TryFeedHold) just before cancelling the run. The pty is part of the figure"
 	echo "  (a write(2) on the slave, the kernel's tty buffer work and the wake-up of"
 	echo "  the reader: 25–40 µs at p50 on an idle 2-core VM), and so is every other"
 	echo "  process competing for the two cores at the moment of the stop. On the"
