@@ -98,6 +98,13 @@ func start(t *testing.T, edit func(*config.Config)) *fixture {
 	defer cancel()
 	b, err := board.OpenSim(ctx, board.SimConfig{Sim: simCfg, GRBL: board.GRBLConfig(cfg.Stage)})
 	require.NoError(t, err)
+	return runDaemon(t, cfg, b)
+}
+
+// runDaemon runs a daemon on b with cfg until the test ends (then it shuts
+// it down and closes b), and returns once it is READY.
+func runDaemon(t *testing.T, cfg *config.Config, b *board.Board) *fixture {
+	t.Helper()
 	store, err := results.Open(cfg.Data.Dir)
 	require.NoError(t, err)
 	n := &notes{}

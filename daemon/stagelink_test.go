@@ -13,11 +13,7 @@ import (
 
 	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
-	"github.com/waferd/waferd/daemon"
 	"github.com/waferd/waferd/inspection"
-	"github.com/waferd/waferd/inspection/recipe"
-	"github.com/waferd/waferd/inspection/results"
-	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/sim/grblsim"
 	"github.com/waferd/waferd/stop"
@@ -57,28 +53,8 @@ func startUSB(t *testing.T) *usbRig {
 	b, err := board.Open(ctx, cfg, board.WithStageRetryInterval(20*time.Millisecond))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"light", "stop button", "e-stop", "camera"}, b.Simulated)
-	store, err := results.Open(cfg.Data.Dir)
-	require.NoError(t, err)
-	n := &notes{}
-	d, err := daemon.New(daemon.Options{
-		Config: cfg, Store: store, Logs: logging.New(os.Stderr, logging.Options{Level: logging.Warn}),
-		Devices: daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits,
-			Button: b.Button, EStop: b.EStop, SetRecipe: b.Sim.SetRecipe},
-		Notifier: n, NotifyInterval: 200 * time.Millisecond,
-	})
-	require.NoError(t, err)
-	rec, err := recipe.Parse("slow.toml", []byte(slowRecipe), b.Limits)
-	require.NoError(t, err)
-	r.fixture = &fixture{d: d, b: b, rec: rec, notes: n, done: make(chan error, 1)}
-	var rctx context.Context
-	rctx, r.cancel = context.WithCancelCause(context.Background())
-	go func() { r.done <- d.Run(rctx) }()
-	t.Cleanup(func() {
-		r.shutdown(t)
-		assert.NoError(t, b.Close())
-		r.emu.Close()
-	})
-	require.Eventually(t, func() bool { return n.count("READY=1") == 1 }, 5*time.Second, time.Millisecond)
+	t.Cleanup(func() { r.emu.Close() }) // after the daemon's and the board's
+	r.fixture = runDaemon(t, cfg, b)
 	return r
 }
 

@@ -2,7 +2,6 @@ package inspection_test
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"testing"
 
@@ -61,14 +60,7 @@ func BenchmarkLongRun(b *testing.B) {
 	if err := brd.Sim.SetRecipe(rec); err != nil {
 		b.Fatal(err)
 	}
-	dir := b.TempDir()
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		if d, err := os.MkdirTemp("/dev/shm", "waferd-bench-"); err == nil {
-			b.Cleanup(func() { os.RemoveAll(d) })
-			dir = d
-		}
-	}
-	store, err := results.Open(dir)
+	store, err := results.Open(fastTempDir(b))
 	if err != nil {
 		b.Fatal(err)
 	}

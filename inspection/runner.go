@@ -457,8 +457,7 @@ func (r *Runner) finish(ctx context.Context, w *work, workErr error) Outcome {
 			return r.complete(w)
 		}
 		// A Stop still writing its feed hold cancels ctx right after.
-		r.quickHold.Lock()
-		r.quickHold.Unlock() //nolint:staticcheck // the barrier
+		r.awaitQuickHold()
 		workErr = context.Cause(ctx)
 	}
 
@@ -618,8 +617,7 @@ func (r *Runner) safeStop(ctx context.Context) (faulted bool, err error) {
 	}
 	// Stop's own feed hold is on the wire (or was not sent) before the
 	// stage is held or reset.
-	r.quickHold.Lock()
-	r.quickHold.Unlock() //nolint:staticcheck // an empty critical section: the barrier
+	r.awaitQuickHold()
 
 	if !immediate {
 		hctx, cancel := context.WithTimeoutCause(ctx, holdTO, errors.New("hold deadline missed"))
@@ -665,6 +663,13 @@ func (r *Runner) safeStop(ctx context.Context) (faulted bool, err error) {
 		r.untrust()
 	}
 	return faulted, errors.Join(lightErr, holdErr, resetErr)
+}
+
+// awaitQuickHold returns once no Stop is writing its feed hold (and has
+// then cancelled the run): quickHold as a barrier.
+func (r *Runner) awaitQuickHold() {
+	r.quickHold.Lock()
+	r.quickHold.Unlock() //nolint:staticcheck // an empty critical section is the point
 }
 
 func isClosed(c chan struct{}) bool {

@@ -113,7 +113,7 @@ func newStopRig(t *testing.T, doc string, scale float64) *stopRig {
 // fastTempDir is a temporary directory on tmpfs when there is one: these
 // tests save hundreds of sites, and fsync on a shared disk is what would
 // dominate their run time, not the behaviour under test.
-func fastTempDir(t *testing.T) string {
+func fastTempDir(t testing.TB) string {
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		if dir, err := os.MkdirTemp("/dev/shm", "waferd-test-"); err == nil {
 			t.Cleanup(func() { os.RemoveAll(dir) })

@@ -48,9 +48,6 @@ type Config struct {
 	// PixelSize is the synthetic camera's pixel on the wafer; zero:
 	// PixelSize (20 µm).
 	PixelSize motion.Distance
-	// FrameTime is how long the synthetic camera takes to deliver a frame
-	// besides the exposure (readout): zero 5 ms, negative none.
-	FrameTime time.Duration
 	// Travel is the emulated stage's reachable area (its soft limits);
 	// zero: Travel.
 	Travel motion.Rect
@@ -243,9 +240,8 @@ func NewPartial(cfg Config, parts Parts) (*Board, error) {
 			Width: w, Height: h, PixelSize: cfg.pixelSize(),
 			WaferCenter: sc.WaferCenter, WaferDiameter: sc.WaferDiameter, DiePitch: sc.DiePitch,
 			Defects: sc.Defects, Seed: sc.Seed,
-			Position:  position,
-			Lit:       lit,
-			FrameTime: cfg.FrameTime,
+			Position: position,
+			Lit:      lit,
 		})
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("sim: camera: %w", err), b.Close())
