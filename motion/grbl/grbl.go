@@ -67,7 +67,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
+	"github.com/waferd/waferd/internal/ctxhook"
 	"github.com/waferd/waferd/motion"
 )
 
@@ -189,9 +191,9 @@ type Stage struct {
 	moveSem chan struct{} // capacity 1: serialises MoveTo and Home
 
 	// Guarded by moveSem.
-	moveLine []byte     // MoveTo formats its G1 line here
-	holdHook *abortHook // MoveTo's: feed hold
-	homeHook *abortHook // Home's: soft reset
+	moveLine []byte        // MoveTo formats its G1 line here
+	holdHook *ctxhook.Hook // MoveTo's: feed hold
+	homeHook *ctxhook.Hook // Home's: soft reset
 
 	// Free lists (reuse.go).
 	timers   freeList[*time.Timer]
@@ -253,8 +255,8 @@ func New(port io.ReadWriteCloser, cfg Config) *Stage {
 		banner:     make(chan struct{}),
 		alarmCh:    make(chan struct{}),
 	}
-	s.holdHook = newAbortHook(func() { _ = s.FeedHold() })
-	s.homeHook = newAbortHook(s.abortHoming)
+	s.holdHook = ctxhook.New(func() { _ = s.FeedHold() })
+	s.homeHook = ctxhook.New(s.abortHoming)
 	return s
 }
 
@@ -327,6 +329,9 @@ func (s *Stage) Close() error {
 		if err != nil {
 			s.closeErr = fmt.Errorf("grbl: close: %w", err)
 		}
+		// A long-lived context (a daemon's) keeps no reference to us.
+		s.holdHook.Release()
+		s.homeHook.Release()
 	})
 	return s.closeErr
 }
@@ -573,6 +578,20 @@ func (s *Stage) dispatch(line []byte) {
 	if string(line) == "ok" { // compared without a copy
 		s.handleLine("ok")
 		return
+	}
+	if len(line) > 0 && line[0] == '<' {
+		// Status reports come several times a second during every
+		// move: they are parsed in place, from a string that views the
+		// read buffer rather than a copy of it. The view lives only for
+		// this call: parseStatus keeps nothing of it but the pin list,
+		// copied here (its error messages are formatted copies). A
+		// report that does not parse takes the ordinary path.
+		st, work, err := parseStatus(unsafe.String(unsafe.SliceData(line), len(line)))
+		if err == nil {
+			st.Pins = strings.Clone(st.Pins)
+			s.onStatus(Response{Kind: RespStatus, Status: st, workPos: work}, time.Now())
+			return
+		}
 	}
 	s.handleLine(string(line))
 }

@@ -1,7 +1,6 @@
 package grbl
 
 import (
-	"context"
 	"sync"
 	"time"
 )
@@ -75,41 +74,4 @@ func (s *Stage) ticker(d time.Duration) *time.Ticker {
 func (s *Stage) putTicker(t *time.Ticker) {
 	t.Stop()
 	s.tickers.put(t)
-}
-
-// abortHook runs abort, in a goroutine of its own, the moment the context
-// it is armed on is cancelled. It is reusable but armed by one call at a
-// time (MoveTo and Home arm theirs under moveSem). Disarming waits for an
-// abort that has already started: the call that armed it never returns
-// before its abort is on the wire, so whatever the caller does next (a
-// reset, in the safe stop) cannot be overtaken by it. A '!' landing after a
-// reset would leave GRBL in Hold:0, executing nothing.
-type abortHook struct {
-	abort func()
-	run   func()        // calls abort, then closes done; built once
-	done  chan struct{} // closed when a run has finished; replaced after one has
-}
-
-func newAbortHook(abort func()) *abortHook {
-	h := &abortHook{abort: abort, done: make(chan struct{})}
-	h.run = func() {
-		defer close(h.done)
-		h.abort()
-	}
-	return h
-}
-
-// arm registers the abort on ctx (context.AfterFunc). Pass the result to
-// disarm before arming again: defer h.disarm(h.arm(ctx)).
-func (h *abortHook) arm(ctx context.Context) (unregister func() bool) {
-	return context.AfterFunc(ctx, h.run)
-}
-
-// disarm unregisters the abort or, if it has already started, waits until
-// it has finished.
-func (h *abortHook) disarm(unregister func() bool) {
-	if !unregister() {
-		<-h.done
-		h.done = make(chan struct{})
-	}
 }

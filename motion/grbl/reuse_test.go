@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,11 +15,10 @@ import (
 	"github.com/waferd/waferd/motion"
 )
 
-// TestMoveAllocs keeps the steady state of MoveTo and Status nearly free of
-// allocations in the driver: the two that context.AfterFunc makes to
-// register the abort hook of each move, and the copy of each of the two
-// status reports received (parsed from a string of their own, not a view
-// of the read buffer: not worth unsafe code).
+// TestMoveAllocs keeps the steady state of MoveTo and Status, called with
+// one context as a run does, free of allocations in the driver: the abort
+// hook stays registered on the context, and status reports are parsed in
+// the read buffer.
 func TestMoveAllocs(t *testing.T) {
 	s := New(newEchoGrbl(), Config{})
 	defer s.Close()
@@ -42,7 +40,7 @@ func TestMoveAllocs(t *testing.T) {
 		}
 	}
 	step() // fills the free lists and the move line's buffer
-	assert.LessOrEqual(t, testing.AllocsPerRun(200, step), 4.0, "allocations per move and status")
+	assert.Zero(t, testing.AllocsPerRun(200, step), "allocations per move and status")
 }
 
 // TestAppendFeed keeps the F word as it was formatted before appendFeed:
@@ -75,23 +73,6 @@ func TestStatusPinsOutliveReadBuffer(t *testing.T) {
 	st, _ := s.LastStatus()
 	assert.Equal(t, "XP", st.Pins)
 	assert.Equal(t, motion.Point{X: motion.MM(1), Y: motion.MM(2)}, st.XY())
-}
-
-func TestAbortHookReuse(t *testing.T) {
-	var runs atomic.Int32
-	h := newAbortHook(func() { runs.Add(1) })
-	want := int32(0)
-	for i := range 6 {
-		ctx, cancel := context.WithCancel(context.Background())
-		unregister := h.arm(ctx)
-		if i%2 == 0 {
-			cancel()
-			want++
-		}
-		h.disarm(unregister) // waits for a run that has started
-		assert.Equal(t, want, runs.Load(), "after round %d", i)
-		cancel()
-	}
 }
 
 // TestCancelledMovesRearmHook: the reused abort hook of MoveTo still sends
@@ -151,4 +132,31 @@ func TestConcurrentStatusWithMoves(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// TestMovesOnOneContextHold: moves made with one context, as a run makes
+// them, share one registration of the abort hook; cancelling that context
+// during a later move still sends '!' at once, not at the next poll.
+func TestMovesOnOneContextHold(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.PollInterval = 200 * time.Millisecond
+	s, f := connected(t, cfg, nil)
+	cause := errors.New("stop")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	for i := 1; i <= 3; i++ {
+		require.NoError(t, s.MoveTo(ctx, motion.Point{X: motion.MM(float64(i))}, 100))
+	}
+	require.Empty(t, f.RT('!'))
+	f.mu.Lock()
+	f.moveDur = 10 * time.Second
+	f.mu.Unlock()
+	go func() {
+		assert.Eventually(t, func() bool { return f.State() == "Run" }, 2*time.Second, time.Millisecond)
+		cancel(cause)
+	}()
+	start := time.Now()
+	require.ErrorIs(t, s.MoveTo(ctx, motion.Point{X: motion.MM(9)}, 100), cause)
+	require.Eventually(t, func() bool { return len(f.RT('!')) == 1 }, time.Second, time.Millisecond)
+	assert.Less(t, time.Since(start), 2*time.Second, "the move ended with the hold, not the fake's 10 s")
 }

@@ -68,7 +68,8 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	}
 	// The abort hook: feed hold the moment ctx is cancelled, not at the
 	// next poll.
-	defer s.holdHook.disarm(s.holdHook.arm(ctx))
+	s.holdHook.Arm(ctx)
+	defer s.holdHook.Disarm()
 	line := append(s.moveLine[:0], "G21 G90 G53 G1 X"...)
 	line = motion.AppendMM(line, p.X)
 	line = append(line, " Y"...)
@@ -184,7 +185,8 @@ func (s *Stage) home(ctx context.Context, line string) error {
 	s.mu.Lock()
 	base := s.alarmSeq
 	s.mu.Unlock()
-	defer s.homeHook.disarm(s.homeHook.arm(ctx))
+	s.homeHook.Arm(ctx)
+	defer s.homeHook.Disarm()
 	var buf [1]*pending
 	ps, err := s.submit(ctx, buf[:0], lineSpec{line: line, homing: true})
 	defer s.releaseAll(ps)
