@@ -126,8 +126,9 @@ type Camera struct {
 	xEdges, yEdges []int64
 	cellGrey       []byte
 
-	sem  chan struct{} // capture slot: one capture at a time
-	done chan struct{} // closed by Close
+	sem   chan struct{} // capture slot: one capture at a time
+	done  chan struct{} // closed by Close
+	frame *time.Timer   // the exposure and read-out wait; held with sem
 
 	mu     sync.Mutex // guards the fault and close state
 	closed bool
@@ -200,7 +201,9 @@ func New(cfg Config) (*Camera, error) {
 		noise:     cfg.Noise,
 		sem:       make(chan struct{}, 1),
 		done:      make(chan struct{}),
+		frame:     time.NewTimer(time.Hour),
 	}
+	c.frame.Stop()
 	c.cfg.Defects = slices.Clone(cfg.Defects)
 	switch {
 	case c.frameTime == 0:
@@ -269,10 +272,12 @@ func (c *Camera) Capture(ctx context.Context, exposure time.Duration) (*camera.F
 			return nil, camera.ErrClosed
 		}
 	}
-	t := time.NewTimer(exposure + c.frameTime)
-	defer t.Stop()
+	// One timer for every capture (under sem): a capture allocates
+	// nothing but what the frame pool must.
+	c.frame.Reset(exposure + c.frameTime)
+	defer c.frame.Stop()
 	select {
-	case <-t.C:
+	case <-c.frame.C:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("simcam: capture: %w", context.Cause(ctx))
 	case <-c.done:

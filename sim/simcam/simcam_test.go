@@ -474,3 +474,24 @@ func BenchmarkRender(b *testing.B) {
 		})
 	}
 }
+
+// TestCaptureAllocs: in the steady state (frames released to the pool) a
+// capture allocates nothing.
+func TestCaptureAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop frames at random")
+	}
+	st := &stage{}
+	st.set(die(1, 0), true)
+	c := newCam(t, st, nil, 5)
+	ctx := t.Context()
+	capture := func() {
+		f, err := c.Capture(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Release()
+	}
+	capture()
+	assert.Zero(t, testing.AllocsPerRun(20, capture))
+}

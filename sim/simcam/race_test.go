@@ -1,0 +1,5 @@
+//go:build race
+
+package simcam
+
+const raceEnabled = true
