@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/waferd/waferd/camera"
@@ -27,10 +28,31 @@ type work struct {
 	golden  *camera.Frame
 	dets    []analysis.Defect // reused by every site's analysis
 	defects []results.Defect  // reused by every site's record
-	at      *motion.Point     // last move target, nil before the first move
+	at      motion.Point      // last move target, if moved
+	moved   bool
+
+	// The work's context, cancelled by a stop (through the run's
+	// context), by an error in either pipeline stage, or by an overrun
+	// step (deadline). Every hardware call gets this one context, so
+	// that the drivers register their abort hooks once per run rather
+	// than once per call (issue 8: no allocation per site).
+	cancel   context.CancelCauseFunc
+	deadline *stepDeadline // the acquisition stage's move and capture budgets
+	settle   *time.Timer   // the acquisition stage's settle wait
 }
 
-func (w *work) do(ctx context.Context) error {
+func (w *work) do(parent context.Context) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	w.cancel = cancel
+	w.deadline = newStepDeadline(cancel)
+	defer w.deadline.close()
+	w.settle = time.NewTimer(time.Hour)
+	w.settle.Stop()
+	// The light goes off the moment the work is cancelled, whatever step
+	// it is in; expose turns it off after every capture too.
+	r := w.r
+	defer context.AfterFunc(ctx, func() { _ = r.Light.Off() })()
 	defer func() {
 		if w.golden != nil {
 			w.golden.Release()
@@ -40,7 +62,7 @@ func (w *work) do(ctx context.Context) error {
 	if err := w.ensureHomed(ctx); err != nil {
 		return err
 	}
-	r, rec := w.r, w.rec
+	rec := w.rec
 	r.detector = analysis.Detector{Threshold: rec.Threshold, MinArea: rec.MinArea}
 
 	// Golden die first: every site is compared against it.
@@ -83,9 +105,8 @@ type captured struct {
 // Both stages run under one context: a stop, or an error in either stage,
 // cancels both at once. A site whose analysis finished is always saved; a
 // captured frame not yet analysed is dropped (the site stays pending).
-func (w *work) pipeline(ctx context.Context) error {
-	pctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+func (w *work) pipeline(pctx context.Context) error {
+	cancel := w.cancel
 	frames := make(chan captured, 1)
 	var procErr error
 	procDone := make(chan struct{})
@@ -172,17 +193,15 @@ func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error)
 	// A move that takes far longer than its distance needs is a stage
 	// that stopped executing (left in a hold, or lost): a fault, not a
 	// wait without end.
-	budget := w.moveBudget(s.At)
-	mctx, cancel := context.WithTimeoutCause(ctx, budget, &moveTimeout{s.At, budget})
-	err := r.Stage.MoveTo(mctx, s.At, rec.Feed)
-	cancel()
+	w.deadline.move(s.At, w.moveBudget(s.At))
+	err := r.Stage.MoveTo(ctx, s.At, rec.Feed)
+	w.deadline.stop()
 	if err != nil {
 		return nil, device(ctx, "stage", err)
 	}
-	at := s.At
-	w.at = &at
+	w.at, w.moved = s.At, true
 	r.step(StepSettle, s.Index)
-	if err := sleep(ctx, rec.Settle); err != nil {
+	if err := w.sleep(ctx, rec.Settle); err != nil {
 		return nil, err
 	}
 	r.step(StepLightOn, s.Index)
@@ -192,18 +211,22 @@ func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error)
 	if err := r.Light.On(rec.LightLevel); err != nil {
 		return nil, device(ctx, "light", err)
 	}
-	// The light goes off the moment the run is cancelled, and always after
-	// the capture.
-	stopLight := context.AfterFunc(ctx, func() { _ = r.Light.Off() })
+	if err := ctx.Err(); err != nil {
+		// Cancelled while the light came on: do's light-off hook may
+		// have run before On.
+		if offErr := r.Light.Off(); offErr != nil {
+			return nil, errors.Join(context.Cause(ctx), fmt.Errorf("light: %w", offErr))
+		}
+		return nil, context.Cause(ctx)
+	}
 	r.step(StepCapture, s.Index)
 	to := r.Config.CaptureTimeout
 	if to <= 0 {
 		to = 2 * time.Second
 	}
-	cctx, cancel := context.WithTimeoutCause(ctx, rec.Exposure+to, &captureTimeout{to, rec.Exposure})
-	f, capErr := r.Camera.Capture(cctx, rec.Exposure)
-	cancel()
-	stopLight()
+	w.deadline.capture(to, rec.Exposure)
+	f, capErr := r.Camera.Capture(ctx, rec.Exposure)
+	w.deadline.stop()
 	offErr := r.Light.Off()
 	if capErr != nil {
 		return nil, device(ctx, "camera", errors.Join(capErr, offErr))
@@ -221,7 +244,7 @@ func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error)
 // polls.
 func (w *work) moveBudget(p motion.Point) time.Duration {
 	dist := 500.0 // mm: more than any stage diagonal we drive
-	if w.at != nil {
+	if w.moved {
 		dist = math.Hypot(float64(p.X-w.at.X), float64(p.Y-w.at.Y)) / 1000
 	}
 	perMM := time.Minute / time.Duration(max(float64(w.rec.Feed), 1))
@@ -271,40 +294,116 @@ func (w *work) process(ctx context.Context, s recipe.Site, f *camera.Frame) erro
 	return nil
 }
 
-// moveTimeout is the cause of a move that overran its budget. The timeout
-// errors are built as structs, formatted only if they are ever shown: every
-// site makes them.
+// stepDeadline bounds one step of the acquisition stage (a move, a
+// capture) without a context of its own: when the step overruns its budget
+// it cancels the work with the step's timeout as a device error, which
+// aborts the run with reason fault. One timer serves every step of a run.
+// move, capture and stop are called by the acquisition stage only; the
+// timer's function runs on its own goroutine.
+type stepDeadline struct {
+	t      *time.Timer
+	cancel context.CancelCauseFunc
+
+	mu        sync.Mutex
+	armed     bool
+	due       time.Time
+	isCapture bool          // the step is a capture (else a move)
+	at        motion.Point  // move target
+	budget    time.Duration // move budget, or capture timeout
+	exposure  time.Duration // capture exposure
+}
+
+func newStepDeadline(cancel context.CancelCauseFunc) *stepDeadline {
+	d := &stepDeadline{cancel: cancel}
+	d.t = time.AfterFunc(time.Hour, d.expire)
+	d.t.Stop()
+	return d
+}
+
+// move arms the deadline for a move to at taking at most budget.
+func (d *stepDeadline) move(at motion.Point, budget time.Duration) {
+	d.arm(false, at, budget, 0)
+}
+
+// capture arms the deadline for a capture of exposure whose frame must
+// come within timeout after it.
+func (d *stepDeadline) capture(timeout, exposure time.Duration) {
+	d.arm(true, motion.Point{}, timeout, exposure)
+}
+
+func (d *stepDeadline) arm(capture bool, at motion.Point, budget, exposure time.Duration) {
+	total := budget + exposure
+	d.mu.Lock()
+	d.armed, d.due = true, time.Now().Add(total)
+	d.isCapture, d.at, d.budget, d.exposure = capture, at, budget, exposure
+	d.mu.Unlock()
+	d.t.Reset(total)
+}
+
+// stop disarms the deadline: the step ended in time (or failed otherwise).
+func (d *stepDeadline) stop() {
+	d.t.Stop()
+	d.mu.Lock()
+	d.armed = false
+	d.mu.Unlock()
+}
+
+// close stops the timer for good.
+func (d *stepDeadline) close() { d.stop() }
+
+// expire is the timer's function. A run of it that was overtaken by stop
+// and a new arm (it started before stop but took the lock after) finds the
+// new step not yet due and does nothing.
+func (d *stepDeadline) expire() {
+	d.mu.Lock()
+	if !d.armed || time.Now().Before(d.due) {
+		d.mu.Unlock()
+		return
+	}
+	d.armed = false
+	var err error
+	if d.isCapture {
+		err = &deviceError{dev: "camera", err: &captureTimeout{d.budget, d.exposure}}
+	} else {
+		err = &deviceError{dev: "stage", err: &moveTimeout{d.at, d.budget}}
+	}
+	d.mu.Unlock()
+	d.cancel(err)
+}
+
+// moveTimeout is why a move that overran its budget was abandoned.
 type moveTimeout struct {
 	at     motion.Point
 	budget time.Duration
 }
 
 func (e *moveTimeout) Error() string {
-	return fmt.Sprintf("stage: move to %v not finished within %v: %v", e.at, e.budget, motion.ErrTimeout)
+	return fmt.Sprintf("move to %v not finished within %v: %v", e.at, e.budget, motion.ErrTimeout)
 }
 func (e *moveTimeout) Unwrap() error { return motion.ErrTimeout }
 
-// captureTimeout is the cause of a capture whose frame did not come.
+// captureTimeout is why a capture whose frame did not come was abandoned.
 type captureTimeout struct{ timeout, exposure time.Duration }
 
 func (e *captureTimeout) Error() string {
-	return fmt.Sprintf("camera: no frame within %v of a %v exposure", e.timeout, e.exposure)
+	return fmt.Sprintf("no frame within %v of a %v exposure", e.timeout, e.exposure)
 }
 
-// sleep waits d or until ctx is cancelled.
-func sleep(ctx context.Context, d time.Duration) error {
+// sleep waits d or until ctx is cancelled, on the work's settle timer
+// (acquisition stage only).
+func (w *work) sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
 		return nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+	w.settle.Reset(d)
 	select {
-	case <-t.C:
+	case <-w.settle.C:
 		return nil
 	case <-ctx.Done():
+		w.settle.Stop()
 		return context.Cause(ctx)
 	}
 }
