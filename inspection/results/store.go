@@ -223,13 +223,22 @@ func (s *Store) writeFile(path string, write func(io.Writer) error) error {
 	return writeFileAtomic(path, func(w io.Writer) error { return write(s.wrapWrite(path, w)) })
 }
 
-// writeJSON writes v as indented JSON to path atomically.
+// writeJSON writes v, a Run or a SiteResult, as indented JSON to path
+// atomically.
 func (s *Store) writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	var b []byte
+	var err error
+	switch v := v.(type) {
+	case Run:
+		b, err = appendRunJSON(nil, &v)
+	case SiteResult:
+		b, err = appendSiteResultJSON(nil, &v)
+	default:
+		b, err = marshalIndentTo(nil, v)
+	}
 	if err != nil {
 		return fmt.Errorf("results: encode %s: %w", path, err)
 	}
-	b = append(b, '\n')
 	return s.writeFile(path, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
