@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/waferd/waferd/camera"
+	"github.com/waferd/waferd/internal/ctxhook"
 )
 
 // Camera is an open V4L2 capture device, streaming from Open until Close.
@@ -32,6 +33,9 @@ type Camera struct {
 
 	wmu  sync.Mutex // guards wake against being closed while written
 	wake int        // eventfd: written on cancellation and by Close; -1 once closed
+	// cancelHook writes wake when a capture's context is cancelled; it
+	// stays registered across captures with the same context.
+	cancelHook *ctxhook.Hook
 
 	// mu is held by Capture for the whole capture and by Close for the
 	// teardown, so stream on/off never happens during a capture.
@@ -58,6 +62,7 @@ func Open(path string, cfg Config) (*Camera, error) {
 		return nil, fmt.Errorf("v4l2: open %s: %w", path, err)
 	}
 	c := &Camera{path: path, fd: fd, wake: -1, skip: cfg.skipFrames()}
+	c.cancelHook = ctxhook.New(c.signal)
 	if err := c.setUp(cfg); err != nil {
 		return nil, errors.Join(err, c.teardown())
 	}
@@ -282,16 +287,11 @@ func (c *Camera) Capture(ctx context.Context, exposure time.Duration) (*camera.F
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("v4l2: %s: capture: %w", c.path, context.Cause(ctx))
 	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		c.signal()
-		close(fired)
-	})
+	c.cancelHook.Arm(ctx)
 	defer func() {
-		if !stop() {
-			// The wake-up was written (or is being written): wait for
-			// it and consume it, so the next capture does not see it.
-			<-fired
+		if c.cancelHook.Disarm() {
+			// The wake-up was written: consume it, so that the next
+			// capture does not see it.
 			c.drainWake()
 		}
 	}()
@@ -415,6 +415,7 @@ func (c *Camera) Close() error {
 	if !c.closing.Swap(true) {
 		c.signal()
 	}
+	c.cancelHook.Release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.teardown()

@@ -63,7 +63,7 @@ func (h *Hook) Arm(ctx context.Context) {
 func (h *Hook) Disarm() (aborted bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.armed && !h.ran && h.ctx.Err() != nil {
+	if h.armed && !h.ran && h.ctx != nil && h.ctx.Err() != nil {
 		h.ran = true
 		h.abort()
 	}
@@ -72,8 +72,8 @@ func (h *Hook) Disarm() (aborted bool) {
 }
 
 // Release unregisters the hook from its context (a driver's Close calls
-// it, so that a long-lived context keeps no reference to the driver). A
-// later Arm registers again.
+// it, so that a long-lived context keeps no reference to the driver); a
+// call armed meanwhile is no longer aborted. A later Arm registers again.
 func (h *Hook) Release() {
 	h.mu.Lock()
 	defer h.mu.Unlock()

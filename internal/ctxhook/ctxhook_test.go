@@ -168,3 +168,17 @@ func TestEveryArmedCancelAborts(t *testing.T) {
 	}
 	h.Release()
 }
+
+// TestReleaseWhileArmed: a driver closed during a call releases the hook;
+// the call's Disarm still works, without an abort.
+func TestReleaseWhileArmed(t *testing.T) {
+	c := newCounter()
+	h := New(c.abort)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.Arm(ctx)
+	h.Release()
+	cancel()
+	assert.False(t, h.Disarm())
+	time.Sleep(5 * time.Millisecond)
+	assert.Zero(t, c.n.Load())
+}
