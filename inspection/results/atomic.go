@@ -2,60 +2,23 @@ package results
 
 import (
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 )
 
-// writeFileAtomic replaces the file at path with what write produces: it
-// writes into a temporary file in the same directory, fsyncs and closes it,
-// renames it over path and fsyncs the directory. On any error (including a
-// panic in write) the temporary file is removed and path is left as it was;
-// the error names path. The file gets mode 0644.
+// Every file of a run is replaced atomically: writeFileAtomic and
+// dirHandle.writeFile write into a temporary file in the same directory,
+// fsync and close it, rename it over the target and fsync the directory.
+// On any error (including a panic in the callback that produces the
+// content) the temporary file is removed and the target is left as it was;
+// the error names the target. Files get mode 0644.
 //
-// write must not retain the writer. writeFileAtomic blocks on disk I/O.
-func writeFileAtomic(path string, write func(io.Writer) error) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+tmpMarker)
-	if err != nil {
-		return fmt.Errorf("results: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	renamed := false
-	defer func() {
-		if !renamed {
-			_ = f.Close() // may already be closed
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := write(f); err != nil {
-		return fmt.Errorf("results: write %s: %w", path, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("results: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("results: write %s: sync: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("results: write %s: close: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("results: write %s: %w", path, err)
-	}
-	renamed = true
-	// The new content is in place; the directory sync makes the rename
-	// durable across power loss.
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("results: write %s: %w", path, err)
-	}
-	return nil
-}
+// On Linux (atomic_linux.go) the writes go through raw system calls on a
+// directory descriptor held open, with names in reusable buffers, so that
+// saving a site allocates nothing; elsewhere (atomic_other.go) through
+// package os.
 
-// tmpMarker is part of every temporary file name (".<base>.tmp-<random>").
+// tmpMarker is part of every temporary file name
+// (".<base>.tmp-<random>"); removeTemps looks for it.
 const tmpMarker = ".tmp-"
 
 // syncDir fsyncs a directory so that entries created or renamed in it are
