@@ -5,8 +5,11 @@ package results
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,12 +27,21 @@ func TestCString(t *testing.T) {
 	assert.False(t, cString([]byte("a\x00\x00")))
 }
 
-// openFDs counts the descriptors open in this process.
-func openFDs(t *testing.T) int {
+// openFDs counts the descriptors of this process open on dir or on files
+// under it. (Counting them all would see those that the cleanups of other
+// tests' dropped Recorders close meanwhile.)
+func openFDs(t *testing.T, dir string) int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc/self/fd")
 	require.NoError(t, err)
-	return len(entries)
+	n := 0
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && (target == dir || strings.HasPrefix(target, dir+"/")) {
+			n++
+		}
+	}
+	return n
 }
 
 // Every path through the atomic write, failures included, closes the
@@ -40,7 +52,7 @@ func TestWriteAtNoLeaks(t *testing.T) {
 	dir := t.TempDir()
 	d, err := openDir(dir)
 	require.NoError(t, err)
-	before := openFDs(t)
+	require.Equal(t, 1, openFDs(t, dir))
 	var n tempNames
 	for i := range 20 {
 		name := fmt.Sprintf("%04d.json", i%3)
@@ -52,13 +64,13 @@ func TestWriteAtNoLeaks(t *testing.T) {
 		require.NoError(t, writeFileAtomic(filepath.Join(dir, name), writeString("ok")))
 		assert.Error(t, writeFileAtomic(filepath.Join(dir, "missing", name), writeString("ok")))
 	}
-	assert.Equal(t, before, openFDs(t), "descriptors leaked")
+	assert.Equal(t, 1, openFDs(t, dir), "descriptors leaked")
 	fi, err := os.Stat(filepath.Join(dir, "0000.json"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o644), fi.Mode().Perm())
 	assertNoTemps(t, dir)
 	require.NoError(t, d.close())
-	assert.Equal(t, before-1, openFDs(t), "close releases the directory")
+	assert.Equal(t, 0, openFDs(t, dir), "close releases the directory")
 }
 
 // The handle holds the directory: renamed, it keeps receiving the files.
@@ -125,4 +137,48 @@ func TestDirHandleConcurrentSameFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, contents[string(b)], "torn content: %.40q", b)
 	assertNoTemps(t, dir)
+}
+
+// A Recorder holds its two directories open from Create until the run is
+// released; a failed Create closes them.
+func TestRecorderDirectoryLifecycle(t *testing.T) {
+	s := openStore(t)
+	rec, err := s.Create(gridRun(2))
+	require.NoError(t, err)
+	assert.Equal(t, 2, openFDs(t, s.Dir()), "run and sites directories open")
+	require.NoError(t, rec.SaveSite(0, nil, testImage(0)))
+	require.NoError(t, rec.FinishRecord(Canceled, "operator", nil, true))
+	assert.Equal(t, 2, openFDs(t, s.Dir()), "open until the wafer map is written")
+	require.NoError(t, rec.WriteMap())
+	assert.Equal(t, 0, openFDs(t, s.Dir()), "closed once the run is released")
+	require.NoError(t, rec.Finish(Completed, "", nil, true), "a no-op")
+	require.NoError(t, rec.Flush(), "a no-op")
+
+	bad := gridRun(2)
+	bad.Sites[1].YMM = math.NaN()
+	_, err = s.Create(bad)
+	require.Error(t, err)
+	assert.Equal(t, 0, openFDs(t, s.Dir()), "a failed Create closes what it opened")
+	runs, err := s.List()
+	require.NoError(t, err)
+	assert.Len(t, runs, 1, "and leaves no directory")
+}
+
+// A Recorder dropped without being finished closes its directories once
+// it is garbage collected.
+func TestDroppedRecorderClosesDirectories(t *testing.T) {
+	s := openStore(t)
+	func() {
+		rec, err := s.Create(gridRun(2))
+		require.NoError(t, err)
+		require.NoError(t, rec.SaveSite(0, nil, nil))
+	}()
+	require.Equal(t, 2, openFDs(t, s.Dir()))
+	// Cleanups run on a goroutine of their own after the collection that
+	// finds the Recorder unreachable: collect and yield until they have.
+	for i := 0; i < 1000 && openFDs(t, s.Dir()) > 0; i++ {
+		runtime.GC()
+		runtime.Gosched()
+	}
+	assert.Equal(t, 0, openFDs(t, s.Dir()))
 }

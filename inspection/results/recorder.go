@@ -7,6 +7,7 @@ import (
 	"image/draw"
 	"io"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -25,10 +26,28 @@ import (
 // disk), the method returns the error but keeps the change, and the next
 // successful rewrite (any later SaveSite, FailSite, Flush or Finish) records
 // it. Run returns the in-memory record.
+//
+// A Recorder keeps the run directory and its sites directory open (a
+// descriptor each, on Linux) from Create until WriteMap (or Finish)
+// succeeds; one dropped before that closes them when it is garbage
+// collected. Renaming the run directory meanwhile moves where its files go.
+//
+// On Linux, once warm, saving a site allocates nothing (with a *image.Gray
+// image), nor does rewriting run.json: the site paths are made by Create,
+// and the JSON, the names and the copy of the record that run.json is
+// encoded from live in buffers the Recorder reuses.
 type Recorder struct {
 	store *Store
 	id    string // == run.ID, fixed after Create
 	dir   string
+
+	// runDir and sitesDir are the run directory and its sites
+	// directory, open until the run is released (closeDirs).
+	runDir, sitesDir *dirHandle
+	// paths holds every site's file paths (buildSitePaths); fixed after
+	// Create.
+	paths   string
+	pathOff []int
 
 	finishMu sync.Mutex // serialises Finish
 
@@ -43,9 +62,25 @@ type Recorder struct {
 	persisted bool         // Finish succeeded: further calls are no-ops
 	inflight  sync.WaitGroup
 
+	scratch []*siteScratch // free for SaveSite; guarded by mu
+
 	writeMu   sync.Mutex // serialises run.json writes; taken before mu
 	written   uint64     // version last written to run.json; guarded by writeMu
 	writtenAt time.Time  // when; guarded by writeMu
+	// The memory of run.json writes, reused; guarded by writeMu: the copy
+	// of run encoded outside mu, its Sites and EndedAt, the JSON and the
+	// file names.
+	snap      Run
+	snapSites []Site
+	snapEnded time.Time
+	runJSON   []byte
+	runNames  tempNames
+}
+
+// siteScratch is the reusable memory of one SaveSite.
+type siteScratch struct {
+	names tempNames
+	json  []byte
 }
 
 // ID returns the run ID (the directory name).
@@ -64,20 +99,29 @@ func (r *Recorder) Run() Run {
 // SaveSite records the result of site index: it writes the image (if img is
 // not nil) as an 8-bit grey PNG to sites/NNNN.png, then the defect list to
 // sites/NNNN.json, marks the site done, updates the counters and rewrites
-// run.json. img is not retained after SaveSite returns, so a pooled frame
-// may be released then; non-Gray images are converted to grey.
+// run.json unless it was rewritten less than the commit interval ago.
+// img and defects are not retained after SaveSite returns, so a pooled
+// frame may be released then; non-Gray images are converted to grey.
 //
 // SaveSite fails for an unknown index, a site already done or being saved,
 // and after Finish (ErrFinished). If writing the site files fails the site
 // is left as it was. It blocks on disk I/O.
 func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error {
 	r.mu.Lock()
-	site, err := r.claimLocked(index, "save")
+	p, err := r.claimLocked(index, "save")
 	if err != nil {
 		r.mu.Unlock()
 		return err
 	}
+	site := r.run.Sites[p]
 	r.busy[index] = true
+	var sc *siteScratch
+	if n := len(r.scratch); n > 0 {
+		sc = r.scratch[n-1]
+		r.scratch = r.scratch[:n-1]
+	} else {
+		sc = new(siteScratch)
+	}
 	r.inflight.Add(1)
 	r.mu.Unlock()
 	defer r.inflight.Done()
@@ -86,29 +130,53 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 	if res.Defects == nil {
 		res.Defects = []Defect{}
 	}
-	imgRel, resRel := "", siteRel(index, ".json")
-	err = func() error {
-		if img != nil {
-			imgRel = siteRel(index, ".png")
-			g := toGray(img)
-			if err := r.store.writeFile(r.path(imgRel), func(w io.Writer) error { return r.store.siteEnc.Encode(w, g) }); err != nil {
-				return err
-			}
-		}
-		return r.store.writeJSON(r.path(resRel), res)
-	}()
+	resRel, imgRel := r.sitePaths(p)
+	if img == nil {
+		imgRel = ""
+	}
+	err = r.writeSite(sc, resRel, imgRel, &res, img)
 
 	r.mu.Lock()
 	delete(r.busy, index)
+	r.scratch = append(r.scratch, sc)
 	if err != nil {
 		r.mu.Unlock()
 		return err
 	}
-	st := &r.run.Sites[r.pos[index]]
+	st := &r.run.Sites[p]
 	st.Status, st.Defects, st.Result, st.Image, st.Error = SiteDone, len(defects), resRel, imgRel, ""
 	ver := r.changedLocked()
 	r.mu.Unlock()
 	return r.commitSoon(ver)
+}
+
+// writeSite writes the image of a site (unless imgRel is empty) and then
+// its defect list, to the paths given relative to the run directory.
+func (r *Recorder) writeSite(sc *siteScratch, resRel, imgRel string, res *SiteResult, img image.Image) error {
+	if imgRel != "" {
+		g := toGray(img)
+		enc := &r.store.siteEnc
+		if err := r.store.writeIn(r.sitesDir, &sc.names, imgRel[len(sitesPrefix):], func(w io.Writer) error {
+			return enc.Encode(w, g)
+		}); err != nil {
+			return err
+		}
+	}
+	b, err := appendSiteResultJSON(sc.json[:0], res)
+	if err != nil {
+		return fmt.Errorf("results: encode %s: %w", r.path(resRel), err)
+	}
+	sc.json = b
+	return r.store.writeBytes(r.sitesDir, &sc.names, resRel[len(sitesPrefix):], b)
+}
+
+// sitePaths returns the paths of the defect list and the image of the
+// site at position p in run.Sites, relative to the run directory:
+// "sites/0007.json" and "sites/0007.png", substrings of r.paths.
+func (r *Recorder) sitePaths(p int) (result, image string) {
+	s := r.paths[r.pathOff[p]:r.pathOff[p+1]]
+	n := (len(s) + 1) / 2 // the result path is one byte longer
+	return s[:n], s[n:]
 }
 
 // FailSite marks site index failed with err's text and rewrites run.json.
@@ -117,11 +185,12 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 // message.
 func (r *Recorder) FailSite(index int, err error) error {
 	r.mu.Lock()
-	if _, cerr := r.claimLocked(index, "fail"); cerr != nil {
+	p, cerr := r.claimLocked(index, "fail")
+	if cerr != nil {
 		r.mu.Unlock()
 		return cerr
 	}
-	st := &r.run.Sites[r.pos[index]]
+	st := &r.run.Sites[p]
 	st.Status, st.Defects, st.Result, st.Image = SiteFailed, 0, "", ""
 	st.Error = "unknown error"
 	if err != nil {
@@ -132,22 +201,23 @@ func (r *Recorder) FailSite(index int, err error) error {
 	return r.commit(ver) // rare, and not recoverable from site files
 }
 
-// claimLocked checks that site index may be changed now.
-func (r *Recorder) claimLocked(index int, op string) (Site, error) {
+// claimLocked checks that site index may be changed now and returns its
+// position in run.Sites.
+func (r *Recorder) claimLocked(index int, op string) (int, error) {
 	if r.finishing {
-		return Site{}, fmt.Errorf("results: run %s: %s site %d: %w", r.id, op, index, ErrFinished)
+		return 0, fmt.Errorf("results: run %s: %s site %d: %w", r.id, op, index, ErrFinished)
 	}
 	p, ok := r.pos[index]
 	if !ok {
-		return Site{}, fmt.Errorf("results: run %s: %s site %d: no such site", r.id, op, index)
+		return 0, fmt.Errorf("results: run %s: %s site %d: no such site", r.id, op, index)
 	}
 	if r.busy[index] {
-		return Site{}, fmt.Errorf("results: run %s: %s site %d: site is being saved", r.id, op, index)
+		return 0, fmt.Errorf("results: run %s: %s site %d: site is being saved", r.id, op, index)
 	}
 	if r.run.Sites[p].Status == SiteDone {
-		return Site{}, fmt.Errorf("results: run %s: %s site %d: site already saved", r.id, op, index)
+		return 0, fmt.Errorf("results: run %s: %s site %d: site already saved", r.id, op, index)
 	}
-	return r.run.Sites[p], nil
+	return p, nil
 }
 
 // Flush rewrites run.json if the last rewrite failed. It is a cheap no-op
@@ -244,7 +314,7 @@ func (r *Recorder) WriteMap() error {
 	snap := r.run.clone()
 	ver := r.version
 	r.mu.Unlock()
-	if err := r.store.writeWaferMap(r.path("wafermap.png"), snap); err != nil {
+	if err := r.store.writeWaferMap(r.runDir, new(tempNames), snap); err != nil {
 		return err
 	}
 	if err := r.commit(ver); err != nil {
@@ -253,10 +323,23 @@ func (r *Recorder) WriteMap() error {
 	r.mu.Lock()
 	r.persisted = true
 	r.mu.Unlock()
+	// Nothing is written after this (SaveSite and FailSite fail, Flush and
+	// Finish find everything written); writes that would come anyway
+	// still work, by path.
+	r.closeDirs()
 	r.store.mu.Lock()
 	delete(r.store.active, r.id)
 	r.store.mu.Unlock()
 	return nil
+}
+
+// closeDirs closes the run's directories (waiting for writes in progress).
+func (r *Recorder) closeDirs() {
+	for _, d := range []*dirHandle{r.runDir, r.sitesDir} {
+		if d != nil {
+			_ = d.close() // read-only directories: nothing to lose
+		}
+	}
 }
 
 // changedLocked recounts after a change and returns the new version.
@@ -289,14 +372,47 @@ func (r *Recorder) commit(ver uint64) error {
 		return nil
 	}
 	r.mu.Lock()
-	snap := r.run.clone()
+	r.snapshotLocked()
 	latest := r.version
 	r.mu.Unlock()
-	if err := r.store.writeJSON(r.path("run.json"), snap); err != nil {
+	// Encoded outside mu: SaveSite calls go on meanwhile.
+	b, err := appendRunJSON(r.runJSON[:0], &r.snap)
+	if err != nil {
+		return fmt.Errorf("results: encode %s: %w", r.path("run.json"), err)
+	}
+	r.runJSON = b
+	if err := r.store.writeBytes(r.runDir, &r.runNames, "run.json", b); err != nil {
 		return err
 	}
 	r.written, r.writtenAt = latest, time.Now()
 	return nil
+}
+
+// snapshotLocked copies r.run to r.snap as clone would, into memory reused
+// from the last call. The caller holds writeMu and mu.
+func (r *Recorder) snapshotLocked() {
+	r.snap = r.run
+	r.snap.Sites = nil // as clone, for no sites too
+	if len(r.run.Sites) > 0 {
+		r.snapSites = append(r.snapSites[:0], r.run.Sites...)
+		r.snap.Sites = r.snapSites
+	}
+	if r.run.EndedAt != nil {
+		r.snapEnded = *r.run.EndedAt
+		r.snap.EndedAt = &r.snapEnded
+	}
+}
+
+// reserveRunJSON makes room in the run.json buffer for the paths that
+// saved sites add, so that it does not grow during the run. Called by
+// Create after the first commit.
+func (r *Recorder) reserveRunJSON() {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	perSite := len(`,
+      "result": "",
+      "image": ""`)
+	r.runJSON = slices.Grow(r.runJSON, len(r.paths)+len(r.run.Sites)*perSite+1024)
 }
 
 func (r *Recorder) path(rel string) string { return filepath.Join(r.dir, filepath.FromSlash(rel)) }

@@ -438,7 +438,8 @@ func TestSaveSiteUnwritableDirectory(t *testing.T) {
 }
 
 // TestSaveSiteSitesNotADirectory makes writes fail in a way that works for
-// root too: the sites directory is replaced by a regular file.
+// root too: the sites directory is deleted (its files kept aside) and a
+// regular file takes its place.
 func TestSaveSiteSitesNotADirectory(t *testing.T) {
 	s := openStore(t)
 	rec, err := s.Create(gridRun(3))
@@ -446,9 +447,21 @@ func TestSaveSiteSitesNotADirectory(t *testing.T) {
 	require.NoError(t, rec.SaveSite(0, []Defect{{Peak: 1}}, testImage(0)))
 
 	sites := filepath.Join(rec.Dir(), "sites")
-	require.NoError(t, os.Rename(sites, sites+".away"))
+	away := sites + ".away"
+	require.NoError(t, os.Mkdir(away, 0o755))
+	entries, err := os.ReadDir(sites)
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.NoError(t, os.Rename(filepath.Join(sites, e.Name()), filepath.Join(away, e.Name())))
+	}
+	require.NoError(t, os.Remove(sites))
 	require.NoError(t, os.WriteFile(sites, []byte("not a directory"), 0o644))
 
+	// On Linux the first write finds the directory it holds deleted
+	// (ENOENT), and the next one the file at its path.
+	err = rec.SaveSite(1, nil, testImage(1))
+	require.Error(t, err)
+	assert.True(t, strings.HasPrefix(err.Error(), "results: write "+filepath.Join(sites, "0001.png")), err.Error())
 	err = rec.SaveSite(1, nil, testImage(1))
 	require.Error(t, err)
 	assert.ErrorIs(t, err, syscall.ENOTDIR)
@@ -459,12 +472,13 @@ func TestSaveSiteSitesNotADirectory(t *testing.T) {
 	assert.Equal(t, SitePending, rec.Run().Sites[1].Status, "a failed save leaves the site as it was")
 
 	require.NoError(t, os.Remove(sites))
-	require.NoError(t, os.Rename(sites+".away", sites))
+	require.NoError(t, os.Rename(away, sites))
 	require.NoError(t, rec.SaveSite(1, nil, testImage(1)), "the site can be saved once the disk is back")
 	res, err := s.LoadSite(rec.ID(), 0)
 	require.NoError(t, err)
 	assert.Equal(t, []Defect{{Peak: 1}}, res.Defects)
 	assert.Equal(t, 2, readRunFile(t, rec.Dir()).SitesDone)
+	assertNoTemps(t, rec.Dir(), sites)
 }
 
 // fullDisk fails writes to files whose name has the given base with ENOSPC
@@ -599,8 +613,9 @@ func TestMarkInterrupted(t *testing.T) {
 	require.NoError(t, writeFileAtomic(filepath.Join(crashed.Dir(), "sites", "0002.png"), func(w io.Writer) error {
 		return png.Encode(w, testImage(2))
 	}))
-	require.NoError(t, before.writeJSON(filepath.Join(crashed.Dir(), "sites", "0002.json"),
-		SiteResult{RunID: crashed.ID(), Index: 2, Defects: []Defect{{}, {}, {}}}))
+	b, err := appendSiteResultJSON(nil, &SiteResult{RunID: crashed.ID(), Index: 2, Defects: []Defect{{}, {}, {}}})
+	require.NoError(t, err)
+	require.NoError(t, writeFileAtomic(filepath.Join(crashed.Dir(), "sites", "0002.json"), writeString(string(b))))
 	// And a torn temporary file from a write in progress.
 	stray := filepath.Join(crashed.Dir(), ".run.json"+tmpMarker+"123")
 	require.NoError(t, os.WriteFile(stray, []byte(`{"id":`), 0o600))
@@ -879,27 +894,4 @@ func TestGeometryJSON(t *testing.T) {
 	var back Geometry
 	require.NoError(t, json.Unmarshal(b, &back))
 	assert.Equal(t, g, back)
-}
-
-func BenchmarkSaveSite(b *testing.B) {
-	s, err := Open(b.TempDir())
-	require.NoError(b, err)
-	img := image.NewGray(image.Rect(0, 0, 1280, 960))
-	for i := range img.Pix {
-		img.Pix[i] = uint8(100 + i%13)
-	}
-	run := Run{Recipe: "bench"}
-	for i := 0; i < b.N; i++ {
-		run.Sites = append(run.Sites, Site{Index: i})
-	}
-	rec, err := s.Create(run)
-	require.NoError(b, err)
-	defects := []Defect{{AreaPx: 10}, {AreaPx: 20}}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := rec.SaveSite(i, defects, img); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

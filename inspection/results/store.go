@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -192,54 +193,64 @@ func (s *Store) Create(run Run) (*Recorder, error) {
 		}
 	}
 	r := &Recorder{store: s, id: run.ID, dir: dir, run: run, pos: pos, busy: make(map[int]bool)}
+	r.paths, r.pathOff = buildSitePaths(run.Sites)
 	err := func() error {
 		if err := os.Mkdir(filepath.Join(dir, "sites"), 0o755); err != nil {
 			return fmt.Errorf("results: create run %s: %w", run.ID, err)
 		}
-		if err := syncDir(dir); err != nil {
+		var err error
+		if r.runDir, err = openDir(dir); err != nil {
+			return fmt.Errorf("results: create run %s: %w", run.ID, err)
+		}
+		if r.sitesDir, err = openDir(filepath.Join(dir, "sites")); err != nil {
+			return fmt.Errorf("results: create run %s: %w", run.ID, err)
+		}
+		if err := r.runDir.sync(); err != nil {
 			return fmt.Errorf("results: create run %s: %w", run.ID, err)
 		}
 		if err := syncDir(s.dir); err != nil {
 			return fmt.Errorf("results: create run %s: %w", run.ID, err)
 		}
 		r.version = 1
-		return r.commit(1)
+		if err := r.commit(1); err != nil {
+			return err
+		}
+		r.reserveRunJSON()
+		return nil
 	}()
 	if err != nil {
+		r.closeDirs()
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
+	// A Recorder dropped before WriteMap succeeded (a disk that stayed
+	// full) does not keep its directories open for ever.
+	runtime.AddCleanup(r, func(d [2]*dirHandle) {
+		for _, h := range d {
+			if h != nil {
+				_ = h.close()
+			}
+		}
+	}, [2]*dirHandle{r.runDir, r.sitesDir})
 	s.mu.Lock()
 	s.active[run.ID] = struct{}{}
 	s.mu.Unlock()
 	return r, nil
 }
 
-// writeFile writes path atomically through the fault-injection hook, if any.
-func (s *Store) writeFile(path string, write func(io.Writer) error) error {
+// writeIn writes file name in d atomically (dirHandle.writeFile) through
+// the fault-injection hook, if any. n must not be in use by another write.
+func (s *Store) writeIn(d *dirHandle, n *tempNames, name string, write func(io.Writer) error) error {
 	if s.wrapWrite == nil {
-		return writeFileAtomic(path, write)
+		return d.writeFile(n, name, write)
 	}
-	return writeFileAtomic(path, func(w io.Writer) error { return write(s.wrapWrite(path, w)) })
+	path := filepath.Join(d.path, name)
+	return d.writeFile(n, name, func(w io.Writer) error { return write(s.wrapWrite(path, w)) })
 }
 
-// writeJSON writes v, a Run or a SiteResult, as indented JSON to path
-// atomically.
-func (s *Store) writeJSON(path string, v any) error {
-	var b []byte
-	var err error
-	switch v := v.(type) {
-	case Run:
-		b, err = appendRunJSON(nil, &v)
-	case SiteResult:
-		b, err = appendSiteResultJSON(nil, &v)
-	default:
-		b, err = marshalIndentTo(nil, v)
-	}
-	if err != nil {
-		return fmt.Errorf("results: encode %s: %w", path, err)
-	}
-	return s.writeFile(path, func(w io.Writer) error {
+// writeBytes writes b to file name in d atomically, like writeIn.
+func (s *Store) writeBytes(d *dirHandle, n *tempNames, name string, b []byte) error {
+	return s.writeIn(d, n, name, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})
@@ -374,16 +385,34 @@ func (s *Store) MarkInterrupted() ([]Run, error) {
 		run.Complete = false
 		removeTemps(dir)
 		removeTemps(filepath.Join(dir, "sites"))
-		if err := s.writeWaferMap(filepath.Join(dir, "wafermap.png"), run); err != nil {
-			errs = append(errs, err)
+		mapErr, err := s.rewriteInterrupted(dir, run)
+		if mapErr != nil {
+			errs = append(errs, mapErr)
 		}
-		if err := s.writeJSON(filepath.Join(dir, "run.json"), run); err != nil {
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		marked = append(marked, run)
 	}
 	return marked, errors.Join(errs...)
+}
+
+// rewriteInterrupted writes the wafer map and then run.json of the
+// interrupted run in dir, and returns their errors.
+func (s *Store) rewriteInterrupted(dir string, run Run) (mapErr, err error) {
+	d, err := openDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("results: write %s: %w", filepath.Join(dir, "run.json"), err)
+	}
+	defer d.close()
+	var n tempNames
+	mapErr = s.writeWaferMap(d, &n, run)
+	b, err := appendRunJSON(nil, &run)
+	if err != nil {
+		return mapErr, fmt.Errorf("results: encode %s: %w", filepath.Join(dir, "run.json"), err)
+	}
+	return mapErr, s.writeBytes(d, &n, "run.json", b)
 }
 
 // recoverSites marks pending sites done whose defect list exists. Files are
@@ -425,7 +454,40 @@ func removeTemps(dir string) {
 // siteRel returns the path of site index's file with extension ext,
 // relative to the run directory: "sites/0007.json".
 func siteRel(index int, ext string) string {
-	return fmt.Sprintf("sites/%04d%s", index, ext)
+	return string(appendSiteRel(nil, index, ext))
+}
+
+// sitesPrefix starts every site file's path relative to the run directory.
+const sitesPrefix = "sites/"
+
+// appendSiteRel appends siteRel(index, ext) to b: "sites/" and the index
+// zero-padded to four digits, as fmt's %04d.
+func appendSiteRel(b []byte, index int, ext string) []byte {
+	if index < 0 {
+		return fmt.Appendf(b, "%s%04d%s", sitesPrefix, index, ext)
+	}
+	b = append(b, sitesPrefix...)
+	for d := 1000; d > 1 && index < d; d /= 10 {
+		b = append(b, '0')
+	}
+	b = strconv.AppendInt(b, int64(index), 10)
+	return append(b, ext...)
+}
+
+// buildSitePaths returns the paths of the defect list and the image of
+// every site, relative to the run directory, in one string, so that
+// saving a site allocates none: those of sites[p] are
+// paths[off[p]:off[p+1]], "sites/0007.json" then "sites/0007.png" (see
+// Recorder.sitePaths).
+func buildSitePaths(sites []Site) (paths string, off []int) {
+	off = make([]int, len(sites)+1)
+	b := make([]byte, 0, len(sites)*2*len("sites/0000.json"))
+	for p, st := range sites {
+		b = appendSiteRel(b, st.Index, ".json")
+		b = appendSiteRel(b, st.Index, ".png")
+		off[p+1] = len(b)
+	}
+	return string(b), off
 }
 
 // pngBufferPool lets PNG encodes reuse their compression buffers.

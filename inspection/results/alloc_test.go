@@ -1,0 +1,173 @@
+package results
+
+import (
+	"fmt"
+	"image"
+	"math"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// benchDefects are a few defects, as a site with defects has.
+var benchDefects = []Defect{
+	{XMM: 101.234, YMM: 98.765, Box: [4]int{3, 4, 9, 11}, AreaPx: 31, AreaUM2: 1240.5, Peak: 87},
+	{XMM: 101.5, YMM: 99.125, Box: [4]int{40, 41, 44, 45}, AreaPx: 12, AreaUM2: 480, Peak: 60},
+	{XMM: 100.75, YMM: 98.5, Box: [4]int{60, 0, 64, 3}, AreaPx: 9, AreaUM2: 360.25, Peak: 255},
+}
+
+// pooledFrame is a camera frame as the inspection's frame pool hands them
+// out: a *image.Gray reused for every site.
+func pooledFrame(w, h int) *image.Gray {
+	g := image.NewGray(image.Rect(0, 0, w, h))
+	for i := range g.Pix {
+		g.Pix[i] = uint8(100 + i%13)
+	}
+	return g
+}
+
+// TestSaveSiteAllocs: in the steady state of a run, saving a site
+// allocates nothing on Linux, with or without the rewrite of run.json.
+func TestSaveSiteAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("allocation-free writes are Linux only (atomic_linux.go)")
+	}
+	const warm, batch = 5, 40
+	cases := []struct {
+		name     string
+		interval time.Duration
+		flush    bool
+	}{
+		{"no commit", time.Hour, false},             // run.json was written by Create less than the interval ago
+		{"commit every site", 0, false},             // SaveSite rewrites run.json
+		{"flush after every site", time.Hour, true}, // Flush rewrites it
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(t.TempDir(), WithCommitInterval(tc.interval))
+			require.NoError(t, err)
+			rec, err := s.Create(gridRun(warm + 2*batch))
+			require.NoError(t, err)
+			img := pooledFrame(64, 64)
+			next := 0
+			var failed error
+			save := func() {
+				if err := rec.SaveSite(next, benchDefects, img); err != nil && failed == nil {
+					failed = err
+				}
+				if tc.flush {
+					if err := rec.Flush(); err != nil && failed == nil {
+						failed = err
+					}
+				}
+				next++
+			}
+			for range warm {
+				save()
+			}
+			// AllocsPerRun divides by its runs, rounding down: measure a
+			// whole batch as one run (after a batch of warm-up), so that
+			// a single allocation in it shows.
+			allocs := testing.AllocsPerRun(1, func() {
+				for range batch {
+					save()
+				}
+			})
+			require.NoError(t, failed)
+			assert.Zero(t, allocs, "allocations in %d calls of SaveSite", batch)
+
+			require.NoError(t, rec.Finish(Completed, "", nil, true))
+			run := readRunFile(t, rec.Dir())
+			assert.Equal(t, next, run.SitesDone)
+			assert.Equal(t, next*len(benchDefects), run.DefectsTotal)
+			res, err := s.LoadSite(rec.ID(), next-1)
+			require.NoError(t, err)
+			assert.Equal(t, benchDefects, res.Defects)
+		})
+	}
+}
+
+// BenchmarkSaveSite saves sites with a few defects and a camera frame, as
+// the inspection does (run.json rewritten at most once a second).
+func BenchmarkSaveSite(b *testing.B) {
+	for _, size := range []image.Point{{64, 64}, {1280, 960}} {
+		b.Run(fmt.Sprintf("%dx%d", size.X, size.Y), func(b *testing.B) {
+			s, err := Open(b.TempDir())
+			require.NoError(b, err)
+			img := pooledFrame(size.X, size.Y)
+			rec, err := s.Create(gridRun(b.N))
+			require.NoError(b, err)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if err := rec.SaveSite(i, benchDefects, img); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestSitePaths(t *testing.T) {
+	for _, i := range []int{0, 7, 10, 999, 1000, 9999, 10000, 123456, -1, -7, -12345} {
+		assert.Equal(t, fmt.Sprintf("sites/%04d.json", i), siteRel(i, ".json"))
+	}
+	sites := []Site{{Index: 7}, {Index: 0}, {Index: 12345}, {Index: 1000}}
+	paths, off := buildSitePaths(sites)
+	r := &Recorder{paths: paths, pathOff: off}
+	for p, st := range sites {
+		res, img := r.sitePaths(p)
+		assert.Equal(t, siteRel(st.Index, ".json"), res)
+		assert.Equal(t, siteRel(st.Index, ".png"), img)
+	}
+}
+
+// A non-finite number fails the write that would carry it, naming the file;
+// the site stays pending.
+func TestSaveSiteNaN(t *testing.T) {
+	s := openStore(t)
+	rec, err := s.Create(gridRun(2))
+	require.NoError(t, err)
+	err = rec.SaveSite(1, []Defect{{AreaUM2: math.NaN()}}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "results: encode "+rec.path("sites/0001.json"))
+	assert.Contains(t, err.Error(), "unsupported value: NaN")
+	assert.Equal(t, SitePending, rec.Run().Sites[1].Status)
+	require.NoError(t, rec.SaveSite(1, nil, nil))
+
+	run := gridRun(2)
+	run.Sites[1].XMM = math.Inf(1)
+	_, err = s.Create(run)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "run.json")
+	assert.Contains(t, err.Error(), "unsupported value: +Inf")
+}
+
+// Create reserves room in the run.json buffer for a run whose every site
+// is done (with up to 9,999 defects each), so that the buffer does not grow
+// while the run goes on.
+func TestRunJSONReserve(t *testing.T) {
+	for _, n := range []int{0, 1, 10, 3000, 12000} {
+		s := openStore(t)
+		rec, err := s.Create(gridRun(n))
+		require.NoError(t, err)
+		reserved := cap(rec.runJSON)
+		rec.mu.Lock()
+		for p := range rec.run.Sites {
+			st := &rec.run.Sites[p]
+			st.Status, st.Defects = SiteDone, 9999
+			st.Result, st.Image = rec.sitePaths(p)
+		}
+		rec.run.recount()
+		rec.mu.Unlock()
+		b, err := appendRunJSON(nil, &rec.run)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(b), reserved, "%d sites", n)
+	}
+}
