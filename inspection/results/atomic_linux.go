@@ -102,8 +102,8 @@ func (d *dirHandle) sync() error {
 // writeFile replaces file name (a plain name, no '/') in d with what write
 // produces, atomically (see atomic.go); n holds the names and the writer
 // and must not be used by another write at the same time. write must not
-// retain the writer. Once the pools and n are warm, writeFile allocates
-// nothing unless it fails.
+// retain the writer. Once n's buffers have grown to the names, writeFile
+// itself allocates nothing unless it fails.
 func (d *dirHandle) writeFile(n *tempNames, name string, write func(io.Writer) error) error {
 	if d.stale.Load() {
 		if err := d.reopen(); err != nil {

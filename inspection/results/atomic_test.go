@@ -77,11 +77,26 @@ func TestDirHandleWriteFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, fs.FileMode(0o644), fi.Mode().Perm())
 
+	// The temporary file is in the same directory, named so that
+	// removeTemps finds it if a crash leaves it behind.
+	var temps []string
 	boom := errors.New("encoder exploded")
 	err = d.writeFile(&n, "0007.json", func(w io.Writer) error {
 		_, _ = io.WriteString(w, "half")
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".0007.json"+tmpMarker) {
+				temps = append(temps, e.Name())
+			}
+		}
+		removeTemps(dir)
 		return boom
 	})
+	assert.Len(t, temps, 1)
+	for _, tmp := range temps {
+		assert.NoFileExists(t, filepath.Join(dir, tmp), "removeTemps removes it")
+	}
 	require.ErrorIs(t, err, boom)
 	assert.Equal(t, "results: write "+path+": encoder exploded", err.Error())
 	assert.Panics(t, func() {
