@@ -63,6 +63,7 @@ const benchScale = 50
 type stopBench struct {
 	b      *testing.B
 	board  *board.Board
+	stage  *writeTimedStage
 	emu    *emulatorChild
 	runner *inspection.Runner
 	rec    *recipe.Recipe
@@ -107,8 +108,9 @@ func newStopBench(b *testing.B) *stopBench {
 		reset:  make(chan time.Time, 1),
 		saved:  make(chan time.Time, 1),
 	}
+	g.stage = &writeTimedStage{Stage: brd.Stage}
 	g.runner = &inspection.Runner{
-		Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store,
+		Stage: g.stage, Light: brd.Light, Camera: brd.Camera, Store: store,
 		// A real logger, formatting every line as in production; only the
 		// output device differs.
 		Log: logging.New(discard{}, logging.Options{Level: logging.Info}).For("runner"),
@@ -150,6 +152,24 @@ func newStopBench(b *testing.B) *stopBench {
 	return g
 }
 
+// writeTimedStage is the board's stage with the moment recorded at which
+// Stop's own feed-hold write returned, to split the stop latency into
+// waferd's part (the request until write(2) has returned) and the pty's
+// (until the emulator process has read the byte). It adds one time.Now to
+// the measured path.
+type writeTimedStage struct {
+	board.Stage
+	written atomic.Int64 // UnixNano after the last TryFeedHold that wrote
+}
+
+func (s *writeTimedStage) TryFeedHold() bool {
+	ok := s.Stage.TryFeedHold()
+	if ok {
+		s.written.Store(time.Now().UnixNano())
+	}
+	return ok
+}
+
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
@@ -158,6 +178,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 type stopTimes struct {
 	moving   bool      // the stage was still moving just before the trigger
 	trigger  time.Time // just before the stop request
+	written  time.Time // Stop's own '!' written (zero if the write was busy)
 	bang     time.Time // '!' read by the emulator
 	hold0    time.Time // the stage reached Hold:0
 	reset    time.Time // the soft reset after Hold:0 read by the emulator
@@ -196,6 +217,7 @@ func (g *stopBench) stopOnce(trigger func(), want stop.Reason) stopTimes {
 	ts.moving = g.emu.Moving()
 	g.wantH0.Store(true)
 	g.wantRT.Store(true)
+	g.stage.written.Store(0)
 	ts.trigger = time.Now()
 	trigger()
 	for _, w := range []struct {
@@ -210,6 +232,9 @@ func (g *stopBench) stopOnce(trigger func(), want stop.Reason) stopTimes {
 	}
 	r := <-done
 	ts.returned = r.at
+	if ns := g.stage.written.Load(); ns != 0 {
+		ts.written = time.Unix(0, ns)
+	}
 	select {
 	case ts.saved = <-g.saved:
 	default:
@@ -257,13 +282,15 @@ func percentiles(b *testing.B, d []time.Duration, unit time.Duration, suffix str
 func BenchmarkStopLatency(b *testing.B) {
 	b.Run("Stop", func(b *testing.B) {
 		g := newStopBench(b)
-		var lat []time.Duration
+		var lat, wr []time.Duration
 		late := 0
 		for b.Loop() {
 			ts := g.stopOnce(func() { g.runner.Stop(stop.Operator, "bench") }, stop.Operator)
 			lat, late = sample(lat, late, ts, ts.bang.Sub(ts.trigger))
+			wr = sampleWritten(wr, ts)
 		}
 		percentiles(b, lat, time.Microsecond, "µs")
+		reportWritten(b, wr, len(lat))
 		b.ReportMetric(float64(late), "late")
 	})
 	b.Run("Button", func(b *testing.B) {
@@ -284,7 +311,7 @@ func BenchmarkStopLatency(b *testing.B) {
 				b.Error(err)
 			}
 		}()
-		var lat []time.Duration
+		var lat, wr []time.Duration
 		late := 0
 		for b.Loop() {
 			if !released(btn) {
@@ -293,12 +320,14 @@ func BenchmarkStopLatency(b *testing.B) {
 			presses := btn.Presses()
 			ts := g.stopOnce(func() { pin.EdgesChan <- gpio.High }, stop.Button)
 			lat, late = sample(lat, late, ts, ts.bang.Sub(ts.trigger))
+			wr = sampleWritten(wr, ts)
 			if btn.Presses() != presses+1 {
 				b.Fatalf("%d presses for one press edge", btn.Presses()-presses)
 			}
 			pin.EdgesChan <- gpio.Low
 		}
 		percentiles(b, lat, time.Microsecond, "µs")
+		reportWritten(b, wr, len(lat))
 		b.ReportMetric(float64(late), "late")
 	})
 }
@@ -312,6 +341,28 @@ func sample(samples []time.Duration, late int, ts stopTimes, d time.Duration) ([
 		return samples, late + 1
 	}
 	return append(samples, d), late
+}
+
+// sampleWritten appends the time from the trigger until Stop's own
+// feed-hold write returned, for stops during a move whose quick write was
+// made (the driver's write mutex was free).
+func sampleWritten(samples []time.Duration, ts stopTimes) []time.Duration {
+	if !ts.moving || ts.written.IsZero() {
+		return samples
+	}
+	return append(samples, ts.written.Sub(ts.trigger))
+}
+
+// reportWritten reports written-p50-µs, the median time from the trigger to
+// Stop's feed-hold write returned (waferd's part of the latency; the rest is
+// the pty's), and busy, how many of the n stops found the write mutex taken
+// and left the '!' to the abort hook.
+func reportWritten(b *testing.B, wr []time.Duration, n int) {
+	if len(wr) > 0 {
+		slices.Sort(wr)
+		b.ReportMetric(float64(wr[(len(wr)-1)/2])/float64(time.Microsecond), "written-p50-µs")
+	}
+	b.ReportMetric(float64(n-len(wr)), "busy")
 }
 
 // released waits (at most a second) until btn has seen its release.
