@@ -135,6 +135,11 @@ type Runner struct {
 	// a barrier, before it holds or resets the stage. Never taken before
 	// mu.
 	quickHold sync.Mutex
+	// quickGuard cancels the run in progress if Stop's feed-hold write
+	// stalls (made by Run for each run, stopped); quickDetail is the
+	// stop's detail for it. Guarded by mu.
+	quickGuard  *time.Timer
+	quickDetail string
 }
 
 // State returns the machine state: Idle, Running, Stopping, Faulted or
@@ -210,43 +215,45 @@ func (r *Runner) log() *logging.Log {
 // e-stop latches EStop, a fault or watchdog stop latches Faulted, and any
 // other stop is harmless.
 func (r *Runner) Stop(reason stop.Reason, detail string) {
-	log := r.log()
-	cause := stop.New(reason, detail)
 	r.mu.Lock()
 	if r.state == Running && r.reason == stop.None && reason > stop.None {
 		r.reason = reason
 		qh, quick := r.Stage.(motion.QuickHolder)
 		if !quick {
+			cause := stop.New(reason, detail)
 			r.cancel(cause)
 			r.mu.Unlock()
-			log.Warnf("stop requested: %v", cause)
+			r.log().Warnf("stop requested: %v", cause)
 			return
 		}
-		// The feed hold goes on the wire first, from this goroutine:
-		// cancelling wakes the run's goroutines and starts the abort
-		// hooks, which costs tens of microseconds before a hook's own
-		// '!' could go out. The write is one byte into the tty and does
-		// not wait for the line; should it block all the same (a stalled
-		// USB adapter with a full buffer), the timer cancels the run
-		// after quickCancelAfter, so the light-off and every other hook
-		// are never held up longer than that. quickHold, taken while the
+		// The feed hold goes on the wire first, from this goroutine, and
+		// nothing is allocated or formatted before it: cancelling wakes
+		// the run's goroutines and starts the abort hooks, which costs
+		// tens of microseconds before a hook's own '!' could go out. The
+		// write is one byte into the tty and does not wait for the line;
+		// should it block all the same (a stalled USB adapter with a
+		// full buffer), quickGuard cancels the run after
+		// quickCancelAfter, so the light-off and every other hook are
+		// never held up longer than that. quickHold, taken while the
 		// machine is still Running, makes the safe stop wait for the
 		// write before it holds or resets the stage: a '!' arriving
 		// after the soft reset would leave GRBL in Hold:0, executing
 		// nothing.
 		r.quickHold.Lock()
-		cancel := r.cancel
+		cancel, guard := r.cancel, r.quickGuard
+		r.quickDetail = detail
 		r.mu.Unlock()
-		var once sync.Once
-		cancelRun := func() { once.Do(func() { cancel(cause) }) }
-		t := time.AfterFunc(quickCancelAfter, cancelRun)
+		guard.Reset(quickCancelAfter)
 		qh.TryFeedHold()
-		t.Stop()
-		cancelRun()
+		guard.Stop()
+		cause := stop.New(reason, detail)
+		cancel(cause) // a no-op if the guard was first
 		r.quickHold.Unlock()
-		log.Warnf("stop requested: %v", cause)
+		r.log().Warnf("stop requested: %v", cause)
 		return
 	}
+	log := r.log()
+	cause := stop.New(reason, detail)
 	defer r.mu.Unlock()
 	switch r.state {
 	case Running, Stopping:
@@ -412,6 +419,16 @@ func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 	}
 	r.setLocked(Running)
 	r.cancel, r.reason, r.hurry = cancel, stop.None, make(chan struct{})
+	// Stop's guard for this run: it cancels this run's context only (a
+	// late firing finds it cancelled already), with the reason and
+	// detail of the stop that armed it.
+	r.quickGuard = time.AfterFunc(time.Hour, func() {
+		r.mu.Lock()
+		reason, detail := r.reason, r.quickDetail
+		r.mu.Unlock()
+		cancel(stop.New(reason, detail))
+	})
+	r.quickGuard.Stop()
 	r.mu.Unlock()
 
 	rcd, err := r.Store.Create(run)
