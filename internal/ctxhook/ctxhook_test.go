@@ -4,10 +4,10 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -47,28 +47,27 @@ func TestCancelWhileArmedAborts(t *testing.T) {
 }
 
 func TestCancelWhileDisarmedDoesNotAbort(t *testing.T) {
-	c := newCounter()
-	h := New(c.abort)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.Arm(ctx)
-	assert.False(t, h.Disarm())
-	cancel()
-	// The registration runs (and finds no call armed) in a goroutine of
-	// its own: give it the chance, then check that nothing was aborted.
-	require.Eventually(t, func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.fired
-	}, 10*time.Second, time.Millisecond)
-	assert.Zero(t, c.n.Load())
+	synctest.Test(t, func(t *testing.T) {
+		c := newCounter()
+		h := New(c.abort)
+		ctx, cancel := context.WithCancel(context.Background())
+		h.Arm(ctx)
+		assert.False(t, h.Disarm())
+		cancel()
+		synctest.Wait() // the registration has run, and found no call armed
+		assert.Zero(t, c.n.Load())
 
-	// A call armed on the cancelled context is aborted at once.
-	h.Arm(ctx)
-	c.wait(t)
-	assert.True(t, h.Disarm())
-	assert.EqualValues(t, 1, c.n.Load())
+		// A call armed on the cancelled context is aborted at once.
+		h.Arm(ctx)
+		c.wait(t)
+		assert.True(t, h.Disarm())
+		assert.EqualValues(t, 1, c.n.Load())
+	})
 }
 
+// TestDisarmWaitsForAbortInProgress gives a wrong Disarm 20 ms to return
+// (real time: a goroutine waiting for a mutex is not durably blocked, so
+// synctest.Wait cannot tell when it has got as far as it can).
 func TestDisarmWaitsForAbortInProgress(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	h := New(func() {
@@ -91,32 +90,35 @@ func TestDisarmWaitsForAbortInProgress(t *testing.T) {
 }
 
 func TestOldContextDoesNotAbortNewCall(t *testing.T) {
-	c := newCounter()
-	h := New(c.abort)
-	old, cancelOld := context.WithCancel(context.Background())
-	h.Arm(old)
-	h.Disarm()
-	cur, cancelCur := context.WithCancel(context.Background())
-	defer cancelCur()
-	h.Arm(cur)
-	cancelOld()
-	time.Sleep(5 * time.Millisecond) // a stale registration would run now
-	assert.False(t, h.Disarm())
-	assert.Zero(t, c.n.Load())
-	cancelCur()
+	synctest.Test(t, func(t *testing.T) {
+		c := newCounter()
+		h := New(c.abort)
+		old, cancelOld := context.WithCancel(context.Background())
+		h.Arm(old)
+		h.Disarm()
+		cur, cancelCur := context.WithCancel(context.Background())
+		h.Arm(cur)
+		cancelOld()
+		synctest.Wait() // a stale registration would have run now
+		assert.False(t, h.Disarm())
+		assert.Zero(t, c.n.Load())
+		cancelCur()
+	})
 }
 
 func TestReleaseUnregisters(t *testing.T) {
-	c := newCounter()
-	h := New(c.abort)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.Arm(ctx)
-	h.Disarm()
-	h.Release()
-	h.Release() // idempotent
-	cancel()
-	time.Sleep(5 * time.Millisecond)
-	assert.Zero(t, c.n.Load())
+	synctest.Test(t, func(t *testing.T) {
+		c := newCounter()
+		h := New(c.abort)
+		ctx, cancel := context.WithCancel(context.Background())
+		h.Arm(ctx)
+		h.Disarm()
+		h.Release()
+		h.Release() // idempotent
+		cancel()
+		synctest.Wait()
+		assert.Zero(t, c.n.Load())
+	})
 }
 
 func TestSameContextArmsWithoutAllocating(t *testing.T) {
@@ -172,13 +174,15 @@ func TestEveryArmedCancelAborts(t *testing.T) {
 // TestReleaseWhileArmed: a driver closed during a call releases the hook;
 // the call's Disarm still works, without an abort.
 func TestReleaseWhileArmed(t *testing.T) {
-	c := newCounter()
-	h := New(c.abort)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.Arm(ctx)
-	h.Release()
-	cancel()
-	assert.False(t, h.Disarm())
-	time.Sleep(5 * time.Millisecond)
-	assert.Zero(t, c.n.Load())
+	synctest.Test(t, func(t *testing.T) {
+		c := newCounter()
+		h := New(c.abort)
+		ctx, cancel := context.WithCancel(context.Background())
+		h.Arm(ctx)
+		h.Release()
+		cancel()
+		assert.False(t, h.Disarm())
+		synctest.Wait()
+		assert.Zero(t, c.n.Load())
+	})
 }
