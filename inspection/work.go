@@ -55,6 +55,7 @@ func (w *work) do(parent context.Context) error {
 	defer context.AfterFunc(ctx, func() { _ = r.Light.Off() })()
 	defer func() {
 		if w.golden != nil {
+			r.detector.Prepare(nil) // the frame goes back to its pool
 			w.golden.Release()
 			w.golden = nil
 		}
@@ -63,7 +64,8 @@ func (w *work) do(parent context.Context) error {
 		return err
 	}
 	rec := w.rec
-	r.detector = analysis.Detector{Threshold: rec.Threshold, MinArea: rec.MinArea}
+	// The detector's scratch buffers are kept from run to run.
+	r.detector.Threshold, r.detector.MinArea = rec.Threshold, rec.MinArea
 
 	// Golden die first: every site is compared against it.
 	golden, err := w.expose(ctx, rec.Reference)
@@ -71,6 +73,7 @@ func (w *work) do(parent context.Context) error {
 		return fmt.Errorf("reference die %v: %w", rec.Reference.Die, err)
 	}
 	w.golden = golden
+	r.detector.Prepare(golden)
 
 	if r.Config.Serial {
 		for _, s := range rec.Sites {

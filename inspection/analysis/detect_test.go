@@ -564,15 +564,70 @@ func TestDetectSparseMatchesReference(t *testing.T) {
 		}
 		d.Threshold, d.MinArea, d.BandRows = threshold, 1, 1+r.IntN(5)
 		want := reference(f, g, tl, 1)
-		got, err := d.Detect(context.Background(), f, g, nil)
-		require.NoError(t, err)
-		slices.SortFunc(got, totalOrder)
 		slices.SortFunc(want, totalOrder)
-		require.Equal(t, len(want), len(got), "seed %d: %dx%d threshold %d noise %d", seed, w, h, threshold, noise)
-		if len(want) > 0 {
-			require.Equal(t, want, got, "seed %d: %dx%d threshold %d noise %d", seed, w, h, threshold, noise)
+		// The ordinary path, then with golden prepared (as a run does).
+		for _, prepare := range []bool{false, true} {
+			d.Prepare(nil)
+			if prepare {
+				d.Prepare(g)
+			}
+			got, err := d.Detect(context.Background(), f, g, nil)
+			require.NoError(t, err)
+			slices.SortFunc(got, totalOrder)
+			require.Equal(t, len(want), len(got), "seed %d: %dx%d threshold %d noise %d prepared %v", seed, w, h, threshold, noise, prepare)
+			if len(want) > 0 {
+				require.Equal(t, want, got, "seed %d: %dx%d threshold %d noise %d prepared %v", seed, w, h, threshold, noise, prepare)
+			}
 		}
 	}
+}
+
+// TestPrepareOnlyForItsGolden: a Detector prepared for one golden frame
+// gives the same results as an unprepared one when given another golden
+// frame, after its Threshold changed, or after Prepare(nil); and prepared
+// for a golden whose rows are not back to back it uses the ordinary path.
+func TestPrepareOnlyForItsGolden(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	f, g := randomPair(r, 2*blockRead+9, 6)
+	f, g = packed(f), packed(g)
+	for y := range 6 {
+		for x, v := range g.Row(y) {
+			kind := 2 // within the threshold
+			if r.IntN(50) == 0 {
+				kind = 0 // suspect
+			}
+			f.Row(y)[x] = setDiff(r, v, DefaultThreshold, kind)
+		}
+	}
+	other := packed(g)
+	other.Pix[5] += 128 // a defect at (5, 0) against other
+	detect := func(d *Detector, golden *camera.Frame) []Defect {
+		got, err := d.Detect(context.Background(), f, golden, nil)
+		require.NoError(t, err)
+		return got
+	}
+	plain := &Detector{MinArea: 1}
+	want, wantOther := detect(plain, g), detect(plain, other)
+	require.NotEmpty(t, want)
+	require.NotEqual(t, want, wantOther)
+
+	d := &Detector{MinArea: 1}
+	d.Prepare(g)
+	assert.Equal(t, want, detect(d, g), "prepared")
+	assert.Equal(t, wantOther, detect(d, other), "another golden")
+	d.Threshold = DefaultThreshold + 1
+	assert.Equal(t, detect(&Detector{MinArea: 1, Threshold: DefaultThreshold + 1}, g), detect(d, g), "threshold changed")
+	d.Threshold = 0
+	d.Prepare(nil)
+	assert.Equal(t, want, detect(d, g), "forgotten")
+
+	strided := &camera.Frame{Width: g.Width, Height: g.Height, Stride: g.Width + 3, Pix: make([]byte, (g.Width+3)*g.Height)}
+	for y := range g.Height {
+		copy(strided.Row(y), g.Row(y))
+	}
+	d.Prepare(strided)
+	assert.Nil(t, d.prepared, "a golden with padded rows is not prepared")
+	assert.Equal(t, want, detect(d, strided))
 }
 
 // FuzzDetect compares Detect with the flood fill on frames built from the
@@ -599,6 +654,9 @@ func FuzzDetect(f *testing.F) {
 			frame.Row(p / w)[p%w] = diffs[i+1]
 		}
 		d := &Detector{Threshold: threshold, MinArea: 1, BandRows: 1 + int(seed%4)}
+		if seed%3 != 0 {
+			d.Prepare(golden) // a no-op unless the frames are packed
+		}
 		tl := int(d.Threshold)
 		if tl == 0 {
 			tl = DefaultThreshold
@@ -857,11 +915,13 @@ var benchFrames = sync.OnceValues(func() (frame, golden *camera.Frame) {
 })
 
 // benchDetect runs d.Detect on the benchmark frames under a cancellable
-// context, as in a run. Bytes are frame pixels.
+// context, with the golden frame prepared, as in a run. Bytes are frame
+// pixels.
 func benchDetect(b *testing.B, d *Detector) {
 	f, g := benchFrames()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
+	d.Prepare(g)                         // once per run, as the runner does
 	dst, err := d.Detect(ctx, f, g, nil) // warm-up sizes the scratch and dst
 	if err != nil {
 		b.Fatal(err)
@@ -880,8 +940,8 @@ func benchDetect(b *testing.B, d *Detector) {
 }
 
 // BenchmarkAnalyze measures Detect with the defaults on a 2048×2048 frame
-// with noise and 64 defects against its golden frame. Compare its MB/s with
-// BenchmarkMemmove's.
+// with noise and 64 defects against its golden frame, prepared once
+// (Prepare) as a run does. Compare its MB/s with BenchmarkMemmove's.
 func BenchmarkAnalyze(b *testing.B) { benchDetect(b, &Detector{}) }
 
 // BenchmarkAnalyzeNoCancelChecks is BenchmarkAnalyze with one band per frame,
@@ -902,6 +962,8 @@ func BenchmarkCancelCheckCost(b *testing.B) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	checked, unchecked := &Detector{}, &Detector{BandRows: math.MaxInt}
+	checked.Prepare(g)
+	unchecked.Prepare(g)
 	dst, err := checked.Detect(ctx, f, g, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -995,3 +1057,37 @@ func BenchmarkCancelLatency(b *testing.B) {
 }
 
 var errStop = errors.New("stop")
+
+// TestSkipCleanRefIsAligned checks the prepared skip against the exact test
+// from every start: it never passes a suspect pixel. The frame is the
+// golden frame shifted by d pixels (1 to 6) on a steep ramp, so every pixel
+// is suspect, yet the block test would pass every word compared with the
+// golden words d pixels off: a skip reading ref off the grid (a start not
+// rounded to it) would pass them.
+func TestSkipCleanRefIsAligned(t *testing.T) {
+	const n = 3*blockRead + 17
+	g := make([]byte, n)
+	for x := range g {
+		g[x] = byte(x * 50)
+	}
+	golden := &camera.Frame{Width: n, Height: 1, Stride: n, Pix: g}
+	d := &Detector{}
+	d.Prepare(golden)
+	require.NotNil(t, d.prepared)
+	s := newScan(d.threshold())
+	for shift := 1; shift < wordLen-1; shift++ {
+		f := make([]byte, n)
+		for x := range f {
+			f[x] = g[(x+n-shift)%n]
+		}
+		for i := range n {
+			k := noCheck
+			p, err := skipCleanRef(f, g, d.ref, i, &s, &k)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, p, i)
+			for x := i; x < p; x++ {
+				require.LessOrEqual(t, absDiff(f[x], g[x]), int(s.threshold), "shift %d, start %d: passed suspect pixel %d", shift, i, x)
+			}
+		}
+	}
+}
