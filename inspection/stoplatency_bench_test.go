@@ -274,6 +274,9 @@ func percentiles(b *testing.B, d []time.Duration, unit time.Duration, suffix str
 // pty (one sample per iteration; p50/p99 in µs, ns/op is the mean):
 //
 //   - Stop: from runner.Stop(stop.Operator, ...), as the console does.
+//   - FeedHold: from the GRBL driver's FeedHold, called directly (then
+//     Stop): the driver's write and the pty without the runner, the floor
+//     under Stop in the same conditions.
 //   - Button: from an edge injected on the stop button's test pin, with an
 //     input.Button wired to runner.Stop(stop.Button, ...) and its Run loop
 //     running.
@@ -291,6 +294,26 @@ func BenchmarkStopLatency(b *testing.B) {
 		}
 		percentiles(b, lat, time.Microsecond, "µs")
 		reportWritten(b, wr, len(lat))
+		b.ReportMetric(float64(late), "late")
+	})
+	b.Run("FeedHold", func(b *testing.B) {
+		// The floor under Stop in the same conditions: the GRBL driver's
+		// own FeedHold (its write mutex and one write(2)), then the stop
+		// that ends the run. The first '!' the emulator reads is
+		// FeedHold's.
+		g := newStopBench(b)
+		var lat []time.Duration
+		late := 0
+		for b.Loop() {
+			ts := g.stopOnce(func() {
+				if err := g.board.Stage.FeedHold(); err != nil {
+					b.Fatal(err)
+				}
+				g.runner.Stop(stop.Operator, "bench")
+			}, stop.Operator)
+			lat, late = sample(lat, late, ts, ts.bang.Sub(ts.trigger))
+		}
+		percentiles(b, lat, time.Microsecond, "µs")
 		b.ReportMetric(float64(late), "late")
 	})
 	b.Run("Button", func(b *testing.B) {

@@ -181,6 +181,7 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	row "Stop latency, button edge → \`!\` at the emulator, p50" "$(med BenchmarkStopLatency/Button p50-µs)" µs "≤ 100 µs" "x <= 100"
 	row "Stop latency, button edge → \`!\` at the emulator, p99" "$(med BenchmarkStopLatency/Button p99-µs)" µs "≤ 500 µs" "x <= 500"
 	row "… of which \`Runner.Stop\` → its \`!\` written (write(2) returned; waferd's part), p50" "$(med BenchmarkStopLatency/Stop written-p50-µs)" µs "" ""
+	row "… \`!\` written by the GRBL driver's own FeedHold instead, same conditions (the floor under Stop), p50" "$(med BenchmarkStopLatency/FeedHold p50-µs)" µs "" ""
 	row "… the pty alone: one byte written → read by the emulator, idle (BenchmarkPTYByte), p50" "$(med BenchmarkPTYByte p50-µs)" µs "" ""
 	row "Safe stop, \`Hold:0\` → outcome persisted, p50" "$(med BenchmarkSafeStop p50-ms)" ms "≤ 10 ms" "x <= 10"
 	row "Safe stop, \`Hold:0\` → outcome persisted, p99" "$(med BenchmarkSafeStop p99-ms)" ms "≤ 10 ms" "x <= 10"
