@@ -25,6 +25,7 @@ import (
 	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/daemon"
+	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/sim"
@@ -317,6 +318,9 @@ func TestScriptedSession(t *testing.T) {
 	// The e-stop latches the machine: nothing moves until it is released
 	// and an engineer resets, with confirmation.
 	require.True(t, sim.Press(m.b.Sim.EStopPin, gpio.High))
+	// The input debounces the edge (5 ms) before it stops the machine:
+	// ask for the status once it has.
+	require.Eventually(t, func() bool { return m.d.Runner.State() == inspection.EStop }, 15*time.Second, time.Millisecond)
 	tm.send("status\r")
 	tm.expect(`machine\s+estop \(stopped: estop \(SIM_ESTOP`)
 	tm.send("home\r")
