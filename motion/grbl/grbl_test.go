@@ -624,3 +624,26 @@ func TestWPosReportsUseWCO(t *testing.T) {
 		return st.MPos == [3]motion.Distance{motion.MM(15), motion.MM(25), motion.MM(35)}
 	}, time.Second, time.Millisecond)
 }
+
+// TestCriticalAlarmWhileConfirmingMove: a hard limit that strikes after the
+// move's lines were answered, while the move waits for the report that
+// confirms it, fails the move with the alarm at once (GRBL answers no
+// report after ALARM:1 until a reset), not with a status timeout later.
+func TestCriticalAlarmWhileConfirmingMove(t *testing.T) {
+	cfg := testConfig(nil)
+	cfg.PollInterval = 200 * time.Millisecond // no poll while the move runs
+	cfg.ReplyTimeout = 2 * time.Second
+	s, f := connected(t, cfg, func(f *fakeGrbl) { f.moveDur = 20 * time.Millisecond })
+	f.Set(func(f *fakeGrbl) { f.statusDelay = 5 * time.Second })
+	asked := len(f.RT('?'))
+	go func() {
+		// The confirming '?' is out (and its answer delayed): strike.
+		assert.Eventually(t, func() bool { return len(f.RT('?')) > asked }, 2*time.Second, time.Millisecond)
+		f.Set(func(f *fakeGrbl) { f.critical = true; f.state = "Alarm" })
+		f.send("ALARM:1", "[MSG:Reset to continue]")
+	}()
+	start := time.Now()
+	err := s.MoveTo(ctxTimeout(t, 5*time.Second), motion.Point{X: motion.MM(1)}, 600)
+	require.ErrorIs(t, err, motion.ErrAlarm)
+	assert.Less(t, time.Since(start), time.Second, "failed by the alarm, not by the report's timeout")
+}

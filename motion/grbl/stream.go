@@ -635,6 +635,7 @@ func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, e
 			s.mu.Unlock()
 			return st, nil
 		}
+		alarmCh := s.alarmCh
 		s.mu.Unlock()
 		r, sig := s.joinStatus()
 		d := time.Until(r.start.Add(s.cfg.ReplyTimeout))
@@ -643,14 +644,31 @@ func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, e
 		} else {
 			t.Reset(d)
 		}
-		select {
-		case <-sig:
-		case <-ctx.Done():
-			s.leaveStatus(r, sig)
-			return motion.Status{}, context.Cause(ctx)
-		case <-t.C:
-			s.finishStatus(r, motion.Status{}, s.statusTimeout())
-			<-sig
+	wait:
+		for {
+			select {
+			case <-sig:
+				break wait
+			case <-ctx.Done():
+				s.leaveStatus(r, sig)
+				return motion.Status{}, context.Cause(ctx)
+			case <-alarmCh:
+				// After ALARM:1/2 GRBL answers no report until a reset:
+				// the alarm is the answer. Another alarm: wait on.
+				s.mu.Lock()
+				st, ok := s.synthStatusLocked()
+				alarmCh = s.alarmCh
+				s.mu.Unlock()
+				if ok && st.State == motion.StateAlarm {
+					t.Stop()
+					s.leaveStatus(r, sig)
+					return st, nil
+				}
+			case <-t.C:
+				s.finishStatus(r, motion.Status{}, s.statusTimeout())
+				<-sig
+				break wait
+			}
 		}
 		t.Stop()
 		st, err, seq := r.st, r.err, r.seq.Load()
