@@ -516,18 +516,23 @@ func (e *Emulator) rtSuspend(ctx context.Context) {
 		}
 		if e.suspend&suspHoldComplete != 0 && e.state == stSleep {
 			if e.suspend&suspRetractComplete == 0 {
+				// No parking motion here: the retraction is complete at
+				// once, and GRBL's loop goes straight on to report the
+				// sleep. Idling first would wait for input that need not
+				// come (the report would wait for the next byte).
 				e.suspend |= suspRetractComplete
-			} else {
-				e.emit("[MSG:Sleeping]\r\n")
-				e.stKill()
-				for !e.abort {
-					e.rtSystem(ctx)
-					if !e.abort {
-						e.idle(ctx, 0, pendAll)
-					}
-				}
-				return
+				e.rtSystem(ctx)
+				continue
 			}
+			e.emit("[MSG:Sleeping]\r\n")
+			e.stKill()
+			for !e.abort {
+				e.rtSystem(ctx)
+				if !e.abort {
+					e.idle(ctx, 0, pendAll)
+				}
+			}
+			return
 		}
 		e.rtSystem(ctx)
 		if e.abort || e.suspend == 0 {
