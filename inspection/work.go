@@ -46,7 +46,7 @@ func (w *work) do(parent context.Context) error {
 	defer cancel(nil)
 	w.cancel = cancel
 	w.deadline = newStepDeadline(cancel)
-	defer w.deadline.close()
+	defer w.deadline.stop()
 	w.settle = time.NewTimer(time.Hour)
 	w.settle.Stop()
 	// The light goes off the moment the work is cancelled, whatever step
@@ -350,9 +350,6 @@ func (d *stepDeadline) stop() {
 	d.armed = false
 	d.mu.Unlock()
 }
-
-// close stops the timer for good.
-func (d *stepDeadline) close() { d.stop() }
 
 // expire is the timer's function. A run of it that was overtaken by stop
 // and a new arm (it started before stop but took the lock after) finds the

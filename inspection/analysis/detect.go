@@ -398,26 +398,42 @@ func (k *checker) check() error {
 // returns the cause if ctx is cancelled. Leaving the block loop to check
 // costs about as much as the check itself, so the loop goes on past a check
 // point for at least minSkip pixels, and then makes all the checks due.
-func skipClean(f, g []byte, i int, s *scan, k *checker) (int, error) {
+//
+// With ref, golden prepared (see Prepare; nil if not), the blocks lie on
+// the grid of ref, 7-pixel words from the frame's first pixel: the skip
+// starts at the grid point at or before i, so it may test up to 6 pixels
+// before i again (harmless: it never returns a position before i).
+func skipClean(f, g []byte, ref []uint64, i int, s *scan, k *checker) (int, error) {
 	n := len(f)
 	g = g[:n]
+	from := i
+	if ref != nil {
+		i -= i % (wordLen - 1)
+	}
 	last := n - blockRead // the last pixel a whole block can start at
 	for {
 		for i >= k.next {
 			if err := k.check(); err != nil {
-				return i, err
+				return from, err
 			}
 		}
 		if i > last {
+			i = max(i, from)
 			return i + skipTail(f[i:], g[i:], s), nil
 		}
 		// Blocks from i to the next check point or minSkip pixels on,
 		// whichever is further, or to the last whole block.
 		end := min(max(k.next, i+minSkip), last+1)
-		j, failed := skipBlocks(f[i:end-1+blockRead], g[i:], s.bc, s.bm)
+		var j int
+		var failed bool
+		if ref != nil {
+			j, failed = skipBlocksRef(f[i:end-1+blockRead], ref[i/(wordLen-1):], s.bm)
+		} else {
+			j, failed = skipBlocks(f[i:end-1+blockRead], g[i:], s.bc, s.bm)
+		}
 		i += j
 		if failed {
-			return i, nil
+			return max(i, from), nil
 		}
 	}
 }
@@ -470,46 +486,10 @@ func skipBlocks(f, g []byte, c, mask uint64) (int, bool) {
 			blockWord(le.Uint64(p[210:]), le.Uint64(q[210:]), c) |
 			blockWord(le.Uint64(p[217:]), le.Uint64(q[217:]), c)
 		if (x0|x1|x2|x3)&mask != 0 {
-			switch {
-			case x0&mask != 0:
-				return i, true
-			case x1&mask != 0:
-				return i + quarterLen, true
-			case x2&mask != 0:
-				return i + 2*quarterLen, true
-			}
-			return i + 3*quarterLen, true
+			return i + failingQuarter(x0, x1, x2, mask), true
 		}
 	}
 	return i, false
-}
-
-// skipCleanRef is skipClean with golden prepared (ref, see Prepare). Its
-// blocks lie on the grid of ref, 7-pixel words from the frame's first
-// pixel: it starts at the grid point at or before i, so it may test up to 6
-// pixels before i again (harmless: it never returns a position before i).
-func skipCleanRef(f, g []byte, ref []uint64, i int, s *scan, k *checker) (int, error) {
-	n := len(f)
-	from := i
-	i -= i % (wordLen - 1)
-	last := n - blockRead // the last pixel a whole block can start at
-	for {
-		for i >= k.next {
-			if err := k.check(); err != nil {
-				return from, err
-			}
-		}
-		if i > last {
-			i = max(i, from)
-			return i + skipTail(f[i:], g[i:], s), nil
-		}
-		end := min(max(k.next, i+minSkip), last+1)
-		j, failed := skipBlocksRef(f[i:end-1+blockRead], ref[i/(wordLen-1):], s.bm)
-		i += j
-		if failed {
-			return max(i, from), nil
-		}
-	}
 }
 
 // skipBlocksRef is skipBlocks with golden prepared: ref[0] is the word of
@@ -556,18 +536,25 @@ func skipBlocksRef(f []byte, ref []uint64, mask uint64) (int, bool) {
 			(le.Uint64(p[210:])&notLo8 + q[30]) |
 			(le.Uint64(p[217:])&notLo8 + q[31])
 		if (x0|x1|x2|x3)&mask != 0 {
-			switch {
-			case x0&mask != 0:
-				return i, true
-			case x1&mask != 0:
-				return i + quarterLen, true
-			case x2&mask != 0:
-				return i + 2*quarterLen, true
-			}
-			return i + 3*quarterLen, true
+			return i + failingQuarter(x0, x1, x2, mask), true
 		}
 	}
 	return i, false
+}
+
+// failingQuarter returns the offset in its block of the first quarter
+// that fails, given the block tests x0, x1, x2 of the first three (the
+// block has failed).
+func failingQuarter(x0, x1, x2, mask uint64) int {
+	switch {
+	case x0&mask != 0:
+		return 0
+	case x1&mask != 0:
+		return quarterLen
+	case x2&mask != 0:
+		return 2 * quarterLen
+	}
+	return 3 * quarterLen
 }
 
 // skipTail is the block test on all of f (frame) and g (golden, at least as
@@ -621,11 +608,7 @@ func (d *Detector) scanPacked(ctx context.Context, f, g []byte, ref []uint64, w,
 	}
 	for i := 0; i < n; {
 		var err error
-		if ref != nil {
-			i, err = skipCleanRef(f, g, ref, i, s, &k)
-		} else {
-			i, err = skipClean(f, g, i, s, &k)
-		}
+		i, err = skipClean(f, g, ref, i, s, &k)
 		if err != nil {
 			return err
 		}
@@ -647,7 +630,7 @@ func (d *Detector) scanPacked(ctx context.Context, f, g []byte, ref []uint64, w,
 // and links them with those of row y-1.
 func (d *Detector) scanRow(f, g []byte, y int, s *scan, rows *rowLinks) {
 	for x := 0; ; {
-		x, _ = skipClean(f, g, x, s, &noCheck)
+		x, _ = skipClean(f, g, nil, x, s, &noCheck)
 		if x == len(f) {
 			return
 		}

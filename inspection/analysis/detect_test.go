@@ -1094,7 +1094,7 @@ func TestSkipCleanRefIsAligned(t *testing.T) {
 		}
 		for i := range n {
 			k := noCheck
-			p, err := skipCleanRef(f, g, d.ref, i, &s, &k)
+			p, err := skipClean(f, g, d.ref, i, &s, &k)
 			require.NoError(t, err)
 			require.GreaterOrEqual(t, p, i)
 			for x := i; x < p; x++ {
