@@ -95,6 +95,11 @@ const (
 	alarmDelay     = 500 * time.Millisecond
 	dwellTimeStep  = 50 * time.Millisecond
 	maxTick        = 5 * time.Millisecond // longest wall-time wait while the stage moves
+	// writeStall is how long (wall time) a write of the output may block
+	// before the main loop counts as busy. Ten times the 11 ms in which
+	// 128 bytes arrive at 115200 baud, so that a slow or loaded machine
+	// does not pass for a host that has stopped reading.
+	writeStall = 110 * time.Millisecond
 )
 
 // fw is the firmware's global state (sys, gc_state, settings, planner,
@@ -147,6 +152,13 @@ type fw struct {
 	// while the main loop is busy elsewhere.
 	consuming bool
 	rxSpace   *sync.Cond // on Emulator.mu: the buffer has room, or consuming has changed
+
+	// writing is true while the main loop writes its output, since
+	// writeStart; stall clears consuming once that write has blocked for
+	// writeStall (see wait).
+	writing    bool
+	writeStart time.Time
+	stall      *time.Timer
 
 	runErr error  // why the main loop must stop (context, write error)
 	out    []byte // output waiting to be written
@@ -564,6 +576,19 @@ func (e *Emulator) mcReset() {
 	e.signal()
 }
 
+// stalled is the stall timer's function: the main loop's write has blocked
+// for writeStall, so the loop is busy and a full receive buffer drops
+// bytes. A late call for an earlier write finds the current one too young
+// and leaves it alone.
+func (e *Emulator) stalled() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.writing && time.Since(e.writeStart) >= writeStall {
+		e.consuming = false
+		e.rxSpace.Broadcast()
+	}
+}
+
 // idle flushes the pending output, then waits with mu released until the
 // reader signals, simMax of simulated time has passed (0: no limit), or ctx
 // ends. It does not wait at all while work in mask is pending. The next
@@ -591,8 +616,13 @@ func (e *Emulator) wait(ctx context.Context, simMax time.Duration, mask uint, in
 	}
 	out := e.out
 	e.out = nil
-	// While writing, the main loop is busy: a full receive buffer drops.
-	e.consuming = input && len(out) == 0
+	// The firmware's transmit buffer is emptied by an interrupt: writing
+	// keeps its main loop from the receive buffer only once the host stops
+	// reading and the buffer fills. So the loop stays consuming while it
+	// writes, unless the write blocks for writeStall (stalled). Counting
+	// every write as busy let a host that answers a reply at once, before
+	// this write call had returned, lose bytes of a long line.
+	e.consuming = input
 	if !e.consuming {
 		e.rxSpace.Broadcast()
 	}
@@ -604,12 +634,16 @@ func (e *Emulator) wait(ctx context.Context, simMax time.Duration, mask uint, in
 	}
 	var err error
 	if len(out) > 0 {
+		e.mu.Lock()
+		e.writing, e.writeStart = true, time.Now()
+		e.mu.Unlock()
+		e.stall.Reset(writeStall)
 		_, err = e.w.Write(out)
-		if err == nil && input {
-			e.mu.Lock()
-			e.consuming = true
-			e.mu.Unlock()
-		}
+		e.stall.Stop()
+		e.mu.Lock()
+		e.writing = false
+		e.consuming = input && err == nil
+		e.mu.Unlock()
 	}
 	if err == nil && wait != 0 {
 		if wait < 0 {

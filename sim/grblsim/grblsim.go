@@ -53,7 +53,8 @@
 //
 // The 128-byte receive buffer drops bytes that arrive while it is full and
 // the main loop is busy (waiting for planner space, a dwell, a hold, a
-// homing cycle, an alarm). While the main loop is free it empties the
+// homing cycle, an alarm, or a write of its output that has blocked for
+// 110 ms because the host stopped reading). While the main loop is free it empties the
 // buffer at once, as the firmware does well within 115200 baud; bursts
 // written to the pty all at once are therefore not dropped then.
 package grblsim

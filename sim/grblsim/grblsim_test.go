@@ -2,6 +2,7 @@ package grblsim
 
 import (
 	"context"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.bug.st/serial"
 
 	"github.com/waferd/waferd/motion"
 )
@@ -762,4 +764,63 @@ func TestCloseWithoutServeAndPTYClose(t *testing.T) {
 	require.Error(t, err)
 	require.NoError(t, e.Close())
 	require.NoError(t, e.Close())
+}
+
+// TestLongLineRightAfterReply: a host that sends a line longer than the
+// receive buffer as soon as it has read the previous reply loses nothing,
+// because the firmware's main loop is free by then. The emulator used to
+// count its main loop busy until its own write of the reply had returned,
+// which a host on a slow machine (qemu) could outrun.
+func TestLongLineRightAfterReply(t *testing.T) {
+	c := dial(t, Config{TimeScale: 10}, false)
+	long := "G 9 0" + strings.Repeat(" ", 2*rxBufferSize) // spaces do not count
+	for range 500 {
+		c.ok("G90")
+		c.ok(long)
+	}
+	assert.Zero(t, c.emu.Counters().RxDropped)
+}
+
+// TestRxDropsWhileWriteStalls: a host that stops reading fills the pty
+// until the main loop's write blocks; from then on the main loop is busy
+// and bytes beyond the 128-byte receive buffer are dropped, as when the
+// firmware's transmit buffer is full. Reading again frees it.
+func TestRxDropsWhileWriteStalls(t *testing.T) {
+	e := New(Config{TimeScale: 10})
+	path, err := e.OpenPTY()
+	require.NoError(t, err)
+	port, err := serial.Open(path, &serial.Mode{BaudRate: 115200})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, e.Close()) }()
+	defer port.Close()
+
+	// Each "$$" answers about 500 bytes; nobody reads them.
+	require.Eventually(t, func() bool {
+		_, err := io.WriteString(port, "$$\n")
+		require.NoError(t, err)
+		return e.Counters().RxDropped > 0
+	}, 20*time.Second, time.Millisecond, "no byte dropped while nobody read the replies")
+
+	// A reset, then read everything: the emulator answers again.
+	_, err = io.WriteString(port, "\x18")
+	require.NoError(t, err)
+	require.NoError(t, port.SetReadTimeout(100*time.Millisecond))
+	var got []byte
+	readUntil := func(want string, n int) {
+		t.Helper()
+		buf := make([]byte, 4096)
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(string(got), want) < n {
+			require.True(t, time.Now().Before(deadline), "no %q in the last output %q", want, got[max(len(got)-200, 0):])
+			n, err := port.Read(buf)
+			require.NoError(t, err)
+			got = append(got, buf[:n]...)
+		}
+	}
+	readUntil("Grbl 1.1h ['$' for help]\r\n", 2) // power-up, then reset
+	got = got[:0]
+	_, err = io.WriteString(port, "G90\n")
+	require.NoError(t, err)
+	readUntil("\n", 1)
+	assert.Equal(t, "ok\r\n", string(got))
 }

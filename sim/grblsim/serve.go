@@ -71,6 +71,8 @@ func (e *Emulator) serve(ctx context.Context, cancel context.CancelCauseFunc, rw
 	e.w = rw
 	e.timer = time.NewTimer(time.Hour)
 	e.timer.Stop()
+	e.stall = time.AfterFunc(time.Hour, e.stalled)
+	e.stall.Stop()
 	err := e.run(ctx)
 	e.serving, e.rw, e.cancelServe, e.w = false, nil, nil, nil
 	e.consuming = false
