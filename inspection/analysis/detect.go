@@ -63,9 +63,9 @@ type Detector struct {
 	// the frame height checks once per frame.
 	BandRows int
 
-	// The golden frame prepared by Prepare, if any: for the block test,
-	// ref[i] = bc - (the 8 golden pixels from 7i, little-endian) with bit
-	// 0 of each cleared, bc the test's constant for prepThreshold.
+	// The golden frame prepared by Prepare, if any: ref[i] is the golden
+	// word of the 7 pixels from 7i prepared for the block test with
+	// prepThreshold, holding those pixels whole (see refWord).
 	prepared      *camera.Frame
 	prepThreshold uint8
 	ref           []uint64
@@ -101,9 +101,11 @@ var ErrSizeMismatch = errors.New("analysis: frame and golden differ in size")
 
 // Prepare readies d to compare frames against golden faster: Detect, given
 // this golden (the same *camera.Frame) and a frame whose rows are back to
-// back like golden's, then reads for its block test (the pass over the
-// clean pixels, nearly all of the time) a form of golden computed here,
-// which spares it two of its five operations per 7 pixels. It costs about
+// back like golden's, then reads a form of golden computed here instead
+// of golden: for its block test (the pass over the clean pixels, nearly all
+// of the time), it spares two of its five operations per 7 pixels, and
+// where pixels are suspect, the form holds the golden pixels too, so that
+// Detect does not wait for golden to come into the cache. It costs about
 // one pass over golden and keeps 8 bytes per 7 pixels, reused by the next
 // Prepare (it allocates only for a golden larger than any before).
 //
@@ -125,9 +127,30 @@ func (d *Detector) Prepare(golden *camera.Frame) {
 	d.ref = slices.Grow(d.ref[:0], words)[:words]
 	for i := range d.ref {
 		j := i * (wordLen - 1)
-		d.ref[i] = bc - le.Uint64(g[j:j+wordLen:j+wordLen])&notLo8
+		d.ref[i] = refWord(le.Uint64(g[j:j+wordLen:j+wordLen]), bc)
 	}
 	d.prepared, d.prepThreshold = golden, threshold
+}
+
+// refWord returns golden word b (8 pixels, little-endian) prepared for the
+// block test with constant c (see blockConsts): r = c - b&^lo8, so that
+// blockWord(a, b, c) = a&^lo8 + r modulo 2^64. Of the last byte the block
+// test keeps only bit 0 (its mask has no other bit there), so bits 1..7 of
+// r keep instead the lowest bits of pixels 0..6: r holds those 7 golden
+// pixels whole (see goldenWord).
+func refWord(b, c uint64) uint64 {
+	const lo8x7 = lo8 >> 8                        // 0x01 in bytes 0..6
+	lsb := (b & lo8x7) * 0x0102040810204080 >> 56 // bit 0 of byte i at bit i
+	return (c-b&notLo8)&^(0xfe<<56) | lsb<<57
+}
+
+// goldenWord returns the golden pixels 0..6 that r holds (see refWord) in
+// bytes 0..6; byte 7 is garbage. c is refWord's constant.
+func goldenWord(r, c uint64) uint64 {
+	// c - r is b&^lo8 in bytes 0..6. The multiplication puts bit i of
+	// r>>57 at bit 8i; its partial products fall on distinct bits, so no
+	// carry mixes them.
+	return (c-r)&notLo8 | (r>>57)*0x0002040810204081&lo8
 }
 
 // threshold is Threshold or its default.
@@ -243,7 +266,9 @@ func checkGeometry(name string, f *camera.Frame) error {
 // Where the block test fails, the scan goes word by word over 8-pixel words:
 // the word test (see lanes), about a dozen operations, skips most words, and
 // the runs of the others come from an exact mask of their suspect pixels
-// (see exactMask).
+// (see exactMask). With golden prepared, it goes over the prepared 7-pixel
+// words instead, the block test in place of the word test (see
+// scanWordsRef).
 const (
 	blockWords = 32
 	blockLen   = 7 * blockWords // pixels a block vouches for
@@ -616,7 +641,7 @@ func (d *Detector) scanPacked(ctx context.Context, f, g []byte, ref []uint64, w,
 			break
 		}
 		r := i / w
-		i = r*w + d.scanSegment(f[r*w:(r+1)*w], g[r*w:(r+1)*w], i-r*w, r, s, rows)
+		i = r*w + d.scanSegment(f, g, ref, r*w, w, i-r*w, r, s, rows)
 	}
 	for k.next < n { // the checks the scan skipped over
 		if err := k.check(); err != nil {
@@ -634,16 +659,18 @@ func (d *Detector) scanRow(f, g []byte, y int, s *scan, rows *rowLinks) {
 		if x == len(f) {
 			return
 		}
-		x = d.scanSegment(f, g, x, y, s, rows)
+		x = d.scanSegment(f, g, nil, 0, len(f), x, y, s, rows)
 	}
 }
 
-// scanSegment appends the runs of row y, f (frame) and g (golden, same
-// length), that start in the quarter block at x or that a run open at its
-// end leads to, and links them with those of row y-1; it returns the end of
-// the pixels it scanned. The pixels of the row before x must have been
-// scanned already, with no run open at x, and the rows before y too.
-func (d *Detector) scanSegment(f, g []byte, x, y int, s *scan, rows *rowLinks) int {
+// scanSegment appends the runs of row y, f[row:row+w] (frame) and
+// g[row:row+w] (golden), that start in the quarter block at x (in the row)
+// or that a run open at its end leads to, and links them with those of row
+// y-1; it returns the end of the pixels it scanned, in the row. The pixels
+// of the row before x must have been scanned already, with no run open at
+// x, and the rows before y too. ref, if not nil, is g prepared (see
+// Prepare), and the quarter block is on its grid (see scanWordsRef).
+func (d *Detector) scanSegment(f, g []byte, ref []uint64, row, w, x, y int, s *scan, rows *rowLinks) int {
 	if rows.cur.y != y { // a new row
 		if rows.cur.end > rows.cur.start {
 			rows.prev = rows.cur
@@ -651,7 +678,11 @@ func (d *Detector) scanSegment(f, g []byte, x, y int, s *scan, rows *rowLinks) i
 		rows.cur = lastRow{y, len(d.runs), len(d.runs)}
 	}
 	start := len(d.runs)
-	x = d.scanWords(f, g, x, int32(y), s)
+	if ref != nil {
+		x = d.scanWordsRef(f, g, ref, row, w, x, int32(y), s)
+	} else {
+		x = d.scanWords(f[row:row+w], g[row:row+w], x, int32(y), s)
+	}
 	if len(d.runs) > start {
 		if rows.prev.y == y-1 {
 			d.link(rows.prev.start, rows.prev.end, start, len(d.runs))
@@ -676,7 +707,8 @@ func (d *Detector) scanWords(f, g []byte, x int, y int32, s *scan) int {
 	for ; x <= w-wordLen && (x < end || open); x += wordLen {
 		p, q := (*[wordLen]byte)(f[x:]), (*[wordLen]byte)(g[x:])
 		if open || !wordClean(p, q, s.cK, s.cL) {
-			open = d.scanWord(p, q, int32(x), y, s, &cur, open)
+			m := exactMask(le.Uint64(p[:]), le.Uint64(q[:]), s.c)
+			open = d.scanWord(uint64(m), wordLen, p[:], q[:], int32(x), y, &cur, open)
 		}
 	}
 	if x <= w-wordLen {
@@ -696,15 +728,71 @@ func (d *Detector) scanWords(f, g []byte, x int, y int32, s *scan) int {
 	return w
 }
 
-// scanWord extends the runs of row y with the 8 pixels at x, p (frame) and
-// q (golden). *cur is the open run if open; it returns whether a run is open
-// at the end of the word.
-func (d *Detector) scanWord(p, q *[wordLen]byte, x, y int32, s *scan, cur *run, open bool) bool {
-	m := exactMask(le.Uint64(p[:]), le.Uint64(q[:]), s.c)
+// scanWordsRef is scanWords on frames whose rows are back to back, golden
+// prepared as ref (see Prepare): f and g are the whole frames, row y is
+// [row, row+w) of them, and x is in the row. It goes over ref's 7-pixel
+// words, which need not begin or end with the row, a quarter block (8
+// words) at a time: the block test passes most words, the exact test (see
+// exactMask) finds the suspect pixels of the others on the golden pixels
+// the word holds, and scanWord follows the runs through the quarter's 56
+// pixels. It reads golden only for the frame's last few pixels, which no
+// word of ref holds: the prepared skip does not read golden, which is
+// therefore not in the cache.
+func (d *Detector) scanWordsRef(f, g []byte, ref []uint64, row, w, x int, y int32, s *scan) int {
+	const n = wordLen - 1 // pixels per word
+	start, rowEnd := row+x, row+w
+	var cur run // the open run, if open
+	open := false
+	at := start - start%n
+	var q [quarterLen + 1]byte // golden pixels of the quarter block where suspect
+	for at < rowEnd {
+		i := at / n
+		if i+quarterLen/n > len(ref) { // the frame's last pixels: one by one
+			from := max(at, start)
+			open = d.scanPixels(f[from:rowEnd], g[from:rowEnd], int32(from-row), y, s.threshold, &cur, open)
+			at = rowEnd
+			break
+		}
+		p := (*[quarterLen + 1]byte)(f[at : at+quarterLen+1])
+		r := (*[quarterLen / n]uint64)(ref[i : i+quarterLen/n])
+		var m uint64 // bit j: pixel at+j is suspect
+		for k, rk := range r {
+			a := le.Uint64(p[n*k:])
+			if (a&notLo8+rk)&s.bm != 0 {
+				b := goldenWord(rk, s.bc)
+				le.PutUint64(q[n*k:], b)
+				m |= uint64(exactMask(a, b, s.c)&(1<<n-1)) << (n * k)
+			}
+		}
+		if at < start { // pixels before x: scanned already
+			m &^= 1<<(start-at) - 1
+		}
+		if at+quarterLen > rowEnd { // pixels of the next row
+			m &= 1<<(rowEnd-at) - 1
+		}
+		open = d.scanWord(m, quarterLen, p[:], q[:], int32(at-row), y, &cur, open)
+		at += quarterLen
+		if !open {
+			break
+		}
+	}
 	if open {
-		k := bits.TrailingZeros8(^m) // the open run goes on over [0, k)
+		cur.x1 = int32(w)
+		d.addRun(cur)
+	}
+	return min(at, rowEnd) - row
+}
+
+// scanWord extends the runs of row y with the n pixels at x (n <= 64), p
+// (frame) and q (golden), whose suspect pixels are the bits of m (pixel i
+// at bit i; no bit at n or above): q need only hold the suspect ones. *cur
+// is the open run if open; it returns whether a run is open at the end of
+// the n pixels.
+func (d *Detector) scanWord(m uint64, n int, p, q []byte, x, y int32, cur *run, open bool) bool {
+	if open {
+		k := bits.TrailingZeros64(^m) // the open run goes on over [0, k)
 		cur.peak = max(cur.peak, peak(p[:k], q[:k]))
-		if k == wordLen {
+		if k == n {
 			return true
 		}
 		cur.x1 = x + int32(k)
@@ -712,10 +800,10 @@ func (d *Detector) scanWord(p, q *[wordLen]byte, x, y int32, s *scan, cur *run, 
 		m &^= 1<<k - 1
 	}
 	for m != 0 {
-		i := bits.TrailingZeros8(m)
-		j := i + bits.TrailingZeros8(^(m >> i)) // the run is [i, j)
+		i := bits.TrailingZeros64(m)
+		j := i + bits.TrailingZeros64(^(m >> i)) // the run is [i, j)
 		r := run{x0: x + int32(i), y: y, peak: peak(p[i:j], q[i:j])}
-		if j == wordLen {
+		if j == n {
 			*cur = r
 			return true
 		}

@@ -348,7 +348,9 @@ func TestWordTests(t *testing.T) {
 // and every pair of pixel values, in each of the 7 tested byte positions in
 // turn, beside random neighbours (a carry crossing bytes would show) and a
 // random untested byte 7, the word fails iff some tested pixel is outside
-// the window, and a suspect pixel is always outside it.
+// the window, and a suspect pixel is always outside it; the same with the
+// golden word prepared (refWord), which gives its pixels 0..6 back
+// (goldenWord).
 func TestBlockWord(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for threshold := 1; threshold < 256; threshold++ {
@@ -388,6 +390,15 @@ func TestBlockWord(t *testing.T) {
 				}
 				if got := blockWord(fw, gw, c)&mask != 0; got != anyOut {
 					t.Fatalf("T=%d: words %#016x %#016x: failed %v, want %v", threshold, fw, gw, got, anyOut)
+				}
+				// Golden prepared (refWord): the same test, and golden
+				// pixels 0..6 back whole.
+				ref := refWord(gw, c)
+				if got := (fw&notLo8+ref)&mask != 0; got != anyOut {
+					t.Fatalf("T=%d: words %#016x %#016x prepared: failed %v, want %v", threshold, fw, gw, got, anyOut)
+				}
+				if back := goldenWord(ref, c); back<<8 != gw<<8 {
+					t.Fatalf("T=%d: golden %#016x prepared as %#016x gives back %#016x", threshold, gw, ref, back)
 				}
 			}
 		}
