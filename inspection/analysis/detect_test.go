@@ -1002,32 +1002,82 @@ func BenchmarkCancelCheckCost(b *testing.B) {
 		return time.Since(start)
 	}
 	const checked, unchecked = 0, math.MaxInt
+	b.ReportMetric((pairedMedian(b, func() time.Duration { return timed(checked) },
+		func() time.Duration { return timed(unchecked) })-1)*100, "checks-%")
+}
+
+// pairedMedian times x and y alternately, each pair in the other order than
+// the last, until b.Loop ends, and returns the median over the pairs of x's
+// time over y's: a ratio measured so that the drifts of a shared machine's
+// load, which reach one of two benchmarks run apart and not the other,
+// cancel out.
+func pairedMedian(b *testing.B, x, y func() time.Duration) float64 {
 	var ratios []float64
 	for i := 0; b.Loop(); i++ {
-		var tc, tu time.Duration
+		var tx, ty time.Duration
 		if i%2 == 0 {
-			tc, tu = timed(checked), timed(unchecked)
+			tx, ty = x(), y()
 		} else {
-			tu, tc = timed(unchecked), timed(checked)
+			ty, tx = y(), x()
 		}
-		ratios = append(ratios, float64(tc)/float64(tu))
+		ratios = append(ratios, float64(tx)/float64(ty))
 	}
 	slices.Sort(ratios)
-	b.ReportMetric((ratios[len(ratios)/2]-1)*100, "checks-%")
+	return ratios[len(ratios)/2]
+}
+
+// memmoveBuffers returns BenchmarkMemmove's source and destination, frame
+// sized.
+func memmoveBuffers() (src, dst []byte) {
+	src = make([]byte, benchSize*benchSize)
+	dst = make([]byte, len(src))
+	for i := range src {
+		src[i] = byte(i * 7)
+	}
+	return src, dst
 }
 
 // BenchmarkMemmove copies a frame-sized buffer, the speed of light for a pass
 // over a frame. Bytes are frame pixels, as in BenchmarkAnalyze.
 func BenchmarkMemmove(b *testing.B) {
-	src := make([]byte, benchSize*benchSize)
-	dst := make([]byte, len(src))
-	for i := range src {
-		src[i] = byte(i * 7)
-	}
+	src, dst := memmoveBuffers()
 	b.SetBytes(int64(len(src)))
 	for b.Loop() {
 		copy(dst, src)
 	}
+}
+
+// BenchmarkAnalyzeVsMemmove times one Detect as BenchmarkAnalyze does and
+// one copy as BenchmarkMemmove does, alternately, and reports the median
+// over the pairs of the copy's time over Detect's ("x-memmove"): the speed
+// of analysis as a fraction of memmove's, paired (see pairedMedian). The
+// two benchmarks' MB/s, run one after the other, give the same ratio on a
+// quiet machine.
+func BenchmarkAnalyzeVsMemmove(b *testing.B) {
+	f, g := benchFrames()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	d := benchDetector()
+	d.BandRows = 0
+	dst, err := d.Detect(ctx, f, g, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, cp := memmoveBuffers()
+	detect := func() time.Duration {
+		start := time.Now()
+		dst, err = d.Detect(ctx, f, g, dst[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	memmove := func() time.Duration {
+		start := time.Now()
+		copy(cp, src)
+		return time.Since(start)
+	}
+	b.ReportMetric(pairedMedian(b, memmove, detect), "x-memmove")
 }
 
 // BenchmarkCancelLatency cancels ctx from another goroutine at a random
