@@ -669,7 +669,8 @@ func (d *Detector) scanRow(f, g []byte, y int, s *scan, rows *rowLinks) {
 // y-1; it returns the end of the pixels it scanned, in the row. The pixels
 // of the row before x must have been scanned already, with no run open at
 // x, and the rows before y too. ref, if not nil, is g prepared (see
-// Prepare), and the quarter block is on its grid (see scanWordsRef).
+// Prepare): the quarter block is then the 8 prepared words from the one
+// that holds x (see scanWordsRef).
 func (d *Detector) scanSegment(f, g []byte, ref []uint64, row, w, x, y int, s *scan, rows *rowLinks) int {
 	if rows.cur.y != y { // a new row
 		if rows.cur.end > rows.cur.start {
@@ -730,9 +731,12 @@ func (d *Detector) scanWords(f, g []byte, x int, y int32, s *scan) int {
 
 // scanWordsRef is scanWords on frames whose rows are back to back, golden
 // prepared as ref (see Prepare): f and g are the whole frames, row y is
-// [row, row+w) of them, and x is in the row. It goes over ref's 7-pixel
-// words, which need not begin or end with the row, a quarter block (8
-// words) at a time: the block test passes most words, the exact test (see
+// [row, row+w) of them, and x is in the row. It scans the quarter block
+// of the 8 prepared words from the one that holds pixel x, and on while a
+// run is open, and returns the end of the pixels it scanned, in the row.
+// It goes over ref's 7-pixel words, which need not begin or end with the
+// row, a quarter block at a time: the block test passes most words, the
+// exact test (see
 // exactMask) finds the suspect pixels of the others on the golden pixels
 // the word holds, and scanWord follows the runs through the quarter's 56
 // pixels. It reads golden only for the frame's last few pixels, which no
