@@ -5,6 +5,7 @@ import (
 	"image"
 	"math"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -38,7 +39,7 @@ func TestSaveSiteAllocs(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("allocation-free writes are Linux only (atomic_linux.go)")
 	}
-	const warm, batch = 5, 40
+	const warm, batch, tries = 5, 40, 3
 	cases := []struct {
 		name     string
 		interval time.Duration
@@ -52,7 +53,7 @@ func TestSaveSiteAllocs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(t.TempDir(), WithCommitInterval(tc.interval))
 			require.NoError(t, err)
-			rec, err := s.Create(gridRun(warm + 2*batch))
+			rec, err := s.Create(gridRun(warm + 2*tries*batch)) // AllocsPerRun runs a batch twice
 			require.NoError(t, err)
 			img := pooledFrame(64, 64)
 			next := 0
@@ -73,14 +74,27 @@ func TestSaveSiteAllocs(t *testing.T) {
 			}
 			// AllocsPerRun divides by its runs, rounding down: measure a
 			// whole batch as one run (after a batch of warm-up), so that
-			// a single allocation in it shows.
-			allocs := testing.AllocsPerRun(1, func() {
-				for range batch {
-					save()
+			// a single allocation in it shows. Now and then allocations
+			// come that no save makes: once, under qemu-aarch64 on a
+			// loaded machine, 6 in a batch (garbage collections, for
+			// one, empty sync.Pools, such as the PNG encoder's, whose
+			// state the next save then makes anew). So a batch that
+			// allocates is measured again, up to tries batches in all;
+			// an allocation made per site, or every few sites, shows in
+			// every one of them.
+			var allocs []float64
+			for range tries {
+				allocs = append(allocs, testing.AllocsPerRun(1, func() {
+					for range batch {
+						save()
+					}
+				}))
+				if allocs[len(allocs)-1] == 0 {
+					break
 				}
-			})
+			}
 			require.NoError(t, failed)
-			assert.Zero(t, allocs, "allocations in %d calls of SaveSite", batch)
+			assert.Zero(t, slices.Min(allocs), "allocations in each batch of %d calls of SaveSite: %v", batch, allocs)
 
 			require.NoError(t, rec.Finish(Completed, "", nil, true))
 			run := readRunFile(t, rec.Dir())
