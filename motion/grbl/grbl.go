@@ -458,6 +458,12 @@ func (s *Stage) write(p []byte, seq *atomic.Uint64) (uint64, error) {
 	default:
 	}
 	s.wmu.Lock()
+	return s.writeHeld(p, seq)
+}
+
+// writeHeld is write for a caller that holds the write mutex; it releases
+// it.
+func (s *Stage) writeHeld(p []byte, seq *atomic.Uint64) (uint64, error) {
 	n := s.wseq.Add(1)
 	if seq != nil {
 		seq.Store(n)

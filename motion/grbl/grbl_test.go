@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -646,4 +647,65 @@ func TestCriticalAlarmWhileConfirmingMove(t *testing.T) {
 	err := s.MoveTo(ctxTimeout(t, 5*time.Second), motion.Point{X: motion.MM(1)}, 600)
 	require.ErrorIs(t, err, motion.ErrAlarm)
 	assert.Less(t, time.Since(start), time.Second, "failed by the alarm, not by the report's timeout")
+}
+
+// TestResetNeverFollowedByItsLine: a soft reset that starts while a line
+// is queued but not yet written either follows the line on the wire or
+// keeps it from being written at all. A line written after the reset
+// would run on the restarted controller (a move after a stop) while its
+// Send reports ErrReset, and its ok would answer the next line.
+func TestResetNeverFollowedByItsLine(t *testing.T) {
+	var afterReset atomic.Int32 // "G4 P0" lines the fake ran after a reset
+	s, f := connected(t, testConfig(nil), func(f *fakeGrbl) {
+		f.onLine = func(f *fakeGrbl, l string) ([]string, bool) {
+			f.mu.Lock()
+			epoch := f.epoch
+			f.mu.Unlock()
+			if l == "G4 P0" && epoch > 0 {
+				afterReset.Add(1)
+			}
+			return nil, false
+		}
+	})
+	var once atomic.Bool
+	testHookQueued = func() {
+		if !once.CompareAndSwap(false, true) {
+			return
+		}
+		// Wait for the Reset below to begin, then give its 0x18 time to
+		// reach the controller, if nothing keeps it from being written
+		// now. (No require here: this is not the test's goroutine.)
+		begun := func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.resetting || s.banners > 1
+		}
+		reached := func() bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.epoch > 0
+		}
+		for deadline := time.Now().Add(2 * time.Second); !begun() && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		for deadline := time.Now().Add(200 * time.Millisecond); !reached() && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	t.Cleanup(func() { testHookQueued = nil })
+
+	sent := make(chan error, 1)
+	go func() { sent <- s.Send(context.Background(), "G4 P0") }()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.queue) == 1
+	}, 2*time.Second, time.Millisecond)
+	require.NoError(t, s.Reset(ctxTimeout(t, 2*time.Second)))
+	err := <-sent
+	assert.True(t, err == nil || errors.Is(err, motion.ErrReset), "Send: %v", err)
+
+	// The stream goes on in step: the next line gets its own ok.
+	require.NoError(t, s.Send(ctxTimeout(t, 2*time.Second), "G21"))
+	assert.Zero(t, afterReset.Load(), "the line ran after the reset")
 }

@@ -177,16 +177,26 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 	for i := range specs {
 		p := s.newPending(&specs[i])
 		for {
+			// The write mutex is held from the decision to queue the line
+			// until it is written. A soft reset stops new lines
+			// (resetting) before it writes 0x18 under that mutex, so it
+			// either finds the line on the wire before it or keeps it
+			// out of the queue: a line that a reset fails is never
+			// written after the reset, where it would run on the
+			// restarted controller and its ok answer another line.
+			s.wmu.Lock()
 			s.mu.Lock()
 			if s.err != nil {
 				err := s.err
 				s.mu.Unlock()
+				s.wmu.Unlock()
 				s.release(p)
 				return out, err
 			}
 			if s.desync != nil {
 				err := s.desync
 				s.mu.Unlock()
+				s.wmu.Unlock()
 				s.release(p)
 				return out, err
 			}
@@ -194,10 +204,14 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 				p.alarmSeq = s.alarmSeq
 				s.enqueueLocked(p)
 				s.mu.Unlock()
+				if testHookQueued != nil {
+					testHookQueued()
+				}
 				break
 			}
 			space, resetting := s.spaceLocked(), s.resetting
 			s.mu.Unlock()
+			s.wmu.Unlock()
 			w := waitSpec{mode: waitMotion}
 			if resetting {
 				// Reset (or Connect) ends this state with a banner or a
@@ -212,7 +226,7 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 				return out, fmt.Errorf("waiting for receive buffer space: %w", err)
 			}
 		}
-		if _, err := s.write(p.buf, nil); err != nil {
+		if _, err := s.writeHeld(p.buf, nil); err != nil {
 			s.release(p)
 			return out, err
 		}
@@ -220,6 +234,11 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 	}
 	return out, nil
 }
+
+// testHookQueued, if not nil, runs in submit between queueing a line and
+// writing it (the write mutex held). Tests only: it lets them start a reset
+// in that gap.
+var testHookQueued func()
 
 // newPending returns a pending entry for ls, held by the caller, from the
 // free list when it has one.
