@@ -40,6 +40,8 @@ type fakeGrbl struct {
 	moveFrom    time.Time     // when the current Run segment began
 	epoch       int           // incremented by each soft reset
 	resetCh     chan struct{} // closed by a soft reset
+	lineReset   chan struct{} // resetCh when the line being handled was taken
+	lineEpoch   int           // epoch when the line being handled was taken
 	critical    bool          // ALARM:1/2: '?' and lines ignored until reset
 	critPause   bool          // between ALARM:1/2 and its MSG: 0x18 is discarded
 	mute        bool          // drop all output
@@ -291,6 +293,7 @@ func (f *fakeGrbl) processor() {
 		}
 		f.mu.Lock()
 		f.lines = append(f.lines, line)
+		f.lineReset, f.lineEpoch = resetCh, epoch
 		f.mu.Unlock()
 		replies := f.handle(line, resetCh)
 		f.mu.Lock()

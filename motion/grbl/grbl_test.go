@@ -289,8 +289,10 @@ func TestResetFailsPendingLines(t *testing.T) {
 	s, f := connected(t, testConfig(nil), func(f *fakeGrbl) {
 		f.onLine = func(f *fakeGrbl, l string) ([]string, bool) {
 			if l == "G4 P100" { // a long dwell: answered only when it ends
+				// Ended by the first reset after the line was taken,
+				// even one that comes before this handler runs.
 				f.mu.Lock()
-				ch := f.resetCh
+				ch := f.lineReset
 				f.mu.Unlock()
 				<-ch
 				return nil, true
@@ -659,7 +661,7 @@ func TestResetNeverFollowedByItsLine(t *testing.T) {
 	s, f := connected(t, testConfig(nil), func(f *fakeGrbl) {
 		f.onLine = func(f *fakeGrbl, l string) ([]string, bool) {
 			f.mu.Lock()
-			epoch := f.epoch
+			epoch := f.lineEpoch // when the line came, not now
 			f.mu.Unlock()
 			if l == "G4 P0" && epoch > 0 {
 				afterReset.Add(1)
