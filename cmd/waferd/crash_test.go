@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"image/png"
@@ -29,6 +30,8 @@ func TestCrashLeavesNothingCorrupt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	for i := range *crashKills {
 		cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", recipe, "--data", data, "--time-scale", "20")
+		var out bytes.Buffer // what waferd printed, for the failure message
+		cmd.Stdout, cmd.Stderr = &out, &out
 		require.NoError(t, cmd.Start())
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -38,7 +41,7 @@ func TestCrashLeavesNothingCorrupt(t *testing.T) {
 			require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 			<-done
 		case err := <-done:
-			require.NoError(t, err, "kill %d: the run ended before the kill, and it must have completed", i)
+			require.NoError(t, err, "kill %d: the run ended before the kill, and it must have completed:\n%s", i, out.Bytes())
 		}
 		checkDataDir(t, data, false)
 	}
