@@ -285,6 +285,16 @@ func TestResetWhileMovingReportsAlarm3(t *testing.T) {
 	}
 }
 
+// waitQueued waits until s has n lines queued (sent and unanswered).
+func waitQueued(t *testing.T, s *Stage, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.queue) == n
+	}, 2*time.Second, time.Millisecond)
+}
+
 func TestResetFailsPendingLines(t *testing.T) {
 	s, f := connected(t, testConfig(nil), func(f *fakeGrbl) {
 		f.onLine = func(f *fakeGrbl, l string) ([]string, bool) {
@@ -306,11 +316,7 @@ func TestResetFailsPendingLines(t *testing.T) {
 		require.Eventually(t, func() bool { return len(f.Lines()) == 1 }, time.Second, time.Millisecond)
 		errs <- s.Send(context.Background(), "G4 P100") // queued in GRBL's buffer
 	}()
-	require.Eventually(t, func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return len(s.queue) == 2
-	}, 2*time.Second, time.Millisecond)
+	waitQueued(t, s, 2)
 
 	require.NoError(t, s.Reset(ctxTimeout(t, 2*time.Second)))
 	for i := 0; i < 2; i++ {
@@ -698,11 +704,7 @@ func TestResetNeverFollowedByItsLine(t *testing.T) {
 
 	sent := make(chan error, 1)
 	go func() { sent <- s.Send(context.Background(), "G4 P0") }()
-	require.Eventually(t, func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return len(s.queue) == 1
-	}, 2*time.Second, time.Millisecond)
+	waitQueued(t, s, 1)
 	require.NoError(t, s.Reset(ctxTimeout(t, 2*time.Second)))
 	err := <-sent
 	assert.True(t, err == nil || errors.Is(err, motion.ErrReset), "Send: %v", err)
