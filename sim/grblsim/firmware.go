@@ -153,10 +153,9 @@ type fw struct {
 	consuming bool
 	rxSpace   *sync.Cond // on Emulator.mu: the buffer has room, or consuming has changed
 
-	// writing is true while the main loop writes its output, since
-	// writeStart; stall clears consuming once that write has blocked for
-	// writeStall (see wait).
-	writing    bool
+	// writeStart is when the main loop began the write of its output in
+	// progress (zero when none is); stall clears consuming once that
+	// write has blocked for writeStall (see wait).
 	writeStart time.Time
 	stall      *time.Timer
 
@@ -583,7 +582,7 @@ func (e *Emulator) mcReset() {
 func (e *Emulator) stalled() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.writing && time.Since(e.writeStart) >= writeStall {
+	if !e.writeStart.IsZero() && time.Since(e.writeStart) >= writeStall {
 		e.consuming = false
 		e.rxSpace.Broadcast()
 	}
@@ -635,13 +634,13 @@ func (e *Emulator) wait(ctx context.Context, simMax time.Duration, mask uint, in
 	var err error
 	if len(out) > 0 {
 		e.mu.Lock()
-		e.writing, e.writeStart = true, time.Now()
+		e.writeStart = time.Now()
 		e.mu.Unlock()
 		e.stall.Reset(writeStall)
 		_, err = e.w.Write(out)
 		e.stall.Stop()
 		e.mu.Lock()
-		e.writing = false
+		e.writeStart = time.Time{}
 		e.consuming = input && err == nil
 		e.mu.Unlock()
 	}
