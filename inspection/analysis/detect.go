@@ -122,7 +122,7 @@ func (d *Detector) Prepare(golden *camera.Frame) {
 	n := golden.Width * golden.Height
 	g := golden.Pix[:n]
 	threshold := d.threshold()
-	bc := newScan(threshold).bc
+	bc, _ := blockConsts(threshold)
 	words := (n-wordLen)/(wordLen-1) + 1 // one per 7 pixels while 8 fit
 	d.ref = slices.Grow(d.ref[:0], words)[:words]
 	for i := range d.ref {
