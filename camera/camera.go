@@ -10,9 +10,9 @@ import (
 	"fmt"
 	"image"
 	"math"
-	"sync"
 	"time"
 
+	"github.com/waferd/waferd/internal/freelist"
 	"github.com/waferd/waferd/motion"
 )
 
@@ -100,27 +100,36 @@ func (f *Frame) Release() {
 }
 
 // Pool hands out frames of one size and takes them back, so that a long run
-// does not allocate a new buffer per frame. Safe for concurrent use.
+// does not allocate a new buffer per frame. It keeps up to MaxIdleFrames
+// released frames, across garbage collections (see internal/freelist). Safe
+// for concurrent use.
 type Pool struct {
 	width, height int
-	p             sync.Pool
+	free          *freelist.List[Frame]
 }
+
+// MaxIdleFrames is the most released frames a Pool keeps for reuse. A run
+// holds four at once (the golden frame, one being captured, one waiting and
+// one being analysed); frames released beyond the limit are left to the
+// garbage collector.
+const MaxIdleFrames = 8
 
 // NewPool returns a pool of width×height frames (stride = width).
 func NewPool(width, height int) (*Pool, error) {
 	if width <= 0 || height <= 0 {
 		return nil, fmt.Errorf("camera: bad frame size %dx%d", width, height)
 	}
-	return &Pool{width: width, height: height}, nil
+	return &Pool{width: width, height: height, free: freelist.New[Frame](MaxIdleFrames)}, nil
 }
 
-// Get returns a frame from the pool. Its pixel contents are undefined.
+// Get returns a frame from the pool, or a new one when none is idle. Its
+// pixel contents are undefined. It does not block.
 func (p *Pool) Get() *Frame {
-	if f, ok := p.p.Get().(*Frame); ok {
+	if f := p.free.Get(); f != nil {
 		f.pool = p
 		return f
 	}
 	return &Frame{Width: p.width, Height: p.height, Stride: p.width, Pix: make([]byte, p.width*p.height), pool: p}
 }
 
-func (p *Pool) put(f *Frame) { p.p.Put(f) }
+func (p *Pool) put(f *Frame) { p.free.Put(f) }

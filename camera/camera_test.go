@@ -1,6 +1,8 @@
 package camera
 
 import (
+	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,6 +23,30 @@ func TestPoolReusesFrames(t *testing.T) {
 	assert.Zero(t, allocs, "steady state allocates nothing")
 	_, err = NewPool(0, 10)
 	assert.ErrorContains(t, err, "bad frame size 0x10")
+}
+
+// TestPoolKeepsFramesAcrossCollections: the frames a run released are
+// there for it after garbage collections, on whichever thread asks.
+func TestPoolKeepsFramesAcrossCollections(t *testing.T) {
+	p, err := NewPool(64, 32)
+	require.NoError(t, err)
+	var held []*Frame
+	for range MaxIdleFrames + 2 {
+		held = append(held, p.Get())
+	}
+	for _, f := range held {
+		f.Release()
+	}
+	runtime.GC()
+	runtime.GC()
+	reused := 0
+	for range MaxIdleFrames + 2 {
+		f := p.Get()
+		if slices.Contains(held, f) {
+			reused++
+		}
+	}
+	assert.Equal(t, MaxIdleFrames, reused, "the pool keeps up to MaxIdleFrames released frames")
 }
 
 func TestToMachine(t *testing.T) {
