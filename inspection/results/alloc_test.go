@@ -76,9 +76,10 @@ func TestSaveSiteAllocs(t *testing.T) {
 			// whole batch as one run (after a batch of warm-up), so that
 			// a single allocation in it shows. Now and then allocations
 			// come that no save makes: once, under qemu-aarch64 on a
-			// loaded machine, 6 in a batch (garbage collections, for
-			// one, empty sync.Pools, such as the PNG encoder's, whose
-			// state the next save then makes anew). So a batch that
+			// loaded machine, 6 in a batch, when the PNG encoder was
+			// still in a sync.Pool that garbage collections empty (it is
+			// in a free list now, but the runtime keeps caches of its
+			// own that collections empty). So a batch that
 			// allocates is measured again, up to tries batches in all;
 			// an allocation made per site, or every few sites, shows in
 			// every one of them.

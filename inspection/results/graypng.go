@@ -8,7 +8,8 @@ import (
 	"hash/crc32"
 	"image"
 	"io"
-	"sync"
+
+	"github.com/waferd/waferd/internal/freelist"
 )
 
 // grayPNG encodes 8-bit grey images as PNG for the site images, about nine
@@ -20,8 +21,16 @@ import (
 // (zlib.HuffmanOnly). The output is a standard PNG that any decoder reads.
 //
 // Encoders are pooled: Encode is safe for concurrent use and, once the pool
-// is warm, does not allocate.
-type grayPNG struct{ pool sync.Pool }
+// is warm, does not allocate. The pool is a free list that garbage
+// collections do not empty (internal/freelist): a steady run does not make
+// encoders again after each.
+type grayPNG struct{ pool *freelist.List[pngState] }
+
+// maxIdleEncoders is the most idle encoders a grayPNG keeps: one per
+// concurrent Encode, and a run saves one site at a time.
+const maxIdleEncoders = 4
+
+func newGrayPNG() *grayPNG { return &grayPNG{pool: freelist.New[pngState](maxIdleEncoders)} }
 
 // pngState is one encoder's reusable memory.
 type pngState struct {
@@ -52,7 +61,7 @@ func (e *grayPNG) Encode(w io.Writer, g *image.Gray) error {
 	if width <= 0 || height <= 0 || uint64(width) > 1<<31-1 || uint64(height) > 1<<31-1 {
 		return fmt.Errorf("png: invalid image size %dx%d", width, height)
 	}
-	st, _ := e.pool.Get().(*pngState)
+	st := e.pool.Get()
 	if st == nil {
 		st = &pngState{idat: idatWriter{buf: make([]byte, idatSize)}}
 		st.zw, _ = zlib.NewWriterLevel(&st.idat, zlib.HuffmanOnly) // a valid level: no error

@@ -155,7 +155,7 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 func (r *Recorder) writeSite(sc *siteScratch, resRel, imgRel string, res *SiteResult, img image.Image) error {
 	if imgRel != "" {
 		g := toGray(img)
-		enc := &r.store.siteEnc
+		enc := r.store.siteEnc
 		if err := r.store.writeIn(r.sitesDir, &sc.names, imgRel[len(sitesPrefix):], func(w io.Writer) error {
 			return enc.Encode(w, g)
 		}); err != nil {

@@ -25,7 +25,7 @@ type Store struct {
 	now func() time.Time
 	enc *png.Encoder // the wafer map
 	// siteEnc encodes site images (camera frames): see grayPNG.
-	siteEnc grayPNG
+	siteEnc *grayPNG
 
 	// commitEvery is the least time between run.json rewrites caused by
 	// saved sites (WithCommitInterval).
@@ -81,6 +81,7 @@ func Open(dataDir string, opts ...Option) (*Store, error) {
 		now:         time.Now,
 		commitEvery: time.Second,
 		enc:         &png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: new(pngBufferPool)},
+		siteEnc:     newGrayPNG(),
 		active:      make(map[string]struct{}),
 	}
 	for _, o := range opts {
