@@ -44,8 +44,9 @@ max_defects_per_site = 2
 //   - heap-growth-KiB: live heap after the last site minus live heap after
 //     the 1,000th (goal: ≤ 1024 KiB);
 //   - allocs/site and B/site: allocations per site in that steady state,
-//     from the 1,100th site (the pools refilled after the collections) to
-//     the last (goal: 0).
+//     from the 1,100th site to the last (goal: 0). What remains is the
+//     runtime refilling the sudog cache that the collections emptied (see
+//     BENCHMARKS.md).
 //
 // One iteration is one whole run (about a minute): use -benchtime=1x.
 func BenchmarkLongRun(b *testing.B) {
@@ -67,12 +68,14 @@ func BenchmarkLongRun(b *testing.B) {
 	}
 	r := &inspection.Runner{Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store}
 	const warm, refill = 1000, 100
-	// Two collections empty the sync.Pools (their victim caches too), so
-	// that buffers cached for reuse (frames, encoders, JSON state) count at
-	// neither end of the heap growth: what remains is what the run keeps.
-	// The allocations are counted from refill sites later, once the sites
-	// after the collections have refilled the pools: in a run that does
-	// not allocate, no collection comes to empty them.
+	// Two collections, so that the live heap is measured at both ends
+	// (and sync.Pools, their victim caches too, are empty at both): what
+	// grows is what the run keeps. The buffers a run reuses (frames,
+	// encoders, the record's scratch) are in free lists or the run's own
+	// structures, live at both ends. The allocations are counted from
+	// refill sites later, once whatever the collections emptied has been
+	// made again: in a run that does not allocate, no collection comes to
+	// empty it.
 	settle := func() { runtime.GC(); runtime.GC() }
 	var h0, a0, m1 runtime.MemStats
 	r.Progress = func(p inspection.Progress) {
