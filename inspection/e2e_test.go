@@ -248,6 +248,39 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 	assert.Equal(t, inspection.Completed, out.State, "after reset the next run homes and completes: %v", out.Err)
 }
 
+// TestHeldStageRefusesToStart: a controller held by a feed hold (a hold
+// button wired to GRBL, say) executes no motion. A run refuses to start on
+// it at once, naming the state, instead of waiting out its first move's
+// budget and blaming the stage's silence; nothing is recorded. Once the
+// hold is released, runs start again.
+func TestHeldStageRefusesToStart(t *testing.T) {
+	g := newRig(t, testRecipe)
+	ctx := context.Background()
+	require.NoError(t, g.board.Stage.Home(ctx)) // out of the start-up alarm, in which GRBL ignores a feed hold
+	require.NoError(t, g.board.Stage.FeedHold())
+	require.True(t, waitFor(func() bool {
+		st, err := g.board.Stage.Status(ctx)
+		return err == nil && st.State == motion.StateHold && st.Sub == 0
+	}), "the emulator did not reach Hold:0")
+
+	_, err := g.runner.Run(ctx, g.rec)
+	require.ErrorIs(t, err, motion.ErrNotReady)
+	assert.ErrorContains(t, err, `cannot start "e2e": motion: stage not ready: the controller reports Hold:0: held (feed hold)`)
+	assert.Equal(t, inspection.Idle, g.runner.State())
+	runs, err := os.ReadDir(filepath.Join(g.data, "runs"))
+	require.NoError(t, err)
+	assert.Empty(t, runs, "a run that did not start leaves no record")
+
+	require.NoError(t, g.board.Stage.Resume(ctx)) // returns once '~' is written
+	require.True(t, waitFor(func() bool {
+		st, err := g.board.Stage.Status(ctx)
+		return err == nil && st.State == motion.StateIdle
+	}), "the emulator did not resume")
+	out, err := g.runner.Run(ctx, g.rec)
+	require.NoError(t, err)
+	assert.Equal(t, inspection.Completed, out.State, "%v", out.Err)
+}
+
 // TestSitesArePipelined holds up the processing of the first site until the
 // stage has started moving to the second: that happens only if acquisition
 // runs ahead of analysis and saving. With Config.Serial it must not.

@@ -383,8 +383,10 @@ func (r *Runner) resetTimeout() time.Duration {
 // stops the run: motion is held at once, the light switched off, and the
 // safe-stop sequence runs to completion before Run returns. The returned
 // error is non-nil only if the run could not be started (then no record
-// exists): the machine is latched (ErrLatched) or already running, or the
-// record could not be created.
+// exists): the machine is latched (ErrLatched) or already running, the
+// stage controller is in a state in which it would not move (held, door
+// open, check mode, ...: an error wrapping motion.ErrNotReady, see
+// motion.Status.Ready), or the record could not be created.
 func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 	log := r.log()
 	now := time.Now()
@@ -430,6 +432,23 @@ func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 	})
 	r.quickGuard.Stop()
 	r.mu.Unlock()
+	// A controller that would not move (held by a feed-hold button wired
+	// to it, say) would take the first move and leave the run waiting for
+	// it until the move's budget ran out, and then blame the stage's
+	// silence: a run refuses to start instead, saying why. A query that
+	// fails (a Stop meanwhile cancels it) is left to the run, which stops
+	// or faults on the stage; so is a Stop that came while the stage was
+	// asked, which the run's safe stop and outcome must answer.
+	if st, err := r.Stage.Status(runCtx); err == nil && st.Ready() != nil {
+		r.mu.Lock()
+		if r.reason == stop.None {
+			r.setLocked(Idle)
+			r.cancel = nil
+			r.mu.Unlock()
+			return Outcome{}, fmt.Errorf("inspection: cannot start %q: %w", rec.Name, st.Ready())
+		}
+		r.mu.Unlock()
+	}
 
 	rcd, err := r.Store.Create(run)
 	if err != nil {

@@ -7,6 +7,7 @@ package motion
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 )
@@ -156,12 +157,42 @@ func (s Status) Stopped() bool {
 	return false
 }
 
-func (s Status) String() string {
+// StateName returns the state as GRBL reports it: "Idle", "Hold:0",
+// "Door:1", ...
+func (s Status) StateName() string {
 	st := s.State.String()
 	if s.Sub >= 0 && (s.State == StateHold || s.State == StateDoor) {
 		st += ":" + strconv.Itoa(s.Sub)
 	}
-	return st + " at " + s.XY().String()
+	return st
+}
+
+func (s Status) String() string { return s.StateName() + " at " + s.XY().String() }
+
+// Ready returns nil if a controller in state s executes the motion lines it
+// is sent, once homed: Idle, or Alarm (which homing clears), or a state
+// this package does not know. Otherwise it returns an error wrapping
+// ErrNotReady that names the state and what clears it: a controller held
+// (Hold, by a feed-hold button wired to it, say), with its safety door
+// open (Door), in check mode or asleep would take the lines and never move,
+// and one still moving (Run, Jog, Home) is busy.
+func (s Status) Ready() error {
+	var why string
+	switch s.State {
+	case StateHold:
+		why = "held (feed hold): it executes no motion until resumed; a reset clears the hold"
+	case StateDoor:
+		why = "stopped by its safety door: close the door, then reset"
+	case StateCheck:
+		why = "in check mode ($C): it checks G-code without moving; a reset leaves check mode"
+	case StateSleep:
+		why = "asleep ($SLP): a reset wakes it"
+	case StateRun, StateJog, StateHome:
+		why = "still moving: wait for it to stop"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: the controller reports %s: %s", ErrNotReady, s.StateName(), why)
 }
 
 // Stage is an XY stage. All methods that block take a context; cancelling
@@ -214,4 +245,7 @@ var (
 	ErrLinkLost = errors.New("motion: link lost")
 	// ErrReset: the controller was reset while a command was pending.
 	ErrReset = errors.New("motion: controller reset")
+	// ErrNotReady: the controller is in a state in which it does not
+	// execute the motion it is sent (see Status.Ready).
+	ErrNotReady = errors.New("motion: stage not ready")
 )

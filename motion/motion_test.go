@@ -59,3 +59,26 @@ func TestAppendMM(t *testing.T) {
 	buf := make([]byte, 0, 32)
 	assert.Zero(t, testing.AllocsPerRun(100, func() { buf = AppendMM(buf[:0], -123456) }))
 }
+
+func TestStatusReady(t *testing.T) {
+	for _, st := range []Status{{State: StateIdle, Sub: -1}, {State: StateAlarm, Sub: -1}, {State: StateUnknown, Sub: -1}} {
+		assert.NoError(t, st.Ready(), "%s", st.StateName())
+	}
+	for _, tc := range []struct {
+		st   Status
+		want string
+	}{
+		{Status{State: StateHold, Sub: 0}, "reports Hold:0: held (feed hold)"},
+		{Status{State: StateHold, Sub: 1}, "reports Hold:1: held"},
+		{Status{State: StateDoor, Sub: 1}, "reports Door:1: stopped by its safety door"},
+		{Status{State: StateCheck, Sub: -1}, "reports Check: in check mode"},
+		{Status{State: StateSleep, Sub: -1}, "reports Sleep: asleep"},
+		{Status{State: StateRun, Sub: -1}, "reports Run: still moving"},
+		{Status{State: StateJog, Sub: -1}, "reports Jog: still moving"},
+		{Status{State: StateHome, Sub: -1}, "reports Home: still moving"},
+	} {
+		err := tc.st.Ready()
+		assert.ErrorIs(t, err, ErrNotReady, "%s", tc.st.StateName())
+		assert.ErrorContains(t, err, tc.want)
+	}
+}
