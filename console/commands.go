@@ -107,7 +107,7 @@ func statusLines(st daemon.Status) []string {
 	if st.StageErr != nil {
 		add("stage", "not answering (%s); %s", oneLine(st.StageErr.Error()), trust)
 	} else {
-		add("stage", "%s at X %s Y %s mm, %s", stageState(st.Stage), motion.FormatMM(st.Stage.MPos[0]), motion.FormatMM(st.Stage.MPos[1]), trust)
+		add("stage", "%s at X %s Y %s mm, %s", st.Stage.StateName(), motion.FormatMM(st.Stage.MPos[0]), motion.FormatMM(st.Stage.MPos[1]), trust)
 	}
 	light := "off"
 	if st.Light.On {
@@ -169,14 +169,6 @@ func statusLines(st daemon.Status) []string {
 	return l
 }
 
-func stageState(st motion.Status) string {
-	s := st.State.String()
-	if st.Sub >= 0 && (st.State == motion.StateHold || st.State == motion.StateDoor) {
-		s += ":" + strconv.Itoa(st.Sub)
-	}
-	return s
-}
-
 func percent(level float64) string { return fmt.Sprintf("%.0f%%", level*100) }
 
 func outcomeLine(o inspection.Outcome) string {
@@ -197,7 +189,7 @@ func (s *session) position(ctx context.Context, verb string) {
 		s.printf("%s; stage not answering: %s", verb, oneLine(st.StageErr.Error()))
 		return
 	}
-	s.printf("%s: stage %s at X %s Y %s mm", verb, stageState(st.Stage), motion.FormatMM(st.Stage.MPos[0]), motion.FormatMM(st.Stage.MPos[1]))
+	s.printf("%s: stage %s at X %s Y %s mm", verb, st.Stage.StateName(), motion.FormatMM(st.Stage.MPos[0]), motion.FormatMM(st.Stage.MPos[1]))
 }
 
 func cmdHome(s *session, ctx context.Context, _ Command) {
@@ -306,7 +298,17 @@ func cmdStop(s *session, _ context.Context, _ Command) {
 
 func cmdReset(s *session, ctx context.Context, _ Command) {
 	st := s.m.Status(ctx)
-	if !st.Machine.Latched() {
+	var q, done string
+	switch {
+	case st.Machine.Latched():
+		q = fmt.Sprintf("reset: clear the %s latch (%s)? The position stays untrusted. [y/N] ", st.Machine, st.LatchReason)
+		done = "reset: machine idle; home before moving"
+	case st.StageErr == nil && st.Stage.Ready() != nil && st.Stage.Stopped():
+		// Held, door, check mode, asleep: a run would refuse to start.
+		why := strings.TrimPrefix(st.Stage.Ready().Error(), "motion: ")
+		q = fmt.Sprintf("reset: %s. Soft-reset the stage controller? The position becomes untrusted. [y/N] ", why)
+		done = "reset: stage controller reset; home before moving"
+	default:
 		msg := fmt.Sprintf("reset: nothing to reset: the machine is %s", st.Machine)
 		if st.StageErr == nil && st.Stage.State == motion.StateAlarm {
 			msg += " (the stage is in alarm: home clears it)"
@@ -314,7 +316,6 @@ func cmdReset(s *session, ctx context.Context, _ Command) {
 		s.print(msg)
 		return
 	}
-	q := fmt.Sprintf("reset: clear the %s latch (%s)? The position stays untrusted. [y/N] ", st.Machine, st.LatchReason)
 	ok, err := s.confirm(ctx, q)
 	if err != nil {
 		s.printf("reset: not done (%s)", oneLine(err.Error()))
@@ -328,7 +329,7 @@ func cmdReset(s *session, ctx context.Context, _ Command) {
 		s.failed("reset", err)
 		return
 	}
-	s.print("reset: machine idle; home before moving")
+	s.print(done)
 }
 
 // confirm asks q and waits for the next line: y or yes confirms.
@@ -522,7 +523,7 @@ func watchLine(st daemon.Status) string {
 	if st.StageErr != nil {
 		parts = append(parts, "stage ?")
 	} else {
-		pos := fmt.Sprintf("%s X%s Y%s", stageState(st.Stage), motion.FormatMM(st.Stage.MPos[0]), motion.FormatMM(st.Stage.MPos[1]))
+		pos := fmt.Sprintf("%s X%s Y%s", st.Stage.StateName(), motion.FormatMM(st.Stage.MPos[0]), motion.FormatMM(st.Stage.MPos[1]))
 		if !st.Trusted {
 			pos += " untrusted"
 		}

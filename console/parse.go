@@ -61,7 +61,7 @@ var commands = []spec{
 		}},
 	{name: "stop", summary: "stop the run and any command, at once", max: 0,
 		help: "On a terminal stop acts the moment it is typed, even while another command runs; commands typed ahead are discarded."},
-	{name: "reset", summary: "clear a Faulted/EStop latch (confirmed)"},
+	{name: "reset", summary: "clear a Faulted/EStop latch, or reset a held stage (confirmed)"},
 	{name: "runs", usage: "[N]", summary: "recent runs: outcome, reason (default 10)", max: 1,
 		check: func(a []string) error { return count("runs", a, 1000) }},
 	{name: "show", usage: "RUN|last", summary: "one run: its id, a unique part, or last", min: 1, max: 1,

@@ -246,6 +246,37 @@ func level(p *gpiotest.Pin) gpio.Level {
 	return p.L
 }
 
+// TestHeldStageSession: a feed hold wired to the controller leaves the
+// stage in Hold:0. A run refuses to start, saying so; the console's reset
+// offers to soft-reset the controller, after which the position must be
+// homed again and runs start.
+func TestHeldStageSession(t *testing.T) {
+	m := startMachine(t)
+	tm := serialConsole(t, m, "ttyTEST")
+	ctx := context.Background()
+	tm.send("home\r")
+	tm.expect(`homed: stage Idle`)
+	require.NoError(t, m.b.Stage.FeedHold())
+	require.Eventually(t, func() bool {
+		st, err := m.b.Stage.Status(ctx)
+		return err == nil && st.StateName() == "Hold:0"
+	}, 5*time.Second, time.Millisecond)
+
+	tm.send("run small\r")
+	tm.expect(`run small did not start: inspection: cannot start "small": motion: stage not ready: the controller reports Hold:0: held \(feed hold\)`)
+	tm.send("reset\r")
+	tm.expect(`reset: stage not ready: the controller reports Hold:0: .*\. Soft-reset the stage controller\? The position becomes untrusted\. \[y/N\] `)
+	tm.send("y\r")
+	tm.expect(`reset: stage controller reset; home before moving\r\n`)
+	tm.send("status\r")
+	tm.expect(`stage\s+Idle at X [0-9.]+ Y [0-9.]+ mm, position NOT trusted: home first`)
+	tm.send("reset\r")
+	tm.expect(`reset: nothing to reset: the machine is idle\r\n`)
+	tm.send("run small\r")
+	tm.expect(`run small started: \d+ sites`)
+	tm.expect(`run \S+ completed`)
+}
+
 // TestScriptedSession is an engineer's session on a serial console: home,
 // move, jog, light, capture, a run stopped mid-way, an e-stop and its
 // reset, then the records, the log and the statistics.

@@ -716,6 +716,46 @@ func (d *Daemon) move(ctx context.Context, what string, target func(motion.Point
 	return stopped(mctx, what, err)
 }
 
+// resetStage soft-resets a stage controller that would not move (see
+// motion.Status.Ready) on an idle machine, as a manual operation: Stop
+// ends it, and runs and other operations wait. A stage that is ready, or
+// still moving (a reset would stop it dead and lose the position), is left
+// alone. The position becomes untrusted: the next move homes first. It
+// returns an error wrapping motion.ErrNotReady if the controller is still
+// not ready after the reset (a safety door still open).
+func (d *Daemon) resetStage(ctx context.Context) error {
+	mctx, end, err := d.beginManual(ctx, "reset")
+	if err != nil {
+		return err
+	}
+	defer end()
+	st, err := d.stageStatus(mctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Ready() == nil:
+		return nil
+	case !st.Stopped():
+		return fmt.Errorf("daemon: reset refused: %w: the controller reports %s: wait for the stage to stop", motion.ErrNotReady, st.StateName())
+	}
+	was := st.StateName()
+	rctx, cancel := context.WithTimeout(mctx, config.MS(d.opts.Config.Runner.ResetTimeoutMS))
+	defer cancel()
+	d.Runner.NotePositionLost()
+	if err := d.opts.Devices.Stage.Reset(rctx); err != nil && !errors.Is(err, motion.ErrAlarm) {
+		return stopped(mctx, "stage reset", err)
+	}
+	d.log.Noticef("stage controller reset from a console (it was %s)", was)
+	if st, err = d.stageStatus(mctx); err != nil {
+		return err
+	}
+	if err := st.Ready(); err != nil {
+		return fmt.Errorf("daemon: stage reset, but: %w", err)
+	}
+	return nil
+}
+
 // manualSafeStop brings the stage to rest after a stopped manual move:
 // light off, hold until stopped, soft reset. Each step runs even if an
 // earlier one failed. A missed hold or failed reset leaves the position

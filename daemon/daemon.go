@@ -409,8 +409,16 @@ func (d *Daemon) Stop(reason stop.Reason, detail string) {
 	d.stopManual(reason, detail, at)
 }
 
-// Reset clears a latched Faulted or EStop machine.
+// Reset clears a latched Faulted or EStop machine (inspection.Runner.Reset).
+// On an idle machine it soft-resets the stage controller if the controller
+// is in a state in which a run would refuse to start and a reset clears:
+// held, stopped by its door, in check mode or asleep (see
+// motion.Status.Ready; resetStage). Otherwise it does nothing. It blocks
+// for the stage reset.
 func (d *Daemon) Reset(ctx context.Context) error {
+	if d.Runner.State() == inspection.Idle {
+		return d.resetStage(ctx)
+	}
 	err := d.Runner.Reset(ctx)
 	d.SetStatus()
 	return err
