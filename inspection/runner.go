@@ -452,10 +452,18 @@ func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 
 	rcd, err := r.Store.Create(run)
 	if err != nil {
+		// No record, so no run to stop: a Stop that came meanwhile is
+		// applied to the idle machine, where an e-stop or a fault still
+		// latches it.
 		r.mu.Lock()
+		reason := r.reason
 		r.setLocked(Idle)
 		r.cancel = nil
 		r.mu.Unlock()
+		if reason != stop.None {
+			r.awaitQuickHold() // the Stop has cancelled runCtx, with its cause
+			r.stopFromParent(runCtx)
+		}
 		return Outcome{}, fmt.Errorf("inspection: %w", err)
 	}
 	run = rcd.Run()

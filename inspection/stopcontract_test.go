@@ -439,6 +439,68 @@ func (l *failingLight) On(level float64) error {
 	return l.Light.On(level)
 }
 
+// stopOnStatus is a stage whose next Status call runs a hook first: the
+// run asks for the status after claiming the machine and before creating
+// its record.
+type stopOnStatus struct {
+	motion.Stage // no TryFeedHold: Stop cancels the run directly
+	hook         func()
+}
+
+func (s *stopOnStatus) Status(ctx context.Context) (motion.Status, error) {
+	if h := s.hook; h != nil {
+		s.hook = nil
+		h()
+	}
+	return s.Stage.Status(ctx)
+}
+
+// TestStopWhileARunFailsToStart: a run whose record cannot be created
+// never starts, but a stop that arrived meanwhile must not be lost with it:
+// an e-stop or a fault still latches the idle machine.
+func TestStopWhileARunFailsToStart(t *testing.T) {
+	for _, reason := range []stop.Reason{stop.EStop, stop.Fault, stop.Operator} {
+		t.Run(reason.String(), func(t *testing.T) {
+			g := newRig(t, testRecipe)
+			// The runs directory replaced by a file: creating a record fails.
+			runs := filepath.Join(g.data, "runs")
+			require.NoError(t, os.Remove(runs))
+			require.NoError(t, os.WriteFile(runs, nil, 0o644))
+			g.runner.Stage = &stopOnStatus{Stage: g.board.Stage, hook: func() { g.runner.Stop(reason, "test") }}
+
+			_, err := g.runner.Run(context.Background(), g.rec)
+			require.Error(t, err)
+			assert.ErrorContains(t, err, "inspection: results:")
+			want := map[stop.Reason]inspection.State{stop.EStop: inspection.EStop, stop.Fault: inspection.Faulted, stop.Operator: inspection.Idle}[reason]
+			assert.Equal(t, want, g.runner.State())
+			if want != inspection.Idle {
+				assert.Contains(t, g.runner.LatchReason(), reason.String()+" (test)")
+			}
+		})
+	}
+}
+
+// TestStopWhileAskingAHeldStage: a run that finds the stage held refuses
+// to start, unless a stop arrived while it asked: that stop is answered by
+// the run's safe stop (which resets the held controller) and outcome.
+func TestStopWhileAskingAHeldStage(t *testing.T) {
+	g := newRig(t, testRecipe)
+	ctx := context.Background()
+	require.NoError(t, g.board.Stage.Home(ctx))
+	require.NoError(t, g.board.Stage.FeedHold())
+	require.True(t, waitFor(func() bool {
+		st, err := g.board.Stage.Status(ctx)
+		return err == nil && st.StateName() == "Hold:0"
+	}))
+	g.runner.Stage = &stopOnStatus{Stage: g.board.Stage, hook: func() { g.runner.Stop(stop.EStop, "test") }}
+	out, err := g.runner.Run(ctx, g.rec)
+	require.NoError(t, err)
+	assert.Equal(t, inspection.Aborted, out.State)
+	assert.Equal(t, inspection.EStop, out.Latched)
+	assert.Equal(t, "estop: test", out.Reason)
+	assert.Equal(t, results.Aborted, loadRun(t, out.Dir).State)
+}
+
 func TestInjectedFaults(t *testing.T) {
 	type fault struct {
 		name   string
