@@ -718,7 +718,8 @@ func (d *Daemon) move(ctx context.Context, what string, target func(motion.Point
 
 // resetStage soft-resets a stage controller that would not move (see
 // motion.Status.Ready) on an idle machine, as a manual operation: Stop
-// ends it, and runs and other operations wait. A stage that is ready, or
+// ends it, and runs and other operations are refused meanwhile
+// (ErrMachineBusy). A stage that is ready, or
 // still moving (a reset would stop it dead and lose the position), is left
 // alone. The position becomes untrusted: the next move homes first. It
 // returns an error wrapping motion.ErrNotReady if the controller is still
