@@ -98,25 +98,47 @@ func (e *jsonEncoder) run(r *Run) {
 	e.key(1, "geometry", false)
 	e.geometry(2, &r.Geometry)
 	e.key(1, "sites", false)
-	switch {
-	case r.Sites == nil:
-		e.b = append(e.b, "null"...)
-	case len(r.Sites) == 0:
-		e.b = append(e.b, "[]"...)
-	default:
-		e.b = append(e.b, '[')
+	if e.openArray(r.Sites == nil, len(r.Sites)) {
 		for i := range r.Sites {
-			if i > 0 {
-				e.b = append(e.b, ',')
-			}
-			e.newline(2)
+			e.arrayElem(1, i)
 			e.site(3, &r.Sites[i])
 		}
-		e.newline(1)
-		e.b = append(e.b, ']')
+		e.closeArray(1)
 	}
 	e.newline(0)
 	e.b = append(e.b, '}')
+}
+
+// openArray, arrayElem and closeArray write a slice member at depth as
+// encoding/json's MarshalIndent does. openArray writes null (isNil) or []
+// (n == 0) and returns false, or opens the array; then, for element i,
+// arrayElem starts its line and the caller writes it with its members at
+// depth+2; closeArray ends the array. (A helper that took the element
+// writer as a function would make the encoder escape: an allocation per
+// record.)
+func (e *jsonEncoder) openArray(isNil bool, n int) bool {
+	switch {
+	case isNil:
+		e.b = append(e.b, "null"...)
+	case n == 0:
+		e.b = append(e.b, "[]"...)
+	default:
+		e.b = append(e.b, '[')
+		return true
+	}
+	return false
+}
+
+func (e *jsonEncoder) arrayElem(depth, i int) {
+	if i > 0 {
+		e.b = append(e.b, ',')
+	}
+	e.newline(depth + 1)
+}
+
+func (e *jsonEncoder) closeArray(depth int) {
+	e.newline(depth)
+	e.b = append(e.b, ']')
 }
 
 // geometry writes g as Geometry.MarshalJSON does, indented: its members
@@ -177,22 +199,12 @@ func (e *jsonEncoder) siteResult(r *SiteResult) {
 	e.key(1, "y_mm", false)
 	e.float(r.YMM)
 	e.key(1, "defects", false)
-	switch {
-	case r.Defects == nil:
-		e.b = append(e.b, "null"...)
-	case len(r.Defects) == 0:
-		e.b = append(e.b, "[]"...)
-	default:
-		e.b = append(e.b, '[')
+	if e.openArray(r.Defects == nil, len(r.Defects)) {
 		for i := range r.Defects {
-			if i > 0 {
-				e.b = append(e.b, ',')
-			}
-			e.newline(2)
+			e.arrayElem(1, i)
 			e.defect(3, &r.Defects[i])
 		}
-		e.newline(1)
-		e.b = append(e.b, ']')
+		e.closeArray(1)
 	}
 	e.newline(0)
 	e.b = append(e.b, '}')
