@@ -719,11 +719,13 @@ func (d *Daemon) move(ctx context.Context, what string, target func(motion.Point
 // resetStage soft-resets a stage controller that would not move (see
 // motion.Status.Ready) on an idle machine, as a manual operation: Stop
 // ends it, and runs and other operations are refused meanwhile
-// (ErrMachineBusy). A stage that is ready, or
-// still moving (a reset would stop it dead and lose the position), is left
-// alone. The position becomes untrusted: the next move homes first. It
-// returns an error wrapping motion.ErrNotReady if the controller is still
-// not ready after the reset (a safety door still open).
+// (ErrMachineBusy). A stage that is ready is left alone, and one still
+// moving too (a reset would stop it dead and lose the position: an error
+// wrapping motion.ErrNotReady). After a reset the position is untrusted:
+// the next move homes first. It returns an error wrapping
+// motion.ErrNotReady if the controller is still not ready after the reset
+// (a safety door still open). It blocks for the reset, at most the
+// runner's reset timeout.
 func (d *Daemon) resetStage(ctx context.Context) error {
 	mctx, end, err := d.beginManual(ctx, "reset")
 	if err != nil {
