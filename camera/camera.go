@@ -111,7 +111,8 @@ type Pool struct {
 // MaxIdleFrames is the most released frames a Pool keeps for reuse. A run
 // holds four at once (the golden frame, one being captured, one waiting and
 // one being analysed); frames released beyond the limit are left to the
-// garbage collector.
+// garbage collector. Idle frames stay allocated as long as the pool (its
+// camera) does, between runs too: at most 32 MiB of 2048×2048 frames.
 const MaxIdleFrames = 8
 
 // NewPool returns a pool of width×height frames (stride = width).
