@@ -439,13 +439,14 @@ func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 	// fails (a Stop meanwhile cancels it) is left to the run, which stops
 	// or faults on the stage; so is a Stop that came while the stage was
 	// asked, which the run's safe stop and outcome must answer.
-	if st, err := r.Stage.Status(runCtx); err == nil && st.Ready() != nil {
+	stage, stageErr := r.Stage.Status(runCtx)
+	if stageErr == nil && stage.Ready() != nil {
 		r.mu.Lock()
 		if r.reason == stop.None {
 			r.setLocked(Idle)
 			r.cancel = nil
 			r.mu.Unlock()
-			return Outcome{}, fmt.Errorf("inspection: cannot start %q: %w", rec.Name, st.Ready())
+			return Outcome{}, fmt.Errorf("inspection: cannot start %q: %w", rec.Name, stage.Ready())
 		}
 		r.mu.Unlock()
 	}
@@ -474,6 +475,9 @@ func (r *Runner) Run(ctx context.Context, rec *recipe.Recipe) (Outcome, error) {
 	defer stopParent()
 
 	w := &work{r: r, rec: rec, rcd: rcd, start: now, out: Outcome{RunID: run.ID, Dir: rcd.Dir(), Total: len(rec.Sites)}}
+	if stageErr == nil {
+		w.stage = &stage
+	}
 	workErr := w.do(runCtx)
 	out := r.finish(runCtx, w, workErr)
 	r.mu.Lock()

@@ -30,6 +30,7 @@ type work struct {
 	defects []results.Defect  // reused by every site's record
 	at      motion.Point      // last move target, if moved
 	moved   bool
+	stage   *motion.Status // the stage's status as the run started, if Run got it
 
 	// The work's context, cancelled by a stop (through the run's
 	// context), by an error in either pipeline stage, or by an overrun
@@ -165,9 +166,14 @@ func (w *work) pipeline(pctx context.Context) error {
 // ensureHomed homes the stage unless its position is already trusted.
 func (w *work) ensureHomed(ctx context.Context) error {
 	r := w.r
-	st, err := r.Stage.Status(ctx)
-	if err != nil {
-		return device(ctx, "stage", err)
+	var st motion.Status
+	if w.stage != nil {
+		st = *w.stage // asked by Run, to refuse a stage that would not move
+	} else {
+		var err error
+		if st, err = r.Stage.Status(ctx); err != nil {
+			return device(ctx, "stage", err)
+		}
 	}
 	if st.State == motion.StateAlarm {
 		r.untrust()
