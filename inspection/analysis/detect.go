@@ -736,10 +736,9 @@ func (d *Detector) scanWords(f, g []byte, x int, y int32, s *scan) int {
 // run is open, and returns the end of the pixels it scanned, in the row.
 // It goes over ref's 7-pixel words, which need not begin or end with the
 // row, a quarter block at a time: the block test passes most words, the
-// exact test (see
-// exactMask) finds the suspect pixels of the others on the golden pixels
-// the word holds, and scanWord follows the runs through the quarter's 56
-// pixels. It reads golden only for the frame's last few pixels, which no
+// exact test (see exactMask) finds the suspect pixels of the others on the
+// golden pixels the word holds, and scanWord follows the runs through the
+// quarter's 56 pixels. It reads golden only for the frame's last few pixels, which no
 // word of ref holds: the prepared skip does not read golden, which is
 // therefore not in the cache.
 func (d *Detector) scanWordsRef(f, g []byte, ref []uint64, row, w, x int, y int32, s *scan) int {

@@ -2,6 +2,7 @@ package grbl
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -186,15 +187,7 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 			// restarted controller and its ok answer another line.
 			s.wmu.Lock()
 			s.mu.Lock()
-			if s.err != nil {
-				err := s.err
-				s.mu.Unlock()
-				s.wmu.Unlock()
-				s.release(p)
-				return out, err
-			}
-			if s.desync != nil {
-				err := s.desync
+			if err := cmp.Or(s.err, s.desync); err != nil { // the link failed, or lost count
 				s.mu.Unlock()
 				s.wmu.Unlock()
 				s.release(p)
