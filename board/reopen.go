@@ -18,13 +18,6 @@ import (
 // stage) and *ReopeningStage (a real serial port) implement it.
 type Stage interface {
 	motion.Stage
-	// FeedHold writes a feed hold at once and returns without waiting for
-	// the stage to stop.
-	FeedHold() error
-	// TryFeedHold writes a feed hold from the caller's goroutine if no
-	// other write is in progress, and reports whether it did (the
-	// runner's Stop: motion.QuickHolder).
-	TryFeedHold() bool
 	// LastStatus returns the last status report received and when; it
 	// does not block or talk to the controller.
 	LastStatus() (motion.Status, time.Time)
@@ -277,25 +270,15 @@ func (s *ReopeningStage) Unlock(ctx context.Context) error {
 	return s.wrap(d.Unlock(ctx))
 }
 
-// FeedHold writes a feed hold at once (see grbl.Stage.FeedHold); it does
-// not block beyond the write. While the link is down there is nothing to
-// hold it on: it fails.
-func (s *ReopeningStage) FeedHold() error {
+// Halt writes a feed hold at once (see grbl.Stage.Halt); it does not
+// block beyond the write. While the link is down there is nothing to hold
+// it on: it fails.
+func (s *ReopeningStage) Halt() error {
 	d, err := s.driver()
 	if err != nil {
 		return err
 	}
-	return s.wrap(d.FeedHold())
-}
-
-// TryFeedHold writes a feed hold on the current link if no other write is
-// in progress (see grbl.Stage.TryFeedHold); false while the link is down.
-func (s *ReopeningStage) TryFeedHold() bool {
-	d, err := s.driver()
-	if err != nil {
-		return false
-	}
-	return d.TryFeedHold()
+	return s.wrap(d.Halt())
 }
 
 // LastStatus returns the last status report received, from the link that

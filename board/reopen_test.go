@@ -143,7 +143,7 @@ func TestReopeningStageReconnects(t *testing.T) {
 	assert.ErrorContains(t, err, usb.path)
 	assert.ErrorContains(t, err, "reconnecting")
 	assert.ErrorIs(t, st.MoveTo(ctx, motion.Point{}, 6000), motion.ErrLinkLost)
-	assert.ErrorIs(t, st.FeedHold(), motion.ErrLinkLost)
+	assert.ErrorIs(t, st.Halt(), motion.ErrLinkLost)
 	assert.ErrorIs(t, st.Err(), motion.ErrLinkLost)
 	last, _ := st.LastStatus()
 	assert.Equal(t, to, last.XY(), "the last report of the lost link")

@@ -256,7 +256,7 @@ func TestHeldStageSession(t *testing.T) {
 	ctx := context.Background()
 	tm.send("home\r")
 	tm.expect(`homed: stage Idle`)
-	require.NoError(t, m.b.Stage.FeedHold())
+	require.NoError(t, m.b.Stage.Halt())
 	require.Eventually(t, func() bool {
 		st, err := m.b.Stage.Status(ctx)
 		return err == nil && st.StateName() == "Hold:0"

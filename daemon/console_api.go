@@ -384,15 +384,6 @@ type timedStage struct {
 	stats *stopStats
 }
 
-// TryFeedHold passes the runner's fast feed hold through (false if the
-// stage has none).
-func (s *timedStage) TryFeedHold() bool {
-	qh, ok := s.Stage.(motion.QuickHolder)
-	return ok && qh.TryFeedHold()
-}
-
-var _ motion.QuickHolder = (*timedStage)(nil)
-
 func (s *timedStage) Hold(ctx context.Context) error {
 	err := s.Stage.Hold(ctx)
 	if err == nil {

@@ -257,7 +257,7 @@ func TestHeldStageRefusesToStart(t *testing.T) {
 	g := newRig(t, testRecipe)
 	ctx := context.Background()
 	require.NoError(t, g.board.Stage.Home(ctx)) // out of the start-up alarm, in which GRBL ignores a feed hold
-	require.NoError(t, g.board.Stage.FeedHold())
+	require.NoError(t, g.board.Stage.Halt())
 	require.True(t, waitFor(func() bool {
 		st, err := g.board.Stage.Status(ctx)
 		return err == nil && st.State == motion.StateHold && st.Sub == 0

@@ -217,38 +217,13 @@ func (r *Runner) log() *logging.Log {
 func (r *Runner) Stop(reason stop.Reason, detail string) {
 	r.mu.Lock()
 	if r.state == Running && r.reason == stop.None && reason > stop.None {
+		// The feed hold goes on the wire first (Halt does not block), then
+		// the run is cancelled.
 		r.reason = reason
-		qh, quick := r.Stage.(motion.QuickHolder)
-		if !quick {
-			cause := stop.New(reason, detail)
-			r.cancel(cause)
-			r.mu.Unlock()
-			r.log().Warnf("stop requested: %v", cause)
-			return
-		}
-		// The feed hold goes on the wire first, from this goroutine, and
-		// nothing is allocated or formatted before it: cancelling wakes
-		// the run's goroutines and starts the abort hooks, which costs
-		// tens of microseconds before a hook's own '!' could go out. The
-		// write is one byte into the tty and does not wait for the line;
-		// should it block all the same (a stalled USB adapter with a
-		// full buffer), quickGuard cancels the run after
-		// quickCancelAfter, so the light-off and every other hook are
-		// never held up longer than that. quickHold, taken while the
-		// machine is still Running, makes the safe stop wait for the
-		// write before it holds or resets the stage: a '!' arriving
-		// after the soft reset would leave GRBL in Hold:0, executing
-		// nothing.
-		r.quickHold.Lock()
-		cancel, guard := r.cancel, r.quickGuard
-		r.quickDetail = detail
-		r.mu.Unlock()
-		guard.Reset(quickCancelAfter)
-		qh.TryFeedHold()
-		guard.Stop()
+		_ = r.Stage.Halt()
 		cause := stop.New(reason, detail)
-		cancel(cause) // a no-op if the guard was first
-		r.quickHold.Unlock()
+		r.cancel(cause)
+		r.mu.Unlock()
 		r.log().Warnf("stop requested: %v", cause)
 		return
 	}

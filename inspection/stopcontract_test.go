@@ -487,7 +487,7 @@ func TestStopWhileAskingAHeldStage(t *testing.T) {
 	g := newRig(t, testRecipe)
 	ctx := context.Background()
 	require.NoError(t, g.board.Stage.Home(ctx))
-	require.NoError(t, g.board.Stage.FeedHold())
+	require.NoError(t, g.board.Stage.Halt())
 	require.True(t, waitFor(func() bool {
 		st, err := g.board.Stage.Status(ctx)
 		return err == nil && st.StateName() == "Hold:0"
@@ -547,7 +547,7 @@ func TestInjectedFaults(t *testing.T) {
 					if s == inspection.StepMove && i == 1 {
 						// A feed hold from elsewhere (a hold button on the
 						// controller): GRBL executes nothing until resumed.
-						require.NoError(t, g.board.Stage.FeedHold())
+						require.NoError(t, g.board.Stage.Halt())
 					}
 				}
 			},
@@ -758,86 +758,4 @@ func TestStopRaces(t *testing.T) {
 		assert.Equal(t, inspection.Completed, g.runner.Last().State)
 		assert.Equal(t, results.Completed, loadRun(t, out.Dir).State)
 	})
-}
-
-// slowQuickStage is the simulated stage whose TryFeedHold (Stop's own feed
-// hold) blocks until released, and which records whether the safe stop
-// held or reset it meanwhile.
-type slowQuickStage struct {
-	motion.Stage
-	entered, release chan struct{}
-	mu               sync.Mutex
-	released         bool
-	early            []string // Hold/Reset calls before the release
-}
-
-func (s *slowQuickStage) TryFeedHold() bool {
-	close(s.entered)
-	<-s.release
-	s.mu.Lock()
-	s.released = true
-	s.mu.Unlock()
-	return s.Stage.(motion.QuickHolder).TryFeedHold()
-}
-
-func (s *slowQuickStage) note(call string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.released {
-		s.early = append(s.early, call)
-	}
-}
-
-func (s *slowQuickStage) Hold(ctx context.Context) error  { s.note("Hold"); return s.Stage.Hold(ctx) }
-func (s *slowQuickStage) Reset(ctx context.Context) error { s.note("Reset"); return s.Stage.Reset(ctx) }
-
-// TestSafeStopWaitsForStopsFeedHold: Stop writes its feed hold before it
-// cancels the run. A write that hangs (a stalled line) must not hold up the
-// cancellation: the safe stop starts all the same. And a '!' written by
-// Stop after the safe stop's soft reset would leave GRBL in Hold:0: however
-// late Stop's own write is, the safe stop holds and resets only after it.
-func TestSafeStopWaitsForStopsFeedHold(t *testing.T) {
-	for _, reason := range []stop.Reason{stop.Operator, stop.EStop} {
-		t.Run(reason.String(), func(t *testing.T) {
-			g := newStopRig(t, threeSites, 50)
-			_, err := g.runner.Run(context.Background(), g.rec) // homed
-			require.NoError(t, err)
-			st := &slowQuickStage{Stage: g.board.Stage, entered: make(chan struct{}), release: make(chan struct{})}
-			g.runner.Stage = st
-			t.Cleanup(func() { g.runner.Stage = g.board.Stage })
-			safeStop := make(chan struct{})
-			g.runner.OnStep = func(s inspection.Step, i int) {
-				switch {
-				case s == inspection.StepMove && i == 1:
-					go g.runner.Stop(reason, "slow")
-				case s == inspection.StepSafeStop:
-					close(safeStop)
-				}
-			}
-			done := make(chan inspection.Outcome, 1)
-			go func() {
-				out, err := g.runner.Run(context.Background(), g.rec)
-				assert.NoError(t, err)
-				done <- out
-			}()
-			<-st.entered
-			select {
-			case <-safeStop:
-			case <-time.After(5 * time.Second):
-				t.Fatal("no safe stop")
-			}
-			// The safe stop has begun and waits for the write; give it
-			// every chance to go ahead wrongly.
-			time.Sleep(20 * time.Millisecond)
-			close(st.release)
-			out := <-done
-			st.mu.Lock()
-			assert.Empty(t, st.early, "stage held or reset before Stop's feed hold was written")
-			st.mu.Unlock()
-			g.runner.OnStep = nil
-			g.runner.Stage = g.board.Stage
-			state, latched := outcomeFor(reason)
-			g.checkStopped(t, out, expect{state: state, reason: reason.String() + ": slow", latched: latched, done: 0, doneMax: 1}, true)
-		})
-	}
 }

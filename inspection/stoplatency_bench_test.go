@@ -159,15 +159,15 @@ func newStopBench(b *testing.B) *stopBench {
 // the measured path.
 type writeTimedStage struct {
 	board.Stage
-	written atomic.Int64 // UnixNano after the last TryFeedHold that wrote
+	written atomic.Int64 // UnixNano after the last Halt that wrote
 }
 
-func (s *writeTimedStage) TryFeedHold() bool {
-	ok := s.Stage.TryFeedHold()
-	if ok {
+func (s *writeTimedStage) Halt() error {
+	err := s.Stage.Halt()
+	if err == nil {
 		s.written.Store(time.Now().UnixNano())
 	}
-	return ok
+	return err
 }
 
 type discard struct{}
@@ -306,7 +306,7 @@ func BenchmarkStopLatency(b *testing.B) {
 		late := 0
 		for b.Loop() {
 			ts := g.stopOnce(func() {
-				if err := g.board.Stage.FeedHold(); err != nil {
+				if err := g.board.Stage.Halt(); err != nil {
 					b.Fatal(err)
 				}
 				g.runner.Stop(stop.Operator, "bench")

@@ -202,6 +202,14 @@ func (s Status) Ready() error {
 // Implementations are safe for concurrent use: Status, Hold and Reset may be
 // called while a MoveTo is in progress from another goroutine.
 type Stage interface {
+	// Halt stops motion as fast as the stage can without losing its
+	// position (GRBL: the one-byte feed hold '!') and returns without
+	// waiting for the stage to stop (Hold waits). It blocks for nothing but
+	// that write, is idempotent, and is safe to call from any goroutine at
+	// any time, also while another call is in progress. After Halt the
+	// stage executes nothing until Resume or Reset. Every stop calls it
+	// first (package machine).
+	Halt() error
 	// Home runs the homing cycle and blocks until it ends. After homing the
 	// position is trusted.
 	Home(ctx context.Context) error
@@ -222,15 +230,6 @@ type Stage interface {
 	Unlock(ctx context.Context) error
 	// Close releases the link. It does not move the stage.
 	Close() error
-}
-
-// QuickHolder is implemented by stages that can put a feed hold on the wire
-// from the caller's goroutine without waiting: TryFeedHold sends it only if
-// nothing else is being written at that moment and reports whether it did.
-// The runner's Stop uses it so that the hold does not wait for a goroutine
-// to be scheduled; the abort hooks still send theirs.
-type QuickHolder interface {
-	TryFeedHold() bool
 }
 
 // Sentinel errors that callers test with errors.Is.

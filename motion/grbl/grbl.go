@@ -255,7 +255,7 @@ func New(port io.ReadWriteCloser, cfg Config) *Stage {
 		banner:     make(chan struct{}),
 		alarmCh:    make(chan struct{}),
 	}
-	s.holdHook = ctxhook.New(func() { _ = s.FeedHold() })
+	s.holdHook = ctxhook.New(func() { _ = s.Halt() })
 	s.homeHook = ctxhook.New(s.abortHoming)
 	return s
 }
@@ -476,44 +476,17 @@ func (s *Stage) writeHeld(p []byte, seq *atomic.Uint64) (uint64, error) {
 	return n, nil
 }
 
-// FeedHold writes '!' (feed hold) at once and returns: the controller
-// decelerates to a controlled stop and keeps its position. It is the abort
-// hook of a cancelled move (context.AfterFunc(ctx, ...)). It does not wait
-// for the stage to stop (Hold does) and waits on nothing but the write
+// Halt writes '!' (feed hold) at once and returns: the controller
+// decelerates to a controlled stop and keeps its position. It is also the
+// abort hook of a cancelled move (context.AfterFunc(ctx, ...)). It does not
+// wait for the stage to stop (Hold does) and waits on nothing but the write
 // mutex, which line writes hold only for one short write. Safe from any
-// goroutine, any number of times.
-func (s *Stage) FeedHold() error {
+// goroutine, any number of times (motion.Stage.Halt).
+func (s *Stage) Halt() error {
 	if _, err := s.writeRT(rtFeedHold); err != nil {
 		return fmt.Errorf("grbl: feed hold: %w", err)
 	}
 	return nil
-}
-
-// TryFeedHold writes '!' (feed hold) from the caller's goroutine if no other
-// write is in progress, and reports whether it did. It never waits for the
-// write mutex, so a caller that must not block (the runner's Stop) can put
-// the hold on the wire at once and leave the rest to the abort hooks, which
-// send it again (a repeated feed hold is harmless). The write itself is one
-// byte into the tty's buffer: it blocks only if that buffer is full, which
-// a write in progress (holding the mutex) would have met first. Safe from
-// any goroutine.
-func (s *Stage) TryFeedHold() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-	}
-	if !s.wmu.TryLock() {
-		return false
-	}
-	s.wseq.Add(1)
-	_, err := s.port.Write(feedHoldByte)
-	s.wmu.Unlock()
-	if err != nil {
-		_ = s.linkFailed(err)
-		return false
-	}
-	return true
 }
 
 // emit sends an event without blocking. Called only by the reader goroutine.

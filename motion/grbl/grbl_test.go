@@ -589,7 +589,7 @@ func TestCloseEndsPendingCalls(t *testing.T) {
 	require.ErrorIs(t, <-errc, ErrClosed)
 	require.ErrorIs(t, s.Err(), ErrClosed)
 	require.ErrorIs(t, s.Connect(context.Background()), ErrClosed)
-	require.Error(t, s.FeedHold())
+	require.Error(t, s.Halt())
 }
 
 func TestCloseWithoutConnect(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -412,37 +411,4 @@ func TestSimCancelledMoveReturnsAfterItsFeedHold(t *testing.T) {
 	require.Eventually(t, func() bool { return e.Counters().Resets >= 1 }, time.Second, time.Millisecond)
 	st, sub := e.State()
 	assert.NotEqual(t, motion.StateHold, st, "no feed hold after the reset (Hold:%d)", sub)
-}
-
-// TryFeedHold puts '!' on the wire from the caller's goroutine: the
-// emulator sees it and holds the move; it refuses (false) while another
-// write holds the write mutex, and after the link is closed.
-func TestSimTryFeedHold(t *testing.T) {
-	s, e := homed(t)
-	var got atomic.Int32
-	e.OnRealtime(func(b byte, _ time.Time) {
-		if b == '!' {
-			got.Add(1)
-		}
-	})
-	t.Cleanup(func() { e.OnRealtime(nil) })
-	moved := make(chan error, 1)
-	go func() {
-		moved <- s.MoveTo(context.Background(), motion.Point{X: motion.MM(250), Y: motion.MM(10)}, 3000)
-	}()
-	require.Eventually(t, e.Moving, 5*time.Second, time.Millisecond)
-
-	s.wmu.Lock()
-	assert.False(t, s.TryFeedHold(), "a write in progress: not waited for")
-	s.wmu.Unlock()
-	assert.Zero(t, got.Load())
-
-	require.True(t, s.TryFeedHold())
-	require.Eventually(t, func() bool { st, sub := e.State(); return st == motion.StateHold && sub == 0 }, 5*time.Second, time.Millisecond)
-	assert.Equal(t, int32(1), got.Load())
-	require.NoError(t, s.Reset(ctxTimeout(t, 5*time.Second)))
-	require.Error(t, <-moved)
-
-	require.NoError(t, s.Close())
-	assert.False(t, s.TryFeedHold(), "closed")
 }
