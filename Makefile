@@ -45,7 +45,6 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzEditor$$' -fuzztime=$(FUZZTIME) ./console/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./console/
 	$(GO) test -run='^$$' -fuzz='^FuzzDetect$$' -fuzztime=$(FUZZTIME) ./inspection/analysis/
-	$(GO) test -run='^$$' -fuzz='^FuzzJSON$$' -fuzztime=$(FUZZTIME) ./inspection/results/
 
 ## install: binary, unit, config, sysusers, tmpfiles and udev rules under DESTDIR
 ## (the paths are those of systemd.Install in systemd/systemd.go)

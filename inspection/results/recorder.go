@@ -7,7 +7,6 @@ import (
 	"image/draw"
 	"io"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 )
@@ -32,10 +31,9 @@ import (
 // succeeds; one dropped before that closes them when it is garbage
 // collected. Renaming the run directory meanwhile moves where its files go.
 //
-// On Linux, once warm, saving a site allocates nothing (with a *image.Gray
-// image), nor does rewriting run.json: the site paths are made by Create,
-// and the JSON, the names and the copy of the record that run.json is
-// encoded from live in buffers the Recorder reuses.
+// On Linux the site paths are made by Create, and the names and the copy of
+// the record that run.json is encoded from live in buffers the Recorder
+// reuses.
 type Recorder struct {
 	store *Store
 	id    string // == run.ID, fixed after Create
@@ -73,14 +71,13 @@ type Recorder struct {
 	snap      Run
 	snapSites []Site
 	snapEnded time.Time
-	runJSON   []byte
+	runJSON   jsonBuffer
 	runNames  tempNames
 }
 
 // siteScratch is the reusable memory of one SaveSite.
 type siteScratch struct {
 	names tempNames
-	json  []byte
 }
 
 // ID returns the run ID (the directory name).
@@ -162,11 +159,11 @@ func (r *Recorder) writeSite(sc *siteScratch, resRel, imgRel string, res *SiteRe
 			return err
 		}
 	}
-	b, err := appendSiteResultJSON(sc.json[:0], res)
+	var j jsonBuffer
+	b, err := j.encode(res)
 	if err != nil {
 		return fmt.Errorf("results: encode %s: %w", r.path(resRel), err)
 	}
-	sc.json = b
 	return r.store.writeBytes(r.sitesDir, &sc.names, resRel[len(sitesPrefix):], b)
 }
 
@@ -376,11 +373,10 @@ func (r *Recorder) commit(ver uint64) error {
 	latest := r.version
 	r.mu.Unlock()
 	// Encoded outside mu: SaveSite calls go on meanwhile.
-	b, err := appendRunJSON(r.runJSON[:0], &r.snap)
+	b, err := r.runJSON.encode(&r.snap)
 	if err != nil {
 		return fmt.Errorf("results: encode %s: %w", r.path("run.json"), err)
 	}
-	r.runJSON = b
 	if err := r.store.writeBytes(r.runDir, &r.runNames, "run.json", b); err != nil {
 		return err
 	}
@@ -401,18 +397,6 @@ func (r *Recorder) snapshotLocked() {
 		r.snapEnded = *r.run.EndedAt
 		r.snap.EndedAt = &r.snapEnded
 	}
-}
-
-// reserveRunJSON makes room in the run.json buffer for the paths that
-// saved sites add, so that it does not grow during the run. Called by
-// Create after the first commit.
-func (r *Recorder) reserveRunJSON() {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	perSite := len(`,
-      "result": "",
-      "image": ""`)
-	r.runJSON = slices.Grow(r.runJSON, len(r.paths)+len(r.run.Sites)*perSite+1024)
 }
 
 func (r *Recorder) path(rel string) string { return filepath.Join(r.dir, filepath.FromSlash(rel)) }

@@ -613,7 +613,7 @@ func TestMarkInterrupted(t *testing.T) {
 	require.NoError(t, writeFileAtomic(filepath.Join(crashed.Dir(), "sites", "0002.png"), func(w io.Writer) error {
 		return png.Encode(w, testImage(2))
 	}))
-	b, err := appendSiteResultJSON(nil, &SiteResult{RunID: crashed.ID(), Index: 2, Defects: []Defect{{}, {}, {}}})
+	b, err := json.Marshal(SiteResult{RunID: crashed.ID(), Index: 2, Defects: []Defect{{}, {}, {}}})
 	require.NoError(t, err)
 	require.NoError(t, writeFileAtomic(filepath.Join(crashed.Dir(), "sites", "0002.json"), writeString(string(b))))
 	// And a torn temporary file from a write in progress.

@@ -213,11 +213,7 @@ func (s *Store) Create(run Run) (*Recorder, error) {
 			return fmt.Errorf("results: create run %s: %w", run.ID, err)
 		}
 		r.version = 1
-		if err := r.commit(1); err != nil {
-			return err
-		}
-		r.reserveRunJSON()
-		return nil
+		return r.commit(1)
 	}()
 	if err != nil {
 		r.closeDirs()
@@ -409,7 +405,8 @@ func (s *Store) rewriteInterrupted(dir string, run Run) (mapErr, err error) {
 	defer d.close()
 	var n tempNames
 	mapErr = s.writeWaferMap(d, &n, run)
-	b, err := appendRunJSON(nil, &run)
+	var j jsonBuffer
+	b, err := j.encode(&run)
 	if err != nil {
 		return mapErr, fmt.Errorf("results: encode %s: %w", filepath.Join(dir, "run.json"), err)
 	}
