@@ -25,27 +25,10 @@ import (
 // disk), the method returns the error but keeps the change, and the next
 // successful rewrite (any later SaveSite, FailSite, Flush or Finish) records
 // it. Run returns the in-memory record.
-//
-// A Recorder keeps the run directory and its sites directory open (a
-// descriptor each, on Linux) from Create until WriteMap (or Finish)
-// succeeds; one dropped before that closes them when it is garbage
-// collected. Renaming the run directory meanwhile moves where its files go.
-//
-// On Linux the site paths are made by Create, and the names and the copy of
-// the record that run.json is encoded from live in buffers the Recorder
-// reuses.
 type Recorder struct {
 	store *Store
 	id    string // == run.ID, fixed after Create
 	dir   string
-
-	// runDir and sitesDir are the run directory and its sites
-	// directory, open until the run is released (closeDirs).
-	runDir, sitesDir *dirHandle
-	// paths holds every site's file paths (buildSitePaths); fixed after
-	// Create.
-	paths   string
-	pathOff []int
 
 	finishMu sync.Mutex // serialises Finish
 
@@ -60,24 +43,10 @@ type Recorder struct {
 	persisted bool         // Finish succeeded: further calls are no-ops
 	inflight  sync.WaitGroup
 
-	scratch []*siteScratch // free for SaveSite; guarded by mu
-
 	writeMu   sync.Mutex // serialises run.json writes; taken before mu
 	written   uint64     // version last written to run.json; guarded by writeMu
 	writtenAt time.Time  // when; guarded by writeMu
-	// The memory of run.json writes, reused; guarded by writeMu: the copy
-	// of run encoded outside mu, its Sites and EndedAt, the JSON and the
-	// file names.
-	snap      Run
-	snapSites []Site
-	snapEnded time.Time
-	runJSON   jsonBuffer
-	runNames  tempNames
-}
-
-// siteScratch is the reusable memory of one SaveSite.
-type siteScratch struct {
-	names tempNames
+	runJSON   jsonBuffer // guarded by writeMu
 }
 
 // ID returns the run ID (the directory name).
@@ -112,13 +81,6 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 	}
 	site := r.run.Sites[p]
 	r.busy[index] = true
-	var sc *siteScratch
-	if n := len(r.scratch); n > 0 {
-		sc = r.scratch[n-1]
-		r.scratch = r.scratch[:n-1]
-	} else {
-		sc = new(siteScratch)
-	}
 	r.inflight.Add(1)
 	r.mu.Unlock()
 	defer r.inflight.Done()
@@ -127,15 +89,14 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 	if res.Defects == nil {
 		res.Defects = []Defect{}
 	}
-	resRel, imgRel := r.sitePaths(p)
+	resRel, imgRel := siteRel(index, ".json"), siteRel(index, ".png")
 	if img == nil {
 		imgRel = ""
 	}
-	err = r.writeSite(sc, resRel, imgRel, &res, img)
+	err = r.writeSite(resRel, imgRel, &res, img)
 
 	r.mu.Lock()
 	delete(r.busy, index)
-	r.scratch = append(r.scratch, sc)
 	if err != nil {
 		r.mu.Unlock()
 		return err
@@ -149,12 +110,11 @@ func (r *Recorder) SaveSite(index int, defects []Defect, img image.Image) error 
 
 // writeSite writes the image of a site (unless imgRel is empty) and then
 // its defect list, to the paths given relative to the run directory.
-func (r *Recorder) writeSite(sc *siteScratch, resRel, imgRel string, res *SiteResult, img image.Image) error {
+func (r *Recorder) writeSite(resRel, imgRel string, res *SiteResult, img image.Image) error {
 	if imgRel != "" {
 		g := toGray(img)
-		enc := r.store.siteEnc
-		if err := r.store.writeIn(r.sitesDir, &sc.names, imgRel[len(sitesPrefix):], func(w io.Writer) error {
-			return enc.Encode(w, g)
+		if err := r.store.writeFile(r.path(imgRel), func(w io.Writer) error {
+			return r.store.siteEnc.Encode(w, g)
 		}); err != nil {
 			return err
 		}
@@ -164,16 +124,7 @@ func (r *Recorder) writeSite(sc *siteScratch, resRel, imgRel string, res *SiteRe
 	if err != nil {
 		return fmt.Errorf("results: encode %s: %w", r.path(resRel), err)
 	}
-	return r.store.writeBytes(r.sitesDir, &sc.names, resRel[len(sitesPrefix):], b)
-}
-
-// sitePaths returns the paths of the defect list and the image of the
-// site at position p in run.Sites, relative to the run directory:
-// "sites/0007.json" and "sites/0007.png", substrings of r.paths.
-func (r *Recorder) sitePaths(p int) (result, image string) {
-	s := r.paths[r.pathOff[p]:r.pathOff[p+1]]
-	n := (len(s) + 1) / 2 // the result path is one byte longer
-	return s[:n], s[n:]
+	return r.store.writeBytes(r.path(resRel), b)
 }
 
 // FailSite marks site index failed with err's text and rewrites run.json.
@@ -311,7 +262,7 @@ func (r *Recorder) WriteMap() error {
 	snap := r.run.clone()
 	ver := r.version
 	r.mu.Unlock()
-	if err := r.store.writeWaferMap(r.runDir, new(tempNames), snap); err != nil {
+	if err := r.store.writeWaferMap(r.dir, snap); err != nil {
 		return err
 	}
 	if err := r.commit(ver); err != nil {
@@ -320,23 +271,10 @@ func (r *Recorder) WriteMap() error {
 	r.mu.Lock()
 	r.persisted = true
 	r.mu.Unlock()
-	// Nothing is written after this (SaveSite and FailSite fail, Flush and
-	// Finish find everything written); writes that would come anyway
-	// still work, by path.
-	r.closeDirs()
 	r.store.mu.Lock()
 	delete(r.store.active, r.id)
 	r.store.mu.Unlock()
 	return nil
-}
-
-// closeDirs closes the run's directories (waiting for writes in progress).
-func (r *Recorder) closeDirs() {
-	for _, d := range []*dirHandle{r.runDir, r.sitesDir} {
-		if d != nil {
-			_ = d.close() // read-only directories: nothing to lose
-		}
-	}
 }
 
 // changedLocked recounts after a change and returns the new version.
@@ -369,34 +307,19 @@ func (r *Recorder) commit(ver uint64) error {
 		return nil
 	}
 	r.mu.Lock()
-	r.snapshotLocked()
+	snap := r.run.clone()
 	latest := r.version
 	r.mu.Unlock()
 	// Encoded outside mu: SaveSite calls go on meanwhile.
-	b, err := r.runJSON.encode(&r.snap)
+	b, err := r.runJSON.encode(&snap)
 	if err != nil {
 		return fmt.Errorf("results: encode %s: %w", r.path("run.json"), err)
 	}
-	if err := r.store.writeBytes(r.runDir, &r.runNames, "run.json", b); err != nil {
+	if err := r.store.writeBytes(r.path("run.json"), b); err != nil {
 		return err
 	}
 	r.written, r.writtenAt = latest, time.Now()
 	return nil
-}
-
-// snapshotLocked copies r.run to r.snap as clone would, into memory reused
-// from the last call. The caller holds writeMu and mu.
-func (r *Recorder) snapshotLocked() {
-	r.snap = r.run
-	r.snap.Sites = nil // as clone, for no sites too
-	if len(r.run.Sites) > 0 {
-		r.snapSites = append(r.snapSites[:0], r.run.Sites...)
-		r.snap.Sites = r.snapSites
-	}
-	if r.run.EndedAt != nil {
-		r.snapEnded = *r.run.EndedAt
-		r.snap.EndedAt = &r.snapEnded
-	}
 }
 
 func (r *Recorder) path(rel string) string { return filepath.Join(r.dir, filepath.FromSlash(rel)) }

@@ -10,12 +10,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/waferd/waferd/internal/atomicfile"
 )
 
 // Store is the runs directory. Its methods are safe for concurrent use and
@@ -69,7 +70,7 @@ func Open(dataDir string, opts ...Option) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("results: runs directory %s is not a directory", dir)
 	}
-	probe, err := os.CreateTemp(dir, ".probe"+tmpMarker)
+	probe, err := os.CreateTemp(dir, ".probe-*")
 	if err != nil {
 		return nil, fmt.Errorf("results: runs directory %s is not writable: %w", dir, err)
 	}
@@ -194,60 +195,46 @@ func (s *Store) Create(run Run) (*Recorder, error) {
 		}
 	}
 	r := &Recorder{store: s, id: run.ID, dir: dir, run: run, pos: pos, busy: make(map[int]bool)}
-	r.paths, r.pathOff = buildSitePaths(run.Sites)
 	err := func() error {
 		if err := os.Mkdir(filepath.Join(dir, "sites"), 0o755); err != nil {
 			return fmt.Errorf("results: create run %s: %w", run.ID, err)
 		}
-		var err error
-		if r.runDir, err = openDir(dir); err != nil {
-			return fmt.Errorf("results: create run %s: %w", run.ID, err)
-		}
-		if r.sitesDir, err = openDir(filepath.Join(dir, "sites")); err != nil {
-			return fmt.Errorf("results: create run %s: %w", run.ID, err)
-		}
-		if err := r.runDir.sync(); err != nil {
-			return fmt.Errorf("results: create run %s: %w", run.ID, err)
-		}
-		if err := syncDir(s.dir); err != nil {
-			return fmt.Errorf("results: create run %s: %w", run.ID, err)
+		// The new directories survive a power loss before run.json does.
+		for _, d := range []string{dir, s.dir} {
+			if err := atomicfile.SyncDir(d); err != nil {
+				return fmt.Errorf("results: create run %s: %w", run.ID, err)
+			}
 		}
 		r.version = 1
 		return r.commit(1)
 	}()
 	if err != nil {
-		r.closeDirs()
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	// A Recorder dropped before WriteMap succeeded (a disk that stayed
-	// full) does not keep its directories open for ever.
-	runtime.AddCleanup(r, func(d [2]*dirHandle) {
-		for _, h := range d {
-			if h != nil {
-				_ = h.close()
-			}
-		}
-	}, [2]*dirHandle{r.runDir, r.sitesDir})
 	s.mu.Lock()
 	s.active[run.ID] = struct{}{}
 	s.mu.Unlock()
 	return r, nil
 }
 
-// writeIn writes file name in d atomically (dirHandle.writeFile) through
-// the fault-injection hook, if any. n must not be in use by another write.
-func (s *Store) writeIn(d *dirHandle, n *tempNames, name string, write func(io.Writer) error) error {
-	if s.wrapWrite == nil {
-		return d.writeFile(n, name, write)
+// writeFile replaces the file at path with what write writes, atomically
+// (atomicfile.WriteFunc), through the fault-injection hook, if any. The
+// file gets mode 0644. It blocks on disk I/O.
+func (s *Store) writeFile(path string, write func(io.Writer) error) error {
+	if s.wrapWrite != nil {
+		inner := write
+		write = func(w io.Writer) error { return inner(s.wrapWrite(path, w)) }
 	}
-	path := filepath.Join(d.path, name)
-	return d.writeFile(n, name, func(w io.Writer) error { return write(s.wrapWrite(path, w)) })
+	if err := atomicfile.WriteFunc(path, 0o644, write); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return nil
 }
 
-// writeBytes writes b to file name in d atomically, like writeIn.
-func (s *Store) writeBytes(d *dirHandle, n *tempNames, name string, b []byte) error {
-	return s.writeIn(d, n, name, func(w io.Writer) error {
+// writeBytes replaces the file at path with b, like writeFile.
+func (s *Store) writeBytes(path string, b []byte) error {
+	return s.writeFile(path, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})
@@ -380,8 +367,9 @@ func (s *Store) MarkInterrupted() ([]Run, error) {
 		recoverSites(dir, &run)
 		run.recount()
 		run.Complete = false
-		removeTemps(dir)
-		removeTemps(filepath.Join(dir, "sites"))
+		// No write is in progress: the run has no live Recorder.
+		_ = atomicfile.RemoveTemps(dir) // leftovers are harmless: best effort
+		_ = atomicfile.RemoveTemps(filepath.Join(dir, "sites"))
 		mapErr, err := s.rewriteInterrupted(dir, run)
 		if mapErr != nil {
 			errs = append(errs, mapErr)
@@ -398,19 +386,14 @@ func (s *Store) MarkInterrupted() ([]Run, error) {
 // rewriteInterrupted writes the wafer map and then run.json of the
 // interrupted run in dir, and returns their errors.
 func (s *Store) rewriteInterrupted(dir string, run Run) (mapErr, err error) {
-	d, err := openDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("results: write %s: %w", filepath.Join(dir, "run.json"), err)
-	}
-	defer d.close()
-	var n tempNames
-	mapErr = s.writeWaferMap(d, &n, run)
+	mapErr = s.writeWaferMap(dir, run)
+	path := filepath.Join(dir, "run.json")
 	var j jsonBuffer
 	b, err := j.encode(&run)
 	if err != nil {
-		return mapErr, fmt.Errorf("results: encode %s: %w", filepath.Join(dir, "run.json"), err)
+		return mapErr, fmt.Errorf("results: encode %s: %w", path, err)
 	}
-	return mapErr, s.writeBytes(d, &n, "run.json", b)
+	return mapErr, s.writeBytes(path, b)
 }
 
 // recoverSites marks pending sites done whose defect list exists. Files are
@@ -436,56 +419,11 @@ func recoverSites(dir string, run *Run) {
 	}
 }
 
-// removeTemps removes temporary files left by interrupted atomic writes.
-func removeTemps(dir string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if n := e.Name(); e.Type().IsRegular() && strings.HasPrefix(n, ".") && strings.Contains(n, tmpMarker) {
-			_ = os.Remove(filepath.Join(dir, n))
-		}
-	}
-}
-
 // siteRel returns the path of site index's file with extension ext,
-// relative to the run directory: "sites/0007.json".
+// relative to the run directory: "sites/0007.json" (the index zero-padded to
+// four digits, wider when it needs more).
 func siteRel(index int, ext string) string {
-	return string(appendSiteRel(nil, index, ext))
-}
-
-// sitesPrefix starts every site file's path relative to the run directory.
-const sitesPrefix = "sites/"
-
-// appendSiteRel appends siteRel(index, ext) to b: "sites/" and the index
-// zero-padded to four digits, as fmt's %04d.
-func appendSiteRel(b []byte, index int, ext string) []byte {
-	if index < 0 {
-		return fmt.Appendf(b, "%s%04d%s", sitesPrefix, index, ext)
-	}
-	b = append(b, sitesPrefix...)
-	for d := 1000; d > 1 && index < d; d /= 10 {
-		b = append(b, '0')
-	}
-	b = strconv.AppendInt(b, int64(index), 10)
-	return append(b, ext...)
-}
-
-// buildSitePaths returns the paths of the defect list and the image of
-// every site, relative to the run directory, in one string, so that
-// saving a site allocates none: those of sites[p] are
-// paths[off[p]:off[p+1]], "sites/0007.json" then "sites/0007.png" (see
-// Recorder.sitePaths).
-func buildSitePaths(sites []Site) (paths string, off []int) {
-	off = make([]int, len(sites)+1)
-	b := make([]byte, 0, len(sites)*2*len("sites/0000.json"))
-	for p, st := range sites {
-		b = appendSiteRel(b, st.Index, ".json")
-		b = appendSiteRel(b, st.Index, ".png")
-		off[p+1] = len(b)
-	}
-	return string(b), off
+	return fmt.Sprintf("sites/%04d%s", index, ext)
 }
 
 // pngBufferPool lets PNG encodes reuse their compression buffers.

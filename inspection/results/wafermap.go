@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"io"
 	"math"
+	"path/filepath"
 	"sort"
 )
 
@@ -120,11 +121,11 @@ func RenderWaferMap(run Run) image.Image {
 	return img
 }
 
-// writeWaferMap renders run's wafer map and writes it to wafermap.png in d
-// (the run directory) atomically. n must not be in use by another write.
-func (s *Store) writeWaferMap(d *dirHandle, n *tempNames, run Run) error {
+// writeWaferMap renders run's wafer map and writes it to wafermap.png in
+// dir (the run directory) atomically.
+func (s *Store) writeWaferMap(dir string, run Run) error {
 	img := RenderWaferMap(run)
-	return s.writeIn(d, n, "wafermap.png", func(w io.Writer) error { return s.enc.Encode(w, img) })
+	return s.writeFile(filepath.Join(dir, "wafermap.png"), func(w io.Writer) error { return s.enc.Encode(w, img) })
 }
 
 // mapTransform maps machine millimetres to map pixels.
