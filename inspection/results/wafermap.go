@@ -3,6 +3,7 @@ package results
 import (
 	"image"
 	"image/color"
+	"image/png"
 	"io"
 	"math"
 	"path/filepath"
@@ -125,7 +126,8 @@ func RenderWaferMap(run Run) image.Image {
 // dir (the run directory) atomically.
 func (s *Store) writeWaferMap(dir string, run Run) error {
 	img := RenderWaferMap(run)
-	return s.writeFile(filepath.Join(dir, "wafermap.png"), func(w io.Writer) error { return s.enc.Encode(w, img) })
+	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	return s.writeFile(filepath.Join(dir, "wafermap.png"), func(w io.Writer) error { return enc.Encode(w, img) })
 }
 
 // mapTransform maps machine millimetres to map pixels.
