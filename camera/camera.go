@@ -10,9 +10,9 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"sync"
 	"time"
 
-	"github.com/waferd/waferd/internal/freelist"
 	"github.com/waferd/waferd/motion"
 )
 
@@ -74,15 +74,12 @@ type Frame struct {
 	Seq uint64
 
 	pool *Pool
-	gray image.Gray // Gray's view
 }
 
 // Gray returns the frame as an image.Gray sharing its pixels (valid until
-// Release). The view lives in the frame: like the frame's other mutations,
-// it must not be called concurrently on one frame.
+// Release).
 func (f *Frame) Gray() *image.Gray {
-	f.gray = image.Gray{Pix: f.Pix, Stride: f.Stride, Rect: image.Rect(0, 0, f.Width, f.Height)}
-	return &f.gray // in the (pooled) frame: no allocation per call
+	return &image.Gray{Pix: f.Pix, Stride: f.Stride, Rect: image.Rect(0, 0, f.Width, f.Height)}
 }
 
 // Row returns row y of the frame (Width bytes).
@@ -99,38 +96,34 @@ func (f *Frame) Release() {
 	p.put(f)
 }
 
-// Pool hands out frames of one size and takes them back, so that a long run
-// does not allocate a new buffer per frame. It keeps up to MaxIdleFrames
-// released frames, across garbage collections (see internal/freelist). Safe
-// for concurrent use.
+// Pool hands out frames of one size and takes them back (Frame.Release),
+// so that frames are reused while a run captures them: a 2048×2048 frame is
+// 4 MiB, and a new one per capture would be zeroed each time and make the
+// garbage collector run every few frames. Released frames are kept in a
+// sync.Pool: idle ones are freed by the garbage collector, so between runs
+// the pool holds no memory for long. Safe for concurrent use.
 type Pool struct {
 	width, height int
-	free          *freelist.List[Frame]
+	free          sync.Pool // of *Frame
 }
-
-// MaxIdleFrames is the most released frames a Pool keeps for reuse. A run
-// holds four at once (the golden frame, one being captured, one waiting and
-// one being analysed); frames released beyond the limit are left to the
-// garbage collector. Idle frames stay allocated as long as the pool (its
-// camera) does, between runs too: at most 32 MiB of 2048×2048 frames.
-const MaxIdleFrames = 8
 
 // NewPool returns a pool of width×height frames (stride = width).
 func NewPool(width, height int) (*Pool, error) {
 	if width <= 0 || height <= 0 {
 		return nil, fmt.Errorf("camera: bad frame size %dx%d", width, height)
 	}
-	return &Pool{width: width, height: height, free: freelist.New[Frame](MaxIdleFrames)}, nil
+	return &Pool{width: width, height: height}, nil
 }
 
-// Get returns a frame from the pool, or a new one when none is idle. Its
-// pixel contents are undefined. It does not block.
+// Get returns a released frame, or a new one when none is idle. Its pixel
+// contents are undefined; its other fields are as new. It does not block.
 func (p *Pool) Get() *Frame {
-	if f := p.free.Get(); f != nil {
-		f.pool = p
-		return f
+	f, _ := p.free.Get().(*Frame)
+	if f == nil {
+		return &Frame{Width: p.width, Height: p.height, Stride: p.width, Pix: make([]byte, p.width*p.height), pool: p}
 	}
-	return &Frame{Width: p.width, Height: p.height, Stride: p.width, Pix: make([]byte, p.width*p.height), pool: p}
+	*f = Frame{Width: p.width, Height: p.height, Stride: p.width, Pix: f.Pix, pool: p}
+	return f
 }
 
 func (p *Pool) put(f *Frame) { p.free.Put(f) }

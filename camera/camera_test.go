@@ -1,9 +1,9 @@
 package camera
 
 import (
-	"runtime"
-	"slices"
+	"image"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -11,42 +11,47 @@ import (
 	"github.com/waferd/waferd/motion"
 )
 
-func TestPoolReusesFrames(t *testing.T) {
+func TestPool(t *testing.T) {
 	p, err := NewPool(64, 32)
 	require.NoError(t, err)
 	f := p.Get()
 	assert.Equal(t, 64*32, len(f.Pix))
+	assert.Equal(t, 64, f.Stride)
 	assert.Len(t, f.Row(31), 64)
+	g := f.Gray()
+	assert.Equal(t, image.Rect(0, 0, 64, 32), g.Bounds())
+	f.Pix[64*31+5] = 200
+	assert.Equal(t, uint8(200), g.GrayAt(5, 31).Y, "the view shares the pixels")
 	f.Release()
 	f.Release() // a second release is harmless
-	allocs := testing.AllocsPerRun(100, func() { p.Get().Release() })
-	assert.Zero(t, allocs, "steady state allocates nothing")
+
 	_, err = NewPool(0, 10)
 	assert.ErrorContains(t, err, "bad frame size 0x10")
 }
 
-// TestPoolKeepsFramesAcrossCollections: the frames a run released are
-// there for it after garbage collections, on whichever thread asks.
-func TestPoolKeepsFramesAcrossCollections(t *testing.T) {
+// A released frame is handed out again, with nothing of its last capture
+// but its pixels, and it can be released again.
+func TestPoolReuse(t *testing.T) {
 	p, err := NewPool(64, 32)
 	require.NoError(t, err)
-	var held []*Frame
-	for range MaxIdleFrames + 2 {
-		held = append(held, p.Get())
-	}
-	for _, f := range held {
+	seen := make(map[*Frame]bool)
+	// sync.Pool may drop a frame (the race detector makes it do so at
+	// random): try until one comes back.
+	for range 1000 {
+		f := p.Get()
+		if seen[f] {
+			assert.Zero(t, f.Seq)
+			assert.True(t, f.Time.IsZero())
+			assert.Equal(t, 64*32, len(f.Pix))
+			f.Release()
+			assert.Nil(t, f.pool, "released")
+			return
+		}
+		seen[f] = true
+		f.Seq, f.Time = 7, time.Now()
 		f.Release()
 	}
-	runtime.GC()
-	runtime.GC()
-	reused := 0
-	for range MaxIdleFrames + 2 {
-		f := p.Get()
-		if slices.Contains(held, f) {
-			reused++
-		}
-	}
-	assert.Equal(t, MaxIdleFrames, reused, "the pool keeps up to MaxIdleFrames released frames")
+	t.Fatal("no released frame came back in 1000 tries")
 }
 
 func TestToMachine(t *testing.T) {
