@@ -46,7 +46,6 @@ type Recorder struct {
 	writeMu   sync.Mutex // serialises run.json writes; taken before mu
 	written   uint64     // version last written to run.json; guarded by writeMu
 	writtenAt time.Time  // when; guarded by writeMu
-	runJSON   jsonBuffer // guarded by writeMu
 }
 
 // ID returns the run ID (the directory name).
@@ -119,8 +118,7 @@ func (r *Recorder) writeSite(resRel, imgRel string, res *SiteResult, img image.I
 			return err
 		}
 	}
-	var j jsonBuffer
-	b, err := j.encode(res)
+	b, err := marshalRecord(res)
 	if err != nil {
 		return fmt.Errorf("results: encode %s: %w", r.path(resRel), err)
 	}
@@ -311,7 +309,7 @@ func (r *Recorder) commit(ver uint64) error {
 	latest := r.version
 	r.mu.Unlock()
 	// Encoded outside mu: SaveSite calls go on meanwhile.
-	b, err := r.runJSON.encode(&snap)
+	b, err := marshalRecord(&snap)
 	if err != nil {
 		return fmt.Errorf("results: encode %s: %w", r.path("run.json"), err)
 	}

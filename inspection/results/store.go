@@ -382,8 +382,7 @@ func (s *Store) MarkInterrupted() ([]Run, error) {
 func (s *Store) rewriteInterrupted(dir string, run Run) (mapErr, err error) {
 	mapErr = s.writeWaferMap(dir, run)
 	path := filepath.Join(dir, "run.json")
-	var j jsonBuffer
-	b, err := j.encode(&run)
+	b, err := marshalRecord(&run)
 	if err != nil {
 		return mapErr, fmt.Errorf("results: encode %s: %w", path, err)
 	}
