@@ -45,6 +45,24 @@ type Dimmer interface {
 
 var _ Dimmer = gpio.PinOut(nil)
 
+// Lamp is the light's contract: what the machine and the inspection
+// workflow need of it. *Light implements it, and so must every wrapper
+// (the daemon's on-time lease and state tracking): Halt is on the stop
+// path, and a wrapper that does not pass it on does not compile. Methods
+// are safe for concurrent use and block for nothing but a GPIO or sysfs
+// write.
+type Lamp interface {
+	// On switches the light on at level (0 < level ≤ 1).
+	On(level float64) error
+	// Off switches the light off, confirmed where it can be (sense input).
+	Off() error
+	// Halt returns the light to its safe state (off); idempotent, from any
+	// goroutine. Every stop calls it first.
+	Halt() error
+}
+
+var _ Lamp = (*Light)(nil)
+
 // Light is the inspection light. Methods are safe for concurrent use; none
 // blocks beyond a GPIO or sysfs write.
 type Light struct {
