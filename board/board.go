@@ -431,3 +431,22 @@ func (b *Board) Close() error {
 	})
 	return b.closeErr
 }
+
+// ExpectedLimits are the limits recipes are validated against before the
+// board is opened: the simulated board's when [sim] is enabled, else the
+// configured stage travel and feed and the configured camera's field of
+// view. Open's Board.Limits may differ only where a real camera chose
+// another frame size than configured.
+func ExpectedLimits(cfg *config.Config) recipe.Limits {
+	if cfg.Sim.Enabled {
+		return sim.Config{}.Limits()
+	}
+	return recipe.Limits{
+		Travel: cfg.Stage.Travel(),
+		FOV: motion.Point{
+			X: motion.Distance(float64(cfg.Camera.Width) * cfg.Camera.PixelUM),
+			Y: motion.Distance(float64(cfg.Camera.Height) * cfg.Camera.PixelUM),
+		},
+		MaxFeed: motion.Speed(cfg.Stage.MaxFeedMMMin),
+	}
+}

@@ -9,9 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/waferd/waferd/daemon"
+	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/stop"
 	"github.com/waferd/waferd/watchdog"
@@ -38,7 +39,7 @@ func init() {
 // failed prints err as one error line, naming a stop plainly.
 func (s *session) failed(what string, err error) {
 	msg := err.Error()
-	for _, p := range []string{"daemon: ", "inspection: ", "grbl: "} {
+	for _, p := range []string{"daemon: ", "machine: ", "inspection: ", "grbl: "} {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	if !strings.HasPrefix(msg, what) {
@@ -87,7 +88,7 @@ func cmdStatus(s *session, ctx context.Context, _ Command) {
 	s.print(statusLines(st)...)
 }
 
-func statusLines(st daemon.Status) []string {
+func statusLines(st control.Status) []string {
 	var l []string
 	add := func(label, format string, args ...any) {
 		l = append(l, fmt.Sprintf("%-9s %s", label, fmt.Sprintf(format, args...)))
@@ -171,15 +172,23 @@ func statusLines(st daemon.Status) []string {
 
 func percent(level float64) string { return fmt.Sprintf("%.0f%%", level*100) }
 
-func outcomeLine(o inspection.Outcome) string {
-	s := fmt.Sprintf("%s %s, %d/%d sites, %d defects", o.RunID, o.State, o.Done, o.Total, o.Defects)
+func outcomeLine(o inspection.Result) string {
+	s := fmt.Sprintf("%s %s, %d/%d sites, %s", o.RunID, o.Outcome, o.Done, o.Total, plural(o.Defects, "defect"))
 	if o.Reason != "" {
 		s += " (" + o.Reason + ")"
 	}
-	if o.Latched.Latched() {
-		s += "; machine " + o.Latched.String() + ": reset clears it"
+	if o.After.Latched() {
+		s += "; machine " + o.After.String() + ": reset clears it"
 	}
 	return s
+}
+
+// plural says "1 defect", "2 defects".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // position prints where the stage is after a manual motion.
@@ -518,7 +527,7 @@ func cmdWatch(s *session, ctx context.Context, c Command) {
 	}
 }
 
-func watchLine(st daemon.Status) string {
+func watchLine(st control.Status) string {
 	parts := []string{time.Now().Format("15:04:05"), st.Machine.String()}
 	if st.StageErr != nil {
 		parts = append(parts, "stage ?")
@@ -602,7 +611,7 @@ func cmdStats(s *session, _ context.Context, _ Command) {
 	if len(ended) == 0 {
 		ended = []string{"none"}
 	}
-	lines = append(lines, fmt.Sprintf("runs completed: %d; ended by a stop: %s", st.Completed, strings.Join(ended, ", ")))
+	lines = append(lines, fmt.Sprintf("operations completed (runs, homing, moves, ...): %d; ended by a stop: %s", st.Completed, strings.Join(ended, ", ")))
 	lines = append(lines, histogram("stop latency, request to stage at rest", st.ToRest)...)
 	lines = append(lines, histogram("stop latency, request to outcome recorded", st.ToEnd)...)
 	s.print(lines...)
@@ -616,7 +625,7 @@ func reasonNames() []string {
 	return n
 }
 
-func histogram(title string, h daemon.Histogram) []string {
+func histogram(title string, h machine.Histogram) []string {
 	if h.N == 0 {
 		return []string{title + ": no stops measured yet"}
 	}
@@ -635,10 +644,10 @@ func histogram(title string, h daemon.Histogram) []string {
 	}
 	for i := first; i <= last; i++ {
 		label := ""
-		if i < len(daemon.LatencyBounds) {
-			label = "< " + daemon.LatencyBounds[i].String()
+		if i < len(machine.LatencyBounds) {
+			label = "< " + machine.LatencyBounds[i].String()
 		} else {
-			label = ">= " + daemon.LatencyBounds[len(daemon.LatencyBounds)-1].String()
+			label = ">= " + machine.LatencyBounds[len(machine.LatencyBounds)-1].String()
 		}
 		bar := strings.Repeat("#", (h.Counts[i]*30+peak-1)/peak)
 		lines = append(lines, fmt.Sprintf("  %8s %5d %s", label, h.Counts[i], bar))
@@ -657,22 +666,22 @@ func round(d time.Duration) time.Duration {
 }
 
 // formatEvent is the line every console prints for an event.
-func formatEvent(ev daemon.Event) string {
+func formatEvent(ev control.Event) string {
 	switch ev.Kind {
-	case daemon.RunStarted:
+	case control.RunStarted:
 		return fmt.Sprintf("run %s started: %d sites (stop stops it)", ev.Recipe, ev.Sites)
-	case daemon.RunProgress:
+	case control.RunProgress:
 		p := ev.Progress
 		return fmt.Sprintf("%s: site %d/%d die %+d,%+d, %d defects so far, elapsed %v, ETA %v",
 			p.RunID, p.Done, p.Total, p.Site.Die[0], p.Site.Die[1], p.Defects, p.Elapsed.Round(100*time.Millisecond), p.ETA.Round(time.Second))
-	case daemon.RunEnded:
+	case control.RunEnded:
 		if ev.Err != nil {
 			return fmt.Sprintf("run %s did not start: %s", ev.Recipe, oneLine(ev.Err.Error()))
 		}
-		return "run " + outcomeLine(ev.Outcome)
-	case daemon.StopRequested:
+		return "run " + outcomeLine(ev.Result)
+	case control.StopRequested:
 		return "stopping: " + strings.TrimPrefix(ev.Text, "stopped: ")
-	case daemon.Notice:
+	case control.Notice:
 		return ev.Text
 	}
 	return ""

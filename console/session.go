@@ -23,40 +23,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/waferd/waferd/daemon"
-	"github.com/waferd/waferd/inspection/recipe"
-	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/internal/logging"
-	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/stop"
 )
 
-// Machine is what a console drives; *daemon.Daemon implements it. Every
-// method is safe for concurrent use; Stop and Busy never block.
-type Machine interface {
-	Status(ctx context.Context) daemon.Status
-	Busy() string
-	Home(ctx context.Context) error
-	MoveTo(ctx context.Context, p motion.Point) error
-	Jog(ctx context.Context, delta motion.Point) error
-	SetLight(on bool, level float64) error
-	SetLightLevel(level float64) error
-	Capture(ctx context.Context, name string) (daemon.CaptureResult, error)
-	SelfTest(ctx context.Context) ([]daemon.TestResult, error)
-	Recipes() (names []string, from string, err error)
-	RunRecipe(ctx context.Context, name string) (*recipe.Recipe, error)
-	WaitRun(ctx context.Context) error
-	Stop(reason stop.Reason, detail string)
-	Reset(ctx context.Context) error
-	Runs(n int) ([]results.Run, error)
-	LoadRun(id string) (results.Run, error)
-	Logs(n int) []string
-	Stats() daemon.Stats
-	ConfigText() (string, error)
-	Subscribe() (<-chan daemon.Event, func())
-}
-
-var _ Machine = (*daemon.Daemon)(nil)
+// Machine is what a console drives (*daemon.Daemon implements it; see
+// package control).
+type Machine = control.Machine
 
 // Options configure a session.
 type Options struct {
@@ -448,11 +422,11 @@ func (s *session) run(ctx context.Context, line string) {
 
 // events prints what the machine reports, for every console. When ctx
 // ends it still prints the events already delivered.
-func (s *session) events(ctx context.Context, ch <-chan daemon.Event) {
+func (s *session) events(ctx context.Context, ch <-chan control.Event) {
 	// This console's own stop is already acknowledged by the stop command.
 	own := stop.New(stop.Operator, "console "+s.o.Name).Error()
-	show := func(ev daemon.Event) {
-		if ev.Kind == daemon.StopRequested && ev.Text == own {
+	show := func(ev control.Event) {
+		if ev.Kind == control.StopRequested && ev.Text == own {
 			return
 		}
 		if line := formatEvent(ev); line != "" {

@@ -22,14 +22,12 @@ import (
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
-	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/daemon"
-	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/daemon/daemontest"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
-	"github.com/waferd/waferd/sim"
-	"github.com/waferd/waferd/stop"
+	"github.com/waferd/waferd/machine"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -55,57 +53,24 @@ defect_fraction = 0.5
 max_defects_per_site = 2
 `
 
-// machine is a daemon on a simulated board.
-type machine struct {
+// testMachine is a daemon on fake devices, with the recipe "small" in its
+// recipe directory.
+type testMachine struct {
+	*daemontest.Rig
 	d     *daemon.Daemon
-	b     *board.Board
 	cfg   *config.Config
 	store *results.Store
 }
 
-func startMachine(t *testing.T) *machine {
+func startMachine(t *testing.T) *testMachine {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Sim.Enabled = true
-	cfg.Data.Dir = t.TempDir()
-	cfg.Data.Recipes = t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(cfg.Data.Recipes, "small.toml"), []byte(small), 0o644))
-	cfg.Button = config.Input{Pull: "down", DebounceMS: 5}
-	cfg.EStop = config.Input{Pull: "down", DebounceMS: 5}
-	cfg.Watchdog.IntervalMS = 20
-	cfg.Stage.PollMS = 20
-	cfg.Stage.ReplyTimeoutMS = 500
-	cfg.Watchdog.StageHeartbeatMS = 1000
-	require.NoError(t, cfg.Validate())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := board.OpenSim(ctx, board.SimConfig{Sim: sim.Config{TimeScale: 20, FrameWidth: 160, FrameHeight: 160}, GRBL: board.GRBLConfig(cfg.Stage)})
-	require.NoError(t, err)
-	store, err := results.Open(cfg.Data.Dir)
-	require.NoError(t, err)
-	logs := logging.New(io.Discard, logging.Options{Level: logging.Error})
 	ring := logging.NewRing(200)
-	logs.Tee(ring, logging.Info)
-	d, err := daemon.New(daemon.Options{
-		Config: cfg, Store: store, Logs: logs, LogRing: ring,
-		Devices: daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits,
-			Button: b.Button, EStop: b.EStop, SetRecipe: b.Sim.SetRecipe},
-	})
-	require.NoError(t, err)
-	rctx, stopDaemon := context.WithCancelCause(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(rctx) }()
-	t.Cleanup(func() {
-		stopDaemon(stop.New(stop.Shutdown, "test"))
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(15 * time.Second):
-			t.Error("daemon did not shut down")
-		}
-		assert.NoError(t, b.Close())
-	})
-	return &machine{d: d, b: b, cfg: cfg, store: store}
+	r := daemontest.New(t, daemontest.Options{LogRing: ring, Config: func(c *config.Config) {
+		c.Button.DebounceMS, c.EStop.DebounceMS = 5, 5
+	}})
+	require.NoError(t, os.MkdirAll(r.Config.Data.Recipes, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(r.Config.Data.Recipes, "small.toml"), []byte(small), 0o644))
+	return &testMachine{Rig: r, d: r.D, cfg: r.Config, store: r.Store}
 }
 
 // serve runs a console session until the test ends.
@@ -226,7 +191,7 @@ func (tm *terminal) all() string {
 
 // serialConsole serves the console through ServePort on the terminal side
 // of a new pty (as on a UART) and returns the engineer's end.
-func serialConsole(t *testing.T, m *machine, name string) *terminal {
+func serialConsole(t *testing.T, m *testMachine, name string) *terminal {
 	t.Helper()
 	master, slave, err := pty.Open()
 	require.NoError(t, err)
@@ -256,9 +221,9 @@ func TestHeldStageSession(t *testing.T) {
 	ctx := context.Background()
 	tm.send("home\r")
 	tm.expect(`homed: stage Idle`)
-	require.NoError(t, m.b.Stage.Halt())
+	require.NoError(t, m.Stage.Halt())
 	require.Eventually(t, func() bool {
-		st, err := m.b.Stage.Status(ctx)
+		st, err := m.Stage.Status(ctx)
 		return err == nil && st.StateName() == "Hold:0"
 	}, 5*time.Second, time.Millisecond)
 
@@ -283,11 +248,11 @@ func TestHeldStageSession(t *testing.T) {
 func TestScriptedSession(t *testing.T) {
 	m := startMachine(t)
 	tm := serialConsole(t, m, "ttyTEST")
-	pin := m.b.Sim.LightPin
+	pin := m.LightPin
 
 	tm.send("status\r")
 	tm.expect(`machine\s+idle\r\n`)
-	tm.expect(`stage\s+Alarm at X 0\.000 Y 0\.000 mm, position NOT trusted: home first`)
+	tm.expect(`stage\s+Idle at X 0\.000 Y 0\.000 mm, position NOT trusted: home first`)
 	tm.expect(`last run\s+none since start-up`)
 
 	tm.send("move 100 100\r")
@@ -337,7 +302,7 @@ func TestScriptedSession(t *testing.T) {
 	assert.False(t, rec.Complete)
 	assert.NotNil(t, rec.EndedAt)
 	assert.True(t, rec.PositionTrusted, "an operator stop keeps the position")
-	assert.False(t, m.b.Sim.Emulator.Moving())
+	assert.False(t, m.Stage.Moving())
 
 	tm.send("runs\r")
 	tm.expect(regexp.QuoteMeta(id) + `\s+canceled\s+` + end[2] + `/` + sites)
@@ -348,24 +313,24 @@ func TestScriptedSession(t *testing.T) {
 
 	// The e-stop latches the machine: nothing moves until it is released
 	// and an engineer resets, with confirmation.
-	require.True(t, sim.Press(m.b.Sim.EStopPin, gpio.High))
+	daemontest.Press(t, m.EStopPin, gpio.High)
 	// The input debounces the edge (5 ms) before it stops the machine:
 	// ask for the status once it has.
-	require.Eventually(t, func() bool { return m.d.Runner.State() == inspection.EStop }, 15*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return m.d.Machine.State() == machine.EStop }, 15*time.Second, time.Millisecond)
 	tm.send("status\r")
-	tm.expect(`machine\s+estop \(stopped: estop \(SIM_ESTOP`)
+	tm.expect(`machine\s+estop \(estop: ESTOP\): reset clears it`)
 	tm.send("home\r")
-	tm.expect(`error: home refused: machine not idle: machine is estop`)
+	tm.expect(`error: home refused: machine latched: machine is estop`)
 	tm.send("reset\r")
 	tm.expect(`reset: clear the estop latch \(.*\)\? The position stays untrusted\. \[y/N\] `)
 	tm.send("n\r")
 	tm.expect(`reset: not done\r\n`)
-	require.True(t, sim.Press(m.b.Sim.EStopPin, gpio.Low))
+	daemontest.Press(t, m.EStopPin, gpio.Low)
 	for i := 0; ; i++ {
 		tm.send("reset\r")
 		tm.expect(`\[y/N\] `)
 		tm.send("y\r")
-		r := tm.expect(`(reset: machine idle; home before moving|error: reset: e-stop still pressed)`)
+		r := tm.expect(`(reset: machine idle; home before moving|error: reset: e-stop still engaged)`)
 		if strings.HasPrefix(r[1], "reset: machine idle") {
 			break
 		}
@@ -379,7 +344,7 @@ func TestScriptedSession(t *testing.T) {
 	tm.expect(`\[runner\] WARN\s+run ` + regexp.QuoteMeta(id) + ` canceled`)
 	tm.send("stats\r")
 	tm.expect(`stop requests: operator 1, button 0, shutdown 0, fault 0, watchdog 0, estop 1`)
-	tm.expect(`runs completed: 0; ended by a stop: operator 1`)
+	tm.expect(`operations completed \(runs, homing, moves, ...\): \d+; ended by a stop: operator 1`)
 	tm.expect(`stop latency, request to stage at rest \(1\): min `)
 	tm.expect(`stop latency, request to outcome recorded \(1\): min `)
 }
@@ -418,7 +383,7 @@ func TestWatchUntilAKey(t *testing.T) {
 	m := startMachine(t)
 	tm := serialConsole(t, m, "ttyW")
 	tm.send("watch\r")
-	tm.expect(`\d\d:\d\d:\d\d \| idle \| Alarm X0\.000 Y0\.000 untrusted \| light off \| any key ends`)
+	tm.expect(`\d\d:\d\d:\d\d \| idle \| Idle X0\.000 Y0\.000 untrusted \| light off \| any key ends`)
 	tm.expect(`\r +\r\d\d:\d\d:\d\d \| idle`) // redrawn in place
 	tm.send("q")
 	tm.expect(`any key ends\r\nwaferd> `)

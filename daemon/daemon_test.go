@@ -2,269 +2,435 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"periph.io/x/conn/v3/gpio"
-	"periph.io/x/conn/v3/gpio/gpiotest"
 
-	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
+	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/daemon"
+	"github.com/waferd/waferd/daemon/daemontest"
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
-	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
-	"github.com/waferd/waferd/sim"
+	"github.com/waferd/waferd/machine"
+	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/stop"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const slowRecipe = `
-name = "slow"
-[wafer]
-diameter_mm = 50.0
-center_mm = [150.0, 150.0]
-[dies]
-pitch_mm = [10.0, 10.0]
-reference = [0, 0]
-layout = "grid"
-[capture]
-exposure_ms = 5
-light_level = 0.7
-settle_ms = 20
-feed_mm_min = 3000
-`
+func mm(x, y float64) motion.Point { return motion.Point{X: motion.MM(x), Y: motion.MM(y)} }
 
-// notes records sd_notify states.
-type notes struct {
-	mu sync.Mutex
-	s  []string
-}
-
-func (n *notes) Notify(state string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.s = append(n.s, state)
-	return nil
-}
-
-func (n *notes) count(prefix string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, s := range n.s {
-		if strings.HasPrefix(s, prefix) {
-			c++
-		}
-	}
-	return c
-}
-
-type fixture struct {
-	d      *daemon.Daemon
-	b      *board.Board
-	rec    *recipe.Recipe
-	notes  *notes
-	cancel context.CancelCauseFunc
-	done   chan error
-}
-
-func start(t *testing.T, edit func(*config.Config)) *fixture {
+// startRun starts the rig's recipe and waits until its first site is
+// captured.
+func startRun(t *testing.T, r *daemontest.Rig) {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Sim.Enabled = true
-	cfg.Data.Dir = t.TempDir()
-	cfg.Button = config.Input{Chip: "sim", Line: "button", Pull: "down", DebounceMS: 20}
-	cfg.EStop = config.Input{Chip: "sim", Line: "estop", Pull: "down", DebounceMS: 20}
-	cfg.Watchdog.IntervalMS = 20
-	cfg.Stage.PollMS = 20
-	cfg.Stage.ReplyTimeoutMS = 1000
-	cfg.Watchdog.StageHeartbeatMS = 1500
-	if edit != nil {
-		edit(cfg)
-	}
-	require.NoError(t, cfg.Validate())
-	simCfg := sim.Config{TimeScale: 10, FrameWidth: 160, FrameHeight: 160}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := board.OpenSim(ctx, board.SimConfig{Sim: simCfg, GRBL: board.GRBLConfig(cfg.Stage)})
-	require.NoError(t, err)
-	return runDaemon(t, cfg, b)
+	require.NoError(t, r.D.StartRun(context.Background(), r.Recipe))
+	require.Eventually(t, func() bool { return r.Camera.Captures() >= 2 }, 10*time.Second, time.Millisecond)
 }
 
-// runDaemon runs a daemon on b with cfg until the test ends (then it shuts
-// it down and closes b), and returns once it is READY.
-func runDaemon(t *testing.T, cfg *config.Config, b *board.Board) *fixture {
+// result waits for the background run to end and returns its result.
+func result(t *testing.T, r *daemontest.Rig) inspection.Result {
 	t.Helper()
-	store, err := results.Open(cfg.Data.Dir)
-	require.NoError(t, err)
-	n := &notes{}
-	d, err := daemon.New(daemon.Options{
-		Config: cfg, Store: store, Logs: logging.New(os.Stderr, logging.Options{Level: logging.Warn}),
-		Devices: daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits,
-			Button: b.Button, EStop: b.EStop, SetRecipe: b.Sim.SetRecipe},
-		Notifier: n, NotifyInterval: 200 * time.Millisecond,
-	})
-	require.NoError(t, err)
-	rec, err := recipe.Parse("slow.toml", []byte(slowRecipe), b.Limits)
-	require.NoError(t, err)
-	f := &fixture{d: d, b: b, rec: rec, notes: n, done: make(chan error, 1)}
-	var rctx context.Context
-	rctx, f.cancel = context.WithCancelCause(context.Background())
-	go func() { f.done <- d.Run(rctx) }()
-	t.Cleanup(func() {
-		f.shutdown(t)
-		assert.NoError(t, b.Close())
-	})
-	require.Eventually(t, func() bool { return n.count("READY=1") == 1 }, 5*time.Second, time.Millisecond)
-	return f
-}
-
-func (f *fixture) shutdown(t *testing.T) {
-	if f.cancel == nil {
-		return
-	}
-	f.cancel(stop.New(stop.Shutdown, "test"))
-	f.cancel = nil
-	select {
-	case err := <-f.done:
-		assert.NoError(t, err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("daemon did not shut down")
-	}
-}
-
-// runUntil starts the slow recipe and waits until cond holds during it.
-func (f *fixture) startRun(t *testing.T) {
-	t.Helper()
-	require.NoError(t, f.d.StartRun(context.Background(), f.rec))
-	require.Eventually(t, func() bool { return f.d.Runner.State() == inspection.Running }, 5*time.Second, time.Millisecond)
-}
-
-func (f *fixture) outcome(t *testing.T) inspection.Outcome {
-	t.Helper()
-	f.d.Wait()
-	return f.d.Runner.Last()
+	require.NoError(t, r.D.WaitRun(context.Background()))
+	return r.D.Last()
 }
 
 func TestButtonBounceIsOneStop(t *testing.T) {
-	f := start(t, nil)
-	f.startRun(t)
-	// Let the run reach its second site, then press with contact bounce.
-	require.Eventually(t, func() bool { return f.b.Sim.Camera.Captures() >= 2 }, 10*time.Second, time.Millisecond)
+	r := daemontest.New(t, daemontest.Options{})
+	startRun(t, r)
 	for _, l := range []gpio.Level{gpio.High, gpio.Low, gpio.High, gpio.Low, gpio.High} {
-		require.True(t, sim.Press(f.b.Sim.ButtonPin, l))
+		daemontest.Press(t, r.ButtonPin, l)
 	}
-	out := f.outcome(t)
-	assert.Equal(t, inspection.Canceled, out.State, "%s %v", out.Reason, out.Err)
-	assert.True(t, strings.HasPrefix(out.Reason, "button"), out.Reason)
-	assert.Equal(t, inspection.Idle, f.d.Runner.State())
+	out := result(t, r)
+	assert.Equal(t, machine.Canceled, out.Outcome, "%s %v", out.Reason, out.Err)
+	assert.Equal(t, "button: BUTTON", out.Reason)
+	assert.Equal(t, machine.Idle, r.D.Machine.State())
+	assert.Equal(t, 1, r.D.Stats().Requests[stop.Button], "bounces within the debounce time are one press")
 	// Release; a second press while idle stops nothing and latches nothing.
-	require.True(t, sim.Press(f.b.Sim.ButtonPin, gpio.Low))
-	assert.Equal(t, inspection.Idle, f.d.Runner.State())
+	daemontest.Press(t, r.ButtonPin, gpio.Low)
+	assert.Equal(t, machine.Idle, r.D.Machine.State())
 }
 
 func TestEStopLatchesUntilReleasedAndReset(t *testing.T) {
-	f := start(t, nil)
-	f.startRun(t)
-	require.Eventually(t, func() bool { return f.b.Sim.Camera.Captures() >= 2 }, 10*time.Second, time.Millisecond)
-	require.True(t, sim.Press(f.b.Sim.EStopPin, gpio.High))
-	out := f.outcome(t)
-	assert.Equal(t, inspection.Aborted, out.State)
-	assert.True(t, strings.HasPrefix(out.Reason, "estop"), out.Reason)
-	assert.Equal(t, inspection.EStop, f.d.Runner.State())
-	assert.Equal(t, gpio.Low, level(f.b.Sim.LightPin))
+	r := daemontest.New(t, daemontest.Options{})
+	startRun(t, r)
+	daemontest.Press(t, r.EStopPin, gpio.High)
+	out := result(t, r)
+	assert.Equal(t, machine.Aborted, out.Outcome)
+	assert.Equal(t, "estop: ESTOP", out.Reason)
+	assert.Equal(t, machine.EStop, r.D.Machine.State())
+	assert.Equal(t, gpio.Low, r.Light())
+	assert.NotContains(t, r.Stage.Calls(), "Hold", "an e-stop resets at once")
 
 	// No motion accepted, no reset while the e-stop is still engaged.
-	require.ErrorIs(t, f.d.StartRun(context.Background(), f.rec), inspection.ErrLatched)
-	require.ErrorContains(t, f.d.Reset(context.Background()), "release it")
-	require.True(t, sim.Press(f.b.Sim.EStopPin, gpio.Low))
-	require.Eventually(t, func() bool { return f.d.Reset(context.Background()) == nil }, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, inspection.Idle, f.d.Runner.State())
-	f.startRun(t)
-	assert.Equal(t, inspection.Completed, f.outcome(t).State, "after release and reset the machine runs again")
-}
-
-func level(p *gpiotest.Pin) gpio.Level {
-	p.Lock()
-	defer p.Unlock()
-	return p.L
+	require.ErrorIs(t, r.D.StartRun(context.Background(), r.Recipe), machine.ErrLatched)
+	require.ErrorIs(t, r.D.MoveTo(context.Background(), mm(1, 1)), machine.ErrLatched)
+	require.ErrorContains(t, r.D.Reset(context.Background()), "release it")
+	daemontest.Press(t, r.EStopPin, gpio.Low)
+	require.Eventually(t, func() bool { return r.D.Reset(context.Background()) == nil }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, machine.Idle, r.D.Machine.State())
+	startRun(t, r)
+	assert.Equal(t, machine.Completed, result(t, r).Outcome, "after release and reset the machine runs again")
 }
 
 func TestLightLeaseExpiryFaultsTheRun(t *testing.T) {
-	f := start(t, func(c *config.Config) { c.Watchdog.LightMaxOnMS = 20 })
-	slow := *f.rec
-	slow.Exposure = 500 * time.Millisecond // far beyond the 20 ms lease
-	require.NoError(t, f.d.StartRun(context.Background(), &slow))
-	out := f.outcome(t)
-	assert.Equal(t, inspection.Aborted, out.State)
+	r := daemontest.New(t, daemontest.Options{Config: func(c *config.Config) { c.Watchdog.LightMaxOnMS = 20 }})
+	slow := *r.Recipe
+	slow.Exposure = 2 * time.Second // far beyond the 20 ms lease
+	require.NoError(t, r.D.StartRun(context.Background(), &slow))
+	out := result(t, r)
+	assert.Equal(t, machine.Aborted, out.Outcome)
 	assert.Contains(t, out.Reason, "watchdog: light")
-	assert.Equal(t, inspection.Faulted, f.d.Runner.State())
-	assert.Equal(t, gpio.Low, level(f.b.Sim.LightPin), "light switched off")
+	assert.Equal(t, machine.Faulted, r.D.Machine.State())
+	assert.Equal(t, gpio.Low, r.Light(), "light switched off")
 }
 
 func TestTemperatureAlarmStopsTheRun(t *testing.T) {
 	zone := filepath.Join(t.TempDir(), "temp")
 	require.NoError(t, os.WriteFile(zone, []byte("45000\n"), 0o644))
-	f := start(t, func(c *config.Config) {
+	r := daemontest.New(t, daemontest.Options{Config: func(c *config.Config) {
 		c.Watchdog.ThermalZone = zone
 		c.Watchdog.TempPollMS = 10
 		c.Watchdog.TempLimitC = 70
-	})
-	f.startRun(t)
-	require.Eventually(t, func() bool { return f.b.Sim.Camera.Captures() >= 2 }, 10*time.Second, time.Millisecond)
+	}})
+	slow := *r.Recipe
+	slow.Settle = time.Second
+	require.NoError(t, r.D.StartRun(context.Background(), &slow))
 	require.NoError(t, os.WriteFile(zone, []byte("85000\n"), 0o644))
-	out := f.outcome(t)
-	assert.Equal(t, inspection.Aborted, out.State)
+	out := result(t, r)
+	assert.Equal(t, machine.Aborted, out.Outcome)
 	assert.Contains(t, out.Reason, "watchdog: temperature")
-	assert.Equal(t, inspection.Faulted, f.d.Runner.State())
+	assert.Equal(t, machine.Faulted, r.D.Machine.State())
 }
 
 func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
-	f := start(t, nil)
-	require.Eventually(t, func() bool { return f.notes.count("WATCHDOG=1") >= 3 }, 5*time.Second, time.Millisecond, "pings while healthy")
+	r := daemontest.New(t, daemontest.Options{})
+	require.Eventually(t, func() bool { return r.Notes.Count("WATCHDOG=1") >= 3 }, 5*time.Second, time.Millisecond, "pings while healthy")
 	// The stage stops answering: its heartbeat goes stale, pings stop and
 	// the machine latches Faulted.
-	f.b.Sim.Emulator.InjectMute(true)
-	require.Eventually(t, func() bool { return f.d.Runner.State() == inspection.Faulted }, 5*time.Second, time.Millisecond)
-	n := f.notes.count("WATCHDOG=1")
+	r.Stage.Mute(true)
+	require.Eventually(t, func() bool { return r.D.Machine.State() == machine.Faulted }, 5*time.Second, time.Millisecond)
+	assert.Contains(t, r.D.Machine.LatchReason(), "watchdog: stage-poll")
+	n := r.Notes.Count("WATCHDOG=1")
 	time.Sleep(500 * time.Millisecond) // > two ping periods of 100 ms
-	assert.Equal(t, n, f.notes.count("WATCHDOG=1"), "no WATCHDOG=1 while a heartbeat is stale")
-	assert.Positive(t, f.notes.count("STATUS="))
-	f.b.Sim.Emulator.InjectMute(false)
-	f.shutdown(t)
-	assert.Equal(t, 1, f.notes.count("STOPPING=1"))
+	assert.Equal(t, n, r.Notes.Count("WATCHDOG=1"), "no WATCHDOG=1 while a heartbeat is stale")
+	require.Eventually(t, func() bool { return r.Notes.Count("STATUS=machine faulted") > 0 }, 5*time.Second, time.Millisecond)
+	r.Stage.Mute(false)
+	require.NoError(t, r.Shutdown(context.Background(), "test"))
+	assert.Equal(t, 1, r.Notes.Count("STOPPING=1"))
 }
 
 func TestShutdownStopsARunSafely(t *testing.T) {
-	f := start(t, nil)
-	f.startRun(t)
-	require.Eventually(t, func() bool { return f.b.Sim.Camera.Captures() >= 2 }, 10*time.Second, time.Millisecond)
-	f.shutdown(t)
-	out := f.d.Runner.Last()
-	assert.Equal(t, inspection.Canceled, out.State)
-	assert.Equal(t, "shutdown: test", out.Reason)
-	assert.False(t, f.b.Sim.Emulator.Moving())
+	r := daemontest.New(t, daemontest.Options{})
+	startRun(t, r)
+	require.NoError(t, r.Shutdown(context.Background(), "SIGTERM"))
+	out := r.D.Last()
+	assert.Equal(t, machine.Canceled, out.Outcome)
+	assert.Equal(t, "shutdown: SIGTERM", out.Reason)
+	assert.False(t, r.Stage.Moving())
+	assert.Equal(t, 1, r.Notes.Count("STOPPING=1"))
+	require.ErrorIs(t, r.D.StartRun(context.Background(), r.Recipe), machine.ErrClosed)
 }
 
-// A stop that arrives between StartRun and the run's first step is not
-// lost: the run starts stopped and is recorded canceled.
+func TestShutdownHurriesWhenItsContextEnds(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{Config: func(c *config.Config) { c.Runner.HoldTimeoutMS = 5000 }})
+	r.Stage.SetHoldTime(time.Hour) // a hold that would take the whole deadline
+	startRun(t, r)
+	require.Eventually(t, r.Stage.Moving, 5*time.Second, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := r.Shutdown(ctx, "SIGTERM")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	out := r.D.Last()
+	assert.Equal(t, machine.Canceled, out.Outcome, "hurried, not faulted: %s %v", out.Reason, out.Err)
+	assert.False(t, r.D.Machine.Trusted(), "reset while decelerating")
+}
+
+// A stop that arrives right after StartRun is not lost: the run holds the
+// machine's claim from StartRun on, and is recorded canceled.
 func TestStopRightAfterStartRunIsNotLost(t *testing.T) {
-	f := start(t, nil)
+	r := daemontest.New(t, daemontest.Options{})
 	for i := range 5 {
-		require.NoError(t, f.d.StartRun(context.Background(), f.rec))
-		f.d.Stop(stop.Operator, "at once")
-		out := f.outcome(t)
-		require.Equal(t, inspection.Canceled, out.State, "try %d: %s", i, out.Reason)
+		require.NoError(t, r.D.StartRun(context.Background(), r.Recipe))
+		r.D.Stop(stop.Operator, "at once")
+		out := result(t, r)
+		require.Equal(t, machine.Canceled, out.Outcome, "try %d: %s", i, out.Reason)
 		assert.Equal(t, "operator: at once", out.Reason)
 	}
+}
+
+func TestManualMotionRules(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{})
+	ctx := context.Background()
+	require.ErrorIs(t, r.D.MoveTo(ctx, mm(10, 10)), daemon.ErrNotHomed)
+	assert.False(t, r.D.Status(ctx).Trusted)
+
+	// A run cannot start while a console homes.
+	r.Stage.OnCall(func(call string) {
+		if call == "Home" {
+			require.ErrorIs(t, r.D.StartRun(ctx, r.Recipe), machine.ErrBusy)
+			require.ErrorIs(t, r.D.MoveTo(ctx, mm(1, 1)), machine.ErrBusy, "one operation at a time")
+			assert.Equal(t, "home", r.D.Busy())
+		}
+	})
+	require.NoError(t, r.D.Home(ctx))
+	r.Stage.OnCall(nil)
+
+	st := r.D.Status(ctx)
+	assert.True(t, st.Trusted)
+	require.NoError(t, r.D.MoveTo(ctx, mm(20.5, 30)))
+	require.NoError(t, r.D.Jog(ctx, mm(-0.5, 1)))
+	st = r.D.Status(ctx)
+	assert.Equal(t, mm(20, 31), st.Stage.XY())
+	err := r.D.MoveTo(ctx, mm(300.001, 0))
+	require.ErrorIs(t, err, daemon.ErrOutsideTravel)
+	assert.Contains(t, err.Error(), "daemon: move to (300.001, 0.000)mm refused: outside the stage travel")
+	require.ErrorIs(t, r.D.Jog(ctx, mm(-21, 0)), daemon.ErrOutsideTravel)
+	assert.Equal(t, machine.Idle, r.D.Machine.State(), "a refused move touches nothing")
+
+	startRun(t, r)
+	require.ErrorIs(t, r.D.MoveTo(ctx, mm(1, 1)), machine.ErrBusy)
+	require.ErrorIs(t, r.D.SetLight(true, 0), machine.ErrBusy)
+	require.ErrorIs(t, r.D.SetLight(false, 0), machine.ErrBusy, "the run switches the light itself")
+	_, err = r.D.Capture(ctx, "x")
+	require.ErrorIs(t, err, machine.ErrBusy)
+	assert.True(t, strings.HasPrefix(r.D.Busy(), "run slow"), r.D.Busy())
+	r.D.Stop(stop.Operator, "test")
+	assert.Equal(t, machine.Canceled, result(t, r).Outcome)
+}
+
+func TestStopStopsAManualMoveThroughTheSafeStop(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{})
+	ctx := context.Background()
+	events, unsubscribe := r.D.Subscribe()
+	defer unsubscribe()
+	require.NoError(t, r.D.Home(ctx))
+	r.Stage.ClearCalls()
+	r.Stage.OnCall(func(call string) {
+		if call == "MoveTo" {
+			go func() {
+				for !r.Stage.Moving() {
+					time.Sleep(time.Millisecond)
+				}
+				r.D.Stop(stop.Operator, "test")
+			}()
+		}
+	})
+	err := r.D.MoveTo(ctx, mm(300, 300))
+	var oe *daemon.OperationError
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, "daemon: move stopped: operator: test", err.Error())
+	assert.Equal(t, machine.Canceled, oe.Ending.Outcome)
+	assert.Equal(t, []string{"MoveTo", "Halt", "Halt", "Hold", "Reset"}, r.Stage.Calls(), "the machine's one safe stop")
+	assert.False(t, r.Stage.Moving())
+	st := r.D.Status(ctx)
+	assert.NotEqual(t, mm(300, 300), st.Stage.XY(), "held short of the target")
+	assert.Equal(t, "", st.Busy)
+	assert.True(t, st.Trusted, "a completed hold keeps the position")
+
+	stats := r.D.Stats()
+	assert.Equal(t, 1, stats.Requests[stop.Operator])
+	assert.Equal(t, 1, stats.Stopped["operator"])
+	assert.Equal(t, 1, stats.ToEnd.N)
+	assert.Equal(t, 1, stats.ToRest.N)
+	assert.LessOrEqual(t, stats.ToRest.Max, stats.ToEnd.Max)
+	for ev := range events {
+		if ev.Kind == control.StopRequested {
+			assert.Equal(t, "stopped: operator (test)", ev.Text)
+			break
+		}
+	}
+}
+
+func TestConsoleLightGoesOffBeforeTheLeaseExpires(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{Config: func(c *config.Config) { c.Watchdog.LightMaxOnMS = 200 }})
+	events, unsubscribe := r.D.Subscribe()
+	defer unsubscribe()
+	require.NoError(t, r.D.SetLight(true, 0.5))
+	assert.Equal(t, gpio.High, r.Light())
+	st := r.D.Status(context.Background())
+	assert.True(t, st.Light.On)
+	assert.Equal(t, 0.5, st.Light.Level)
+	for ev := range events {
+		if ev.Kind == control.Notice {
+			assert.Contains(t, ev.Text, "light switched off")
+			break
+		}
+	}
+	assert.Equal(t, gpio.Low, r.Light())
+	assert.Equal(t, machine.Idle, r.D.Machine.State(), "switched off in time: no watchdog fault")
+
+	// Any stop switches off a light a console left on.
+	require.NoError(t, r.D.SetLightLevel(0.3))
+	require.NoError(t, r.D.SetLight(true, 0))
+	assert.Equal(t, 0.3, r.D.Status(context.Background()).Light.Level)
+	daemontest.Press(t, r.ButtonPin, gpio.High)
+	require.Eventually(t, func() bool { return r.Light() == gpio.Low }, 5*time.Second, time.Millisecond)
+	assert.False(t, r.D.Status(context.Background()).Light.On)
+	assert.Equal(t, machine.Idle, r.D.Machine.State())
+
+	// Off works whenever no operation holds the machine, latched too.
+	r.D.Stop(stop.Fault, "test")
+	require.NoError(t, r.D.SetLight(false, 0))
+	require.ErrorIs(t, r.D.SetLight(true, 0), machine.ErrLatched)
+}
+
+func TestEventsAndStopStatistics(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{})
+	events, unsubscribe := r.D.Subscribe()
+	defer unsubscribe()
+	require.NoError(t, r.D.StartRun(context.Background(), r.Recipe))
+	next := func(kind control.EventKind) control.Event {
+		for ev := range events {
+			if ev.Kind == kind {
+				return ev
+			}
+		}
+		t.Fatal("events closed")
+		return control.Event{}
+	}
+	ev := next(control.RunStarted)
+	assert.Equal(t, "slow", ev.Recipe)
+	assert.Equal(t, len(r.Recipe.Sites), ev.Sites)
+	ev = next(control.RunProgress)
+	assert.Equal(t, 1, ev.Progress.Done)
+	st := r.D.Status(context.Background())
+	require.NotNil(t, st.Run)
+	assert.Equal(t, "slow", st.Run.Recipe)
+
+	r.D.Stop(stop.Operator, "console test")
+	end := next(control.RunEnded)
+	assert.Equal(t, machine.Canceled, end.Result.Outcome)
+	assert.Equal(t, "operator: console test", end.Result.Reason)
+	assert.Nil(t, r.D.Status(context.Background()).Run)
+
+	s := r.D.Stats()
+	assert.Equal(t, map[string]int{"operator": 1}, s.Stopped)
+	assert.Equal(t, 1, s.ToRest.N)
+	assert.Equal(t, 1, s.ToEnd.N)
+	assert.Len(t, s.ToEnd.Counts, len(machine.LatencyBounds)+1)
+	assert.Positive(t, s.ToEnd.Min)
+
+	one, err := recipe.Parse("one.toml", []byte(strings.Replace(daemontest.Recipe, `layout = "grid"`, "layout = \"sites\"\n[[site]]\ndie = [1, 0]", 1)), daemontest.Limits)
+	require.NoError(t, err)
+	require.NoError(t, r.D.StartRun(context.Background(), one))
+	assert.Equal(t, machine.Completed, result(t, r).Outcome)
+	assert.Equal(t, 1, r.D.Stats().Completed)
+}
+
+func TestCaptureSelfTestAndLogs(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{})
+	ctx := context.Background()
+	res, err := r.D.Capture(ctx, "edge")
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(r.D.DataDir(), "captures", "edge.png"), res.Path)
+	assert.Equal(t, 160, res.Width)
+	assert.Equal(t, 128.0, res.Mean)
+	_, err = os.Stat(res.Path)
+	require.NoError(t, err)
+	assert.Equal(t, gpio.Low, r.Light())
+	for _, bad := range []string{"../x", ".hidden", "a/b", strings.Repeat("n", 65)} {
+		_, err := r.D.Capture(ctx, bad)
+		assert.ErrorContains(t, err, "bad name", bad)
+	}
+
+	tests, err := r.D.SelfTest(ctx)
+	require.NoError(t, err)
+	var devs []string
+	for _, tr := range tests {
+		devs = append(devs, tr.Device)
+		assert.True(t, tr.Pass, "%s: %s", tr.Device, tr.Detail)
+	}
+	assert.Equal(t, []string{"stage", "light", "camera", "watchdog", "temperature"}, devs)
+
+	// A camera that fails during a capture is a fault, as in a run.
+	r.Camera.FailNext(errors.New("VIDIOC_DQBUF: EIO"))
+	_, err = r.D.Capture(ctx, "broken")
+	require.ErrorContains(t, err, "daemon: capture stopped: fault: camera: cameratest: capture: VIDIOC_DQBUF: EIO; machine faulted: reset clears it")
+	assert.Equal(t, machine.Faulted, r.D.Machine.State())
+
+	text, err := r.D.ConfigText()
+	require.NoError(t, err)
+	assert.Contains(t, text, "[console]")
+	assert.Nil(t, r.D.Logs(5), "no ring configured")
+}
+
+func TestRecipesFromTheDirectoryOrBuiltIn(t *testing.T) {
+	cfg := config.Default()
+	cfg.Sim.Enabled = true
+	cfg.Data.Dir = t.TempDir()
+	cfg.Data.Recipes = filepath.Join(t.TempDir(), "missing")
+	builtin := fstest.MapFS{"demo.toml": {Data: []byte(daemontest.Recipe)}}
+	d, err := daemon.New(daemon.Options{Config: cfg, Logs: logging.New(os.Stderr, logging.Options{Level: logging.Error}), Recipes: builtin,
+		Devices: daemon.Devices{Limits: daemontest.Limits}})
+	require.NoError(t, err)
+	names, from, err := d.Recipes()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"demo"}, names)
+	assert.Contains(t, from, "built-in")
+	rec, err := d.LoadRecipe("demo")
+	require.NoError(t, err)
+	assert.Equal(t, "slow", rec.Name)
+	_, err = d.LoadRecipe("other")
+	assert.ErrorContains(t, err, `recipe "other": not among the built-in examples (demo)`)
+	for _, bad := range []string{"../demo", "/etc/passwd", ".demo", "a\\b"} {
+		_, err := d.LoadRecipe(bad)
+		assert.ErrorContains(t, err, "bad recipe name", bad)
+	}
+
+	// A recipe directory that exists is the only source.
+	cfg.Data.Recipes = t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(cfg.Data.Recipes, "mine.toml"), []byte(daemontest.Recipe), 0o644))
+	names, from, err = d.Recipes()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"mine"}, names)
+	assert.Equal(t, cfg.Data.Recipes, from)
+	_, err = d.LoadRecipe("demo")
+	assert.ErrorContains(t, err, "no such file")
+}
+
+// A console's home counts for the next run: it does not home again.
+func TestConsoleHomeIsTrustedByTheNextRun(t *testing.T) {
+	var homed atomic.Bool
+	r := daemontest.New(t, daemontest.Options{OnStep: func(s inspection.Step, _ int) {
+		if s == inspection.StepHoming {
+			homed.Store(true)
+		}
+	}})
+	require.False(t, r.D.Machine.Trusted())
+	require.NoError(t, r.D.Home(context.Background()))
+	assert.True(t, r.D.Machine.Trusted())
+	startRun(t, r)
+	assert.Equal(t, machine.Completed, result(t, r).Outcome)
+	assert.False(t, homed.Load(), "no second homing cycle")
+}
+
+// TestResetStageOnAnIdleMachine: a controller left held (a hold button
+// wired to it) makes runs refuse to start; reset clears it, and the
+// position becomes untrusted.
+func TestResetStageOnAnIdleMachine(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{})
+	ctx := context.Background()
+	require.NoError(t, r.D.Home(ctx))
+	require.NoError(t, r.Stage.Halt())
+	require.NoError(t, r.D.StartRun(ctx, r.Recipe))
+	require.NoError(t, r.D.WaitRun(ctx))
+	require.Equal(t, machine.Idle, r.D.Machine.State())
+	require.NoError(t, r.D.Reset(ctx))
+	st, _, _ := r.Stage.State()
+	assert.Equal(t, motion.StateIdle, st)
+	assert.False(t, r.D.Machine.Trusted())
+	require.NoError(t, r.D.Reset(ctx), "nothing to reset: no error")
 }

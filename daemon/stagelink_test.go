@@ -13,7 +13,12 @@ import (
 
 	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
-	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/daemon"
+	"github.com/waferd/waferd/daemon/daemontest"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/logging"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/sim/grblsim"
 	"github.com/waferd/waferd/stop"
@@ -25,9 +30,12 @@ import (
 // simulated. The test unplugs the adapter (hangs the pty up, removes the
 // link) and plugs it back (a new controller on a new pty).
 type usbRig struct {
-	*fixture
-	link string
-	emu  *grblsim.Emulator
+	d     *daemon.Daemon
+	b     *board.Board
+	rec   *recipe.Recipe
+	notes *daemontest.Notes
+	link  string
+	emu   *grblsim.Emulator
 }
 
 func startUSB(t *testing.T) *usbRig {
@@ -54,7 +62,21 @@ func startUSB(t *testing.T) *usbRig {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"light", "stop button", "e-stop", "camera"}, b.Simulated)
 	t.Cleanup(func() { r.emu.Close() }) // after the daemon's and the board's
-	r.fixture = runDaemon(t, cfg, b)
+	t.Cleanup(func() { assert.NoError(t, b.Close()) })
+	store, err := results.Open(cfg.Data.Dir)
+	require.NoError(t, err)
+	r.b, r.notes = b, &daemontest.Notes{}
+	r.d, err = daemon.New(daemon.Options{
+		Config: cfg, Store: store, Logs: logging.New(os.Stderr, logging.Options{Level: logging.Error}),
+		Devices: daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits,
+			Button: b.Button, EStop: b.EStop, SetRecipe: b.Sim.SetRecipe},
+		Notifier: r.notes, NotifyInterval: 200 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	r.rec, err = recipe.Parse("slow.toml", []byte(daemontest.Recipe), b.Limits)
+	require.NoError(t, err)
+	r.d.Start()
+	t.Cleanup(func() { assert.NoError(t, r.d.Shutdown(context.Background(), "end of test")) })
 	return r
 }
 
@@ -84,16 +106,17 @@ func (r *usbRig) unplug(t *testing.T) {
 // and completes.
 func TestStageUnpluggedDuringRun(t *testing.T) {
 	r := startUSB(t)
-	r.startRun(t)
+	require.NoError(t, r.d.StartRun(context.Background(), r.rec))
 	require.Eventually(t, func() bool { return r.b.Sim.Camera.Captures() >= 2 && r.emu.Moving() }, 10*time.Second, time.Millisecond)
 	r.unplug(t)
-	out := r.outcome(t)
-	assert.Equal(t, inspection.Aborted, out.State, "%s %v", out.Reason, out.Err)
+	require.NoError(t, r.d.WaitRun(context.Background()))
+	out := r.d.Last()
+	assert.Equal(t, machine.Aborted, out.Outcome, "%s %v", out.Reason, out.Err)
 	assert.True(t, strings.HasPrefix(out.Reason, "fault: stage"), out.Reason)
 	assert.Contains(t, out.Reason, "link lost")
-	assert.Equal(t, inspection.Faulted, r.d.Runner.State())
-	assert.False(t, r.d.Runner.Trusted())
-	require.ErrorIs(t, r.d.StartRun(context.Background(), r.rec), inspection.ErrLatched)
+	assert.Equal(t, machine.Faulted, r.d.Machine.State())
+	assert.False(t, r.d.Machine.Trusted())
+	require.ErrorIs(t, r.d.StartRun(context.Background(), r.rec), machine.ErrLatched)
 	_, err := r.b.Stage.Status(context.Background())
 	require.ErrorIs(t, err, motion.ErrLinkLost)
 	assert.ErrorContains(t, err, "reconnecting")
@@ -103,13 +126,14 @@ func TestStageUnpluggedDuringRun(t *testing.T) {
 	st, err := r.b.Stage.Status(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, motion.StateAlarm, st.State, "the new controller is locked until homed")
-	assert.Equal(t, inspection.Faulted, r.d.Runner.State(), "still latched: an operator clears it")
+	assert.Equal(t, machine.Faulted, r.d.Machine.State(), "still latched: an operator clears it")
 	require.NoError(t, r.d.Reset(context.Background()))
-	assert.False(t, r.d.Runner.Trusted())
-	r.startRun(t)
-	out = r.outcome(t)
-	assert.Equal(t, inspection.Completed, out.State, "%s %v", out.Reason, out.Err)
-	assert.True(t, r.d.Runner.Trusted(), "the run homed first")
+	assert.False(t, r.d.Machine.Trusted())
+	require.NoError(t, r.d.StartRun(context.Background(), r.rec))
+	require.NoError(t, r.d.WaitRun(context.Background()))
+	out = r.d.Last()
+	assert.Equal(t, machine.Completed, out.Outcome, "%s %v", out.Reason, out.Err)
+	assert.True(t, r.d.Machine.Trusted(), "the run homed first")
 }
 
 // TestStageUnpluggedWhileIdle: a lost link while idle latches Faulted at
@@ -118,26 +142,25 @@ func TestStageUnpluggedDuringRun(t *testing.T) {
 // the stage reconnects: the loss is handled, the controller is not hung.
 func TestStageUnpluggedWhileIdle(t *testing.T) {
 	r := startUSB(t)
-	require.NoError(t, r.b.Stage.Home(context.Background()))
-	require.NoError(t, r.d.Runner.NoteHomed())
-	require.True(t, r.d.Runner.Trusted())
+	require.NoError(t, r.d.Home(context.Background()))
+	require.True(t, r.d.Machine.Trusted())
 
 	r.unplug(t)
-	require.Eventually(t, func() bool { return r.d.Runner.State() == inspection.Faulted }, 5*time.Second, time.Millisecond)
-	assert.True(t, strings.HasPrefix(r.d.Runner.LatchReason(), "stopped: fault (stage:"), r.d.Runner.LatchReason())
-	assert.False(t, r.d.Runner.Trusted())
-	pings := r.notes.count("WATCHDOG=1")
+	require.Eventually(t, func() bool { return r.d.Machine.State() == machine.Faulted }, 5*time.Second, time.Millisecond)
+	assert.True(t, strings.HasPrefix(r.d.Machine.LatchReason(), "fault: stage:"), r.d.Machine.LatchReason())
+	assert.False(t, r.d.Machine.Trusted())
+	pings := r.notes.Count("WATCHDOG=1")
 	time.Sleep(600 * time.Millisecond) // three stage heartbeat limits, six ping periods
-	assert.Greater(t, r.notes.count("WATCHDOG=1"), pings+2, "pings go on while the stage reconnects")
-	assert.NotContains(t, r.d.Runner.LatchReason(), "watchdog")
+	assert.Greater(t, r.notes.Count("WATCHDOG=1"), pings+2, "pings go on while the stage reconnects")
+	assert.NotContains(t, r.d.Machine.LatchReason(), "watchdog")
 	for _, h := range r.d.Heartbeats() {
 		assert.True(t, h.Fresh, "%s fresh", h.Name)
 	}
 
 	r.plug(t)
 	require.Eventually(t, func() bool { return r.b.Stage.Err() == nil }, 10*time.Second, time.Millisecond)
-	assert.False(t, r.d.Runner.Trusted(), "the controller restarted: position unknown")
+	assert.False(t, r.d.Machine.Trusted(), "the controller restarted: position unknown")
 	require.NoError(t, r.d.Reset(context.Background()))
-	assert.Equal(t, inspection.Idle, r.d.Runner.State())
+	assert.Equal(t, machine.Idle, r.d.Machine.State())
 	r.d.Stop(stop.Operator, "nothing to stop")
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/grbl"
 	"github.com/waferd/waferd/sim"
@@ -60,8 +61,27 @@ max_defects_per_site = 3
 type rig struct {
 	rec    *recipe.Recipe
 	board  *board.Board
+	m      *machine.Machine
 	runner *inspection.Runner
 	data   string
+}
+
+// run runs rec as the daemon does: under the machine's claim, released
+// once the outcome is recorded.
+func (g *rig) run(t *testing.T, rec *recipe.Recipe) (inspection.Result, error) {
+	t.Helper()
+	return runClaimed(context.Background(), g.m, g.runner, rec)
+}
+
+// runClaimed runs rec with r under m's claim, released once the outcome is
+// recorded, as the daemon does. ctx ending stops the run.
+func runClaimed(ctx context.Context, m *machine.Machine, r *inspection.Runner, rec *recipe.Recipe) (inspection.Result, error) {
+	c, err := m.Claim(ctx, "run "+rec.Name)
+	if err != nil {
+		return inspection.Result{}, err
+	}
+	defer c.Release()
+	return r.Run(c, rec)
 }
 
 func newRig(t *testing.T, doc string) *rig {
@@ -81,9 +101,10 @@ func newRig(t *testing.T, doc string) *rig {
 	data := t.TempDir()
 	store, err := results.Open(data)
 	require.NoError(t, err)
-	return &rig{rec: rec, board: b, data: data, runner: &inspection.Runner{
-		Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store,
-	}}
+	return &rig{rec: rec, board: b, data: data,
+		m:      machine.New(machine.Config{Stage: b.Stage, Light: b.Light}),
+		runner: &inspection.Runner{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store},
+	}
 }
 
 func loadRun(t *testing.T, dir string) results.Run {
@@ -101,9 +122,9 @@ func TestRunFindsExactlyTheSeededDefects(t *testing.T) {
 	var progress []inspection.Progress
 	g.runner.Progress = func(p inspection.Progress) { progress = append(progress, p) }
 
-	out, err := g.runner.Run(context.Background(), g.rec)
+	out, err := g.run(t, g.rec)
 	require.NoError(t, err)
-	require.Equal(t, inspection.Completed, out.State, "reason %q err %v", out.Reason, out.Err)
+	require.Equal(t, machine.Completed, out.Outcome, "reason %q err %v", out.Reason, out.Err)
 	assert.Len(t, progress, len(g.rec.Sites))
 	assert.Equal(t, len(g.rec.Sites), out.Done)
 
@@ -177,9 +198,9 @@ func TestCanceledRunLeavesValidPartialRecord(t *testing.T) {
 			time.AfterFunc(5*time.Millisecond, func() { cancel(stop.New(stop.Operator, "test")) })
 		}
 	}
-	out, err := g.runner.Run(ctx, g.rec)
+	out, err := runClaimed(ctx, g.m, g.runner, g.rec)
 	require.NoError(t, err)
-	assert.Equal(t, inspection.Canceled, out.State, "err %v", out.Err)
+	assert.Equal(t, machine.Canceled, out.Outcome, "err %v", out.Err)
 	assert.Equal(t, "operator: test", out.Reason)
 	assert.ErrorIs(t, out.Err, context.Cause(ctx))
 
@@ -204,13 +225,13 @@ func TestCanceledRunLeavesValidPartialRecord(t *testing.T) {
 	assert.False(t, g.board.Sim.Emulator.Moving(), "stage at rest after a stop")
 	st, _ := g.board.Sim.Emulator.State()
 	assert.Equal(t, motion.StateIdle, st, "hold then reset leaves GRBL idle, not in alarm")
-	assert.True(t, g.runner.Trusted(), "a controlled hold keeps the position")
+	assert.True(t, g.m.Trusted(), "a controlled hold keeps the position")
 
 	// The next run starts and completes.
 	g.runner.Progress = nil
-	out2, err := g.runner.Run(context.Background(), g.rec)
+	out2, err := g.run(t, g.rec)
 	require.NoError(t, err)
-	assert.Equal(t, inspection.Completed, out2.State, "err %v", out2.Err)
+	assert.Equal(t, machine.Completed, out2.Outcome, "err %v", out2.Err)
 }
 
 func TestDeviceFaultAbortsRun(t *testing.T) {
@@ -220,9 +241,9 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 			g.board.Sim.Emulator.InjectAlarm(1) // hard limit mid-run
 		}
 	}
-	out, err := g.runner.Run(context.Background(), g.rec)
+	out, err := g.run(t, g.rec)
 	require.NoError(t, err)
-	assert.Equal(t, inspection.Aborted, out.State)
+	assert.Equal(t, machine.Aborted, out.Outcome)
 	assert.Contains(t, out.Reason, "fault: stage")
 	assert.ErrorIs(t, out.Err, motion.ErrAlarm)
 	run := loadRun(t, out.Dir)
@@ -236,16 +257,16 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 	assert.False(t, run.PositionTrusted, "a hard-limit alarm loses the position")
 
 	// A fault latches the machine until an operator resets it.
-	assert.Equal(t, inspection.Faulted, out.Latched)
-	assert.Equal(t, inspection.Faulted, g.runner.State())
-	_, err = g.runner.Run(context.Background(), g.rec)
-	require.ErrorIs(t, err, inspection.ErrLatched)
+	assert.Equal(t, machine.Faulted, out.After)
+	assert.Equal(t, machine.Faulted, g.m.State())
+	_, err = g.run(t, g.rec)
+	require.ErrorIs(t, err, machine.ErrLatched)
 	assert.ErrorContains(t, err, "clear it with reset")
-	require.NoError(t, g.runner.Reset(context.Background()))
+	require.NoError(t, g.m.Reset(context.Background()))
 	g.runner.Progress = nil
-	out, err = g.runner.Run(context.Background(), g.rec)
+	out, err = g.run(t, g.rec)
 	require.NoError(t, err)
-	assert.Equal(t, inspection.Completed, out.State, "after reset the next run homes and completes: %v", out.Err)
+	assert.Equal(t, machine.Completed, out.Outcome, "after reset the next run homes and completes: %v", out.Err)
 }
 
 // TestHeldStageRefusesToStart: a controller held by a feed hold (a hold
@@ -263,10 +284,10 @@ func TestHeldStageRefusesToStart(t *testing.T) {
 		return err == nil && st.State == motion.StateHold && st.Sub == 0
 	}), "the emulator did not reach Hold:0")
 
-	_, err := g.runner.Run(ctx, g.rec)
+	_, err := g.run(t, g.rec)
 	require.ErrorIs(t, err, motion.ErrNotReady)
 	assert.ErrorContains(t, err, `cannot start "e2e": motion: stage not ready: the controller reports Hold:0: held (feed hold)`)
-	assert.Equal(t, inspection.Idle, g.runner.State())
+	assert.Equal(t, machine.Idle, g.m.State())
 	runs, err := os.ReadDir(filepath.Join(g.data, "runs"))
 	require.NoError(t, err)
 	assert.Empty(t, runs, "a run that did not start leaves no record")
@@ -276,9 +297,9 @@ func TestHeldStageRefusesToStart(t *testing.T) {
 		st, err := g.board.Stage.Status(ctx)
 		return err == nil && st.State == motion.StateIdle
 	}), "the emulator did not resume")
-	out, err := g.runner.Run(ctx, g.rec)
+	out, err := g.run(t, g.rec)
 	require.NoError(t, err)
-	assert.Equal(t, inspection.Completed, out.State, "%v", out.Err)
+	assert.Equal(t, machine.Completed, out.Outcome, "%v", out.Err)
 }
 
 // TestSitesArePipelined holds up the processing of the first site until the
@@ -312,9 +333,9 @@ func TestSitesArePipelined(t *testing.T) {
 				case <-time.After(wait):
 				}
 			}
-			out, err := g.runner.Run(context.Background(), g.rec)
+			out, err := g.run(t, g.rec)
 			require.NoError(t, err)
-			require.Equal(t, inspection.Completed, out.State, "%s %v", out.Reason, out.Err)
+			require.Equal(t, machine.Completed, out.Outcome, "%s %v", out.Reason, out.Err)
 			assert.Equal(t, !serial, overlapped, "stage moving to site 2 while site 1 is still being processed")
 			assert.Equal(t, len(g.rec.Sites), out.Done)
 		})

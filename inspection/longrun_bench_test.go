@@ -8,6 +8,7 @@ import (
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/machine"
 )
 
 // longRecipe covers a 210 mm wafer with 1.8 mm dies: about 10,300 sites
@@ -67,6 +68,7 @@ func BenchmarkLongRun(b *testing.B) {
 		b.Fatal(err)
 	}
 	r := &inspection.Runner{Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store}
+	m := machine.New(machine.Config{Stage: brd.Stage, Light: brd.Light})
 	const warm, refill = 1000, 100
 	// Two collections, so that the live heap is measured at both ends
 	// (and sync.Pools, their victim caches too, are empty at both): what
@@ -94,8 +96,8 @@ func BenchmarkLongRun(b *testing.B) {
 		}
 	}
 	for b.Loop() {
-		out, err := r.Run(context.Background(), rec)
-		if err != nil || out.State != inspection.Completed {
+		out, err := runClaimed(context.Background(), m, r, rec)
+		if err != nil || out.Outcome != machine.Completed {
 			b.Fatalf("run: %v %s %v", err, out.Reason, out.Err)
 		}
 	}

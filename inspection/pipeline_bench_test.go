@@ -25,6 +25,7 @@ import (
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/sim"
 )
@@ -141,9 +142,10 @@ func BenchmarkRun(b *testing.B) {
 			brd.Sim.Emulator.OnState(mc.onState)
 			r := &inspection.Runner{Stage: brd.Stage, Light: brd.Light, Camera: cam, Store: store,
 				Config: inspection.Config{Serial: mode.serial}}
+			m := machine.New(machine.Config{Stage: brd.Stage, Light: brd.Light})
 			// Home and warm up outside the measurement.
-			if out, err := r.Run(context.Background(), rec); err != nil || out.State != inspection.Completed {
-				b.Fatalf("warm-up run: %v %v %v", out.State, out.Reason, err)
+			if out, err := runClaimed(context.Background(), m, r, rec); err != nil || out.Outcome != machine.Completed {
+				b.Fatalf("warm-up run: %v %v %v", out.Outcome, out.Reason, err)
 			}
 			// head: Run called → first move; tail: last analysis begins →
 			// Run returns. Neither is on the machine's critical path.
@@ -168,14 +170,14 @@ func BenchmarkRun(b *testing.B) {
 				cam.take()
 				mc.take()
 				t0 := time.Now()
-				out, err := r.Run(context.Background(), rec)
+				out, err := runClaimed(context.Background(), m, r, rec)
 				wall := time.Since(t0)
 				stepMu.Lock()
 				heads = append(heads, float64(firstMove.Sub(t0).Microseconds())/1000)
 				tails = append(tails, float64(t0.Add(wall).Sub(lastAnalyse).Microseconds())/1000)
 				stepMu.Unlock()
-				if err != nil || out.State != inspection.Completed {
-					b.Fatalf("run: %v %v %v", out.State, out.Reason, err)
+				if err != nil || out.Outcome != machine.Completed {
+					b.Fatalf("run: %v %v %v", out.Outcome, out.Reason, err)
 				}
 				settles := time.Duration(len(rec.Sites)+1) * rec.Settle
 				critical := mc.take() + settles + cam.take()

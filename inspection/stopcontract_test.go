@@ -23,9 +23,11 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/waferd/waferd/board"
+	"github.com/waferd/waferd/illumination"
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/grbl"
 	"github.com/waferd/waferd/sim"
@@ -102,10 +104,12 @@ func newStopRig(t *testing.T, doc string, scale float64) *stopRig {
 	require.NoError(t, err)
 	one := *rec
 	one.Sites = rec.Sites[:1]
-	g := &stopRig{rig: &rig{rec: rec, board: b, data: data, runner: &inspection.Runner{
-		Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store,
-		Config: inspection.Config{HoldTimeout: 3 * time.Second, ResetTimeout: 3 * time.Second, CaptureTimeout: time.Second},
-	}}, oneSite: &one}
+	g := &stopRig{rig: &rig{rec: rec, board: b, data: data,
+		m: machine.New(machine.Config{Stage: b.Stage, Light: b.Light, HoldTimeout: 3 * time.Second, ResetTimeout: 3 * time.Second}),
+		runner: &inspection.Runner{
+			Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store,
+			Config: inspection.Config{CaptureTimeout: time.Second},
+		}}, oneSite: &one}
 	t.Cleanup(func() { assert.NoError(t, b.Close()) })
 	return g
 }
@@ -125,9 +129,9 @@ func fastTempDir(t testing.TB) string {
 
 // expect describes what a stopped run must look like.
 type expect struct {
-	state   inspection.State
+	state   machine.Outcome
 	reason  string // prefix of the outcome's reason
-	latched inspection.State
+	latched machine.State
 	done    int // sites done; -1: not checked beyond consistency
 	// doneMax > done allows done..doneMax sites: sites are pipelined, so
 	// a stop while the stage moves to site 1 may find site 0 still in
@@ -141,12 +145,12 @@ type expect struct {
 
 // checkStopped asserts the invariants of a stopped run, then resets the
 // machine if it is latched and checks the next run starts and completes.
-func (g *stopRig) checkStopped(t *testing.T, out inspection.Outcome, want expect, nextRun bool) {
+func (g *stopRig) checkStopped(t *testing.T, out inspection.Result, want expect, nextRun bool) {
 	t.Helper()
-	assert.Equal(t, want.state, out.State, "outcome (reason %q, err %v)", out.Reason, out.Err)
+	assert.Equal(t, want.state, out.Outcome, "outcome (reason %q, err %v)", out.Reason, out.Err)
 	assert.True(t, strings.HasPrefix(out.Reason, want.reason), "reason %q, want prefix %q", out.Reason, want.reason)
-	assert.Equal(t, want.latched, out.Latched, "latched state")
-	assert.Equal(t, want.latched, g.runner.State(), "machine state")
+	assert.Equal(t, want.latched, out.After, "latched state")
+	assert.Equal(t, want.latched, g.m.State(), "machine state")
 
 	// The machine is at rest.
 	assert.Equal(t, gpio.Low, lightLevel(g.rig), "light off")
@@ -160,7 +164,7 @@ func (g *stopRig) checkStopped(t *testing.T, out inspection.Outcome, want expect
 		assert.Contains(t, []motion.State{motion.StateIdle, motion.StateAlarm}, st, "stage idle (or alarm after a lost position), not %v", st)
 	}
 	if st == motion.StateAlarm {
-		assert.False(t, g.runner.Trusted(), "an alarm means the position is not trusted")
+		assert.False(t, g.m.Trusted(), "an alarm means the position is not trusted")
 	}
 	assert.False(t, g.board.Sim.Camera.Streaming(), "camera not streaming")
 
@@ -190,15 +194,15 @@ func (g *stopRig) checkStopped(t *testing.T, out inspection.Outcome, want expect
 	if !nextRun {
 		return
 	}
-	if out.Latched.Latched() {
-		_, err := g.runner.Run(context.Background(), g.rec)
-		require.ErrorIs(t, err, inspection.ErrLatched)
-		require.NoError(t, g.runner.Reset(context.Background()))
+	if out.After.Latched() {
+		_, err := g.run(t, g.rec)
+		require.ErrorIs(t, err, machine.ErrLatched)
+		require.NoError(t, g.m.Reset(context.Background()))
 	}
 	g.runner.OnStep = nil
-	next, err := g.runner.Run(context.Background(), g.oneSite)
+	next, err := g.run(t, g.oneSite)
 	require.NoError(t, err)
-	require.Equal(t, inspection.Completed, next.State, "next run: %s %v", next.Reason, next.Err)
+	require.Equal(t, machine.Completed, next.Outcome, "next run: %s %v", next.Reason, next.Err)
 }
 
 // waitFor polls cond (for a state only visible by polling the simulator)
@@ -216,144 +220,14 @@ func waitFor(cond func() bool) bool {
 
 var reasons = []stop.Reason{stop.Operator, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.EStop}
 
-func outcomeFor(r stop.Reason) (inspection.State, inspection.State) {
+func outcomeFor(r stop.Reason) (machine.Outcome, machine.State) {
 	switch r {
 	case stop.EStop:
-		return inspection.Aborted, inspection.EStop
+		return machine.Aborted, machine.EStop
 	case stop.Fault, stop.Watchdog:
-		return inspection.Aborted, inspection.Faulted
+		return machine.Aborted, machine.Faulted
 	}
-	return inspection.Canceled, inspection.Idle
-}
-
-func TestStopAtEveryStepWithEveryReason(t *testing.T) {
-	type point struct {
-		name string
-		done int // sites done when stopped at site index 1 (or as stated)
-		// overlap: the stop may come while site 0 is still analysed
-		// (sites are pipelined), so site 0 may be saved or abandoned.
-		overlap bool
-		// arm installs the trigger; stopNow must be called exactly once.
-		arm func(g *stopRig, stopNow func())
-	}
-	at := func(step inspection.Step, site int, async func(g *stopRig, stopNow func())) func(g *stopRig, stopNow func()) {
-		return func(g *stopRig, stopNow func()) {
-			var once sync.Once
-			g.runner.OnStep = func(s inspection.Step, i int) {
-				if s == step && i == site {
-					once.Do(func() {
-						if async != nil {
-							go async(g, stopNow)
-						} else {
-							stopNow()
-						}
-					})
-				}
-			}
-		}
-	}
-	points := []point{
-		{"before move", 0, true, at(inspection.StepMove, 1, nil)},
-		// Stage motion at 5× real time so that the move lasts long enough
-		// (≈ 50 ms) to be caught by polling the emulator.
-		{"during move", 0, true, at(inspection.StepMove, 1, func(g *stopRig, stopNow func()) {
-			waitFor(g.board.Sim.Emulator.Moving)
-			stopNow()
-		})},
-		{"during settle", 0, true, at(inspection.StepSettle, 1, func(g *stopRig, stopNow func()) {
-			time.Sleep(5 * time.Millisecond)
-			stopNow()
-		})},
-		{"light on", 0, true, at(inspection.StepCapture, 1, nil)},
-		{"during capture", 0, true, func(g *stopRig, stopNow func()) {
-			at(inspection.StepCapture, 1, func(g *stopRig, stopNow func()) {
-				g.board.Sim.Camera.InjectHang(true)
-				waitFor(g.board.Sim.Camera.Streaming)
-				stopNow()
-			})(g, stopNow)
-		}},
-		{"during analysis", 1, false, at(inspection.StepAnalyse, 1, nil)},
-		{"during save", 2, false, at(inspection.StepSave, 1, nil)},
-		{"between sites", 1, false, at(inspection.StepNextSite, 0, nil)},
-	}
-	checkNoFDLeak(t)
-	for _, p := range points {
-		t.Run(p.name, func(t *testing.T) {
-			t.Parallel()
-			scale := 50.0
-			if p.name == "during move" {
-				scale = 5
-			}
-			g := newStopRig(t, threeSites, scale)
-			// Home once so that every case starts from a trusted position.
-			_, err := g.runner.Run(context.Background(), g.rec)
-			require.NoError(t, err)
-			for _, reason := range reasons {
-				t.Run(reason.String(), func(t *testing.T) {
-					p.arm(g, func() { g.runner.Stop(reason, "test") })
-					out, err := g.runner.Run(context.Background(), g.rec)
-					require.NoError(t, err)
-					g.board.Sim.Camera.InjectHang(false)
-					state, latched := outcomeFor(reason)
-					want := expect{state: state, reason: reason.String() + ": test", latched: latched, done: p.done}
-					if p.overlap {
-						want.doneMax = p.done + 1
-					}
-					g.checkStopped(t, out, want, true)
-				})
-			}
-		})
-	}
-}
-
-func TestStopDuringHomingWithEveryReason(t *testing.T) {
-	checkNoFDLeak(t)
-	for _, reason := range reasons {
-		t.Run(reason.String(), func(t *testing.T) {
-			t.Parallel()
-			g := newStopRig(t, threeSites, 10) // homing takes 150 ms
-			g.runner.OnStep = func(s inspection.Step, _ int) {
-				if s == inspection.StepHoming {
-					go func() {
-						waitFor(func() bool { st, _ := g.board.Sim.Emulator.State(); return st == motion.StateHome })
-						g.runner.Stop(reason, "test")
-					}()
-				}
-			}
-			out, err := g.runner.Run(context.Background(), g.rec)
-			require.NoError(t, err)
-			state, latched := outcomeFor(reason)
-			g.checkStopped(t, out, expect{state: state, reason: reason.String(), latched: latched, done: 0}, true)
-			assert.False(t, loadRun(t, out.Dir).PositionTrusted, "homing cut short: position unknown")
-		})
-	}
-}
-
-func TestStopDuringSafeStopEscalatesOrIsIgnored(t *testing.T) {
-	checkNoFDLeak(t)
-	g := newStopRig(t, threeSites, 50)
-	_, err := g.runner.Run(context.Background(), g.rec)
-	require.NoError(t, err)
-	for _, second := range reasons {
-		t.Run("operator then "+second.String(), func(t *testing.T) {
-			g.runner.OnStep = func(s inspection.Step, i int) {
-				switch {
-				case s == inspection.StepMove && i == 1:
-					g.runner.Stop(stop.Operator, "first")
-				case s == inspection.StepSafeStop:
-					g.runner.Stop(second, "second")
-				}
-			}
-			out, err := g.runner.Run(context.Background(), g.rec)
-			require.NoError(t, err)
-			state, latched := outcomeFor(second)
-			want := expect{state: state, latched: latched, done: 0, doneMax: 1, reason: second.String() + " (escalated from stopped: operator (first))"}
-			if second == stop.Operator {
-				want.reason = "operator: first" // repeated: ignored
-			}
-			g.checkStopped(t, out, want, true)
-		})
-	}
+	return machine.Canceled, machine.Idle
 }
 
 // TestStopAtRandomTimes stops runs at seeded random moments with random
@@ -367,7 +241,7 @@ func TestStopAtRandomTimes(t *testing.T) {
 			t.Parallel()
 			g := newStopRig(t, threeSites, 50)
 			rng := rand.New(rand.NewPCG(2026, uint64(b)))
-			counts := map[inspection.State]int{}
+			counts := map[machine.Outcome]int{}
 			n := (*randomCases + boards - 1 - b) / boards
 			for i := range n {
 				reason := reasons[rng.IntN(len(reasons))]
@@ -381,49 +255,49 @@ func TestStopAtRandomTimes(t *testing.T) {
 			}
 			t.Logf("outcomes over %d random stops: %v", n, counts)
 			// After all that, a run still completes.
-			out, err := g.runner.Run(context.Background(), g.rec)
+			out, err := g.run(t, g.rec)
 			require.NoError(t, err)
-			assert.Equal(t, inspection.Completed, out.State)
+			assert.Equal(t, machine.Completed, out.Outcome)
 		})
 	}
 }
 
-func (g *stopRig) randomStop(t *testing.T, reason stop.Reason, delay time.Duration, counts map[inspection.State]int) {
+func (g *stopRig) randomStop(t *testing.T, reason stop.Reason, delay time.Duration, counts map[machine.Outcome]int) {
 	fired := make(chan struct{})
-	timer := time.AfterFunc(delay, func() { defer close(fired); g.runner.Stop(reason, "random") })
-	out, err := g.runner.Run(context.Background(), g.rec)
+	timer := time.AfterFunc(delay, func() { defer close(fired); g.m.Stop(reason, "random") })
+	out, err := g.run(t, g.rec)
 	if !timer.Stop() {
 		// The stop fired: let it finish here, or a slow machine delivers
 		// it into the next case's run.
 		<-fired
 	}
 	require.NoError(t, err)
-	counts[out.State]++
-	if out.State == inspection.Completed {
+	counts[out.Outcome]++
+	if out.Outcome == machine.Completed {
 		// The stop came too late for this run: it found the machine
 		// idle (a late e-stop or fault still latches it).
-		assert.Equal(t, inspection.Idle, out.Latched)
+		assert.Equal(t, machine.Idle, out.After)
 		run := loadRun(t, out.Dir)
 		assert.True(t, run.Complete)
 		assert.Equal(t, results.Completed, run.State)
 		assert.Equal(t, gpio.Low, lightLevel(g.rig))
-		if g.runner.State().Latched() {
+		if g.m.State().Latched() {
 			require.True(t, reason.Latches())
-			require.NoError(t, g.runner.Reset(context.Background()))
+			require.NoError(t, g.m.Reset(context.Background()))
 		}
 		return
 	}
 	state, latched := outcomeFor(reason)
 	g.checkStopped(t, out, expect{state: state, reason: reason.String(), latched: latched, done: -1}, false)
-	if out.Latched.Latched() {
-		require.NoError(t, g.runner.Reset(context.Background()))
+	if out.After.Latched() {
+		require.NoError(t, g.m.Reset(context.Background()))
 	}
 }
 
 // failingLight fails On after a number of successful calls, and records
 // whether it was left off.
 type failingLight struct {
-	inspection.Light
+	illumination.Lamp
 	mu     sync.Mutex
 	okLeft int
 }
@@ -432,11 +306,11 @@ func (l *failingLight) On(level float64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.okLeft <= 0 {
-		_ = l.Light.Off()
+		_ = l.Lamp.Off()
 		return errors.New("light driver: EIO")
 	}
 	l.okLeft--
-	return l.Light.On(level)
+	return l.Lamp.On(level)
 }
 
 // stopOnStatus is a stage whose next Status call runs a hook first: the
@@ -466,39 +340,18 @@ func TestStopWhileARunFailsToStart(t *testing.T) {
 			runs := filepath.Join(g.data, "runs")
 			require.NoError(t, os.Remove(runs))
 			require.NoError(t, os.WriteFile(runs, nil, 0o644))
-			g.runner.Stage = &stopOnStatus{Stage: g.board.Stage, hook: func() { g.runner.Stop(reason, "test") }}
+			g.runner.Stage = &stopOnStatus{Stage: g.board.Stage, hook: func() { g.m.Stop(reason, "test") }}
 
-			_, err := g.runner.Run(context.Background(), g.rec)
+			_, err := g.run(t, g.rec)
 			require.Error(t, err)
 			assert.ErrorContains(t, err, "inspection: results:")
-			want := map[stop.Reason]inspection.State{stop.EStop: inspection.EStop, stop.Fault: inspection.Faulted, stop.Operator: inspection.Idle}[reason]
-			assert.Equal(t, want, g.runner.State())
-			if want != inspection.Idle {
-				assert.Contains(t, g.runner.LatchReason(), reason.String()+" (test)")
+			want := map[stop.Reason]machine.State{stop.EStop: machine.EStop, stop.Fault: machine.Faulted, stop.Operator: machine.Idle}[reason]
+			assert.Equal(t, want, g.m.State())
+			if want != machine.Idle {
+				assert.Equal(t, reason.String()+": test", g.m.LatchReason())
 			}
 		})
 	}
-}
-
-// TestStopWhileAskingAHeldStage: a run that finds the stage held refuses
-// to start, unless a stop arrived while it asked: that stop is answered by
-// the run's safe stop (which resets the held controller) and outcome.
-func TestStopWhileAskingAHeldStage(t *testing.T) {
-	g := newRig(t, testRecipe)
-	ctx := context.Background()
-	require.NoError(t, g.board.Stage.Home(ctx))
-	require.NoError(t, g.board.Stage.Halt())
-	require.True(t, waitFor(func() bool {
-		st, err := g.board.Stage.Status(ctx)
-		return err == nil && st.StateName() == "Hold:0"
-	}))
-	g.runner.Stage = &stopOnStatus{Stage: g.board.Stage, hook: func() { g.runner.Stop(stop.EStop, "test") }}
-	out, err := g.runner.Run(ctx, g.rec)
-	require.NoError(t, err)
-	assert.Equal(t, inspection.Aborted, out.State)
-	assert.Equal(t, inspection.EStop, out.Latched)
-	assert.Equal(t, "estop: test", out.Reason)
-	assert.Equal(t, results.Aborted, loadRun(t, out.Dir).State)
 }
 
 func TestInjectedFaults(t *testing.T) {
@@ -506,8 +359,8 @@ func TestInjectedFaults(t *testing.T) {
 		name   string
 		inject func(g *stopRig) // called when the stage starts moving to site 1 (or as noted)
 		reason string
-		state  inspection.State
-		check  func(t *testing.T, g *stopRig, out inspection.Outcome)
+		state  machine.Outcome
+		check  func(t *testing.T, g *stopRig, out inspection.Result)
 		next   bool
 		scale  float64 // stage time scale: 5 where a move must be caught in progress
 	}
@@ -524,24 +377,24 @@ func TestInjectedFaults(t *testing.T) {
 		}
 	}
 	faults := []fault{
-		{name: "stage never leaves Hold:1", scale: 5, state: inspection.Aborted, reason: "operator: test", next: true,
+		{name: "stage never leaves Hold:1", scale: 5, state: machine.Aborted, reason: "operator: test", next: true,
 			inject: duringMove(func(g *stopRig) {
 				g.board.Sim.Emulator.InjectStuckHold(true)
-				g.runner.Stop(stop.Operator, "test")
+				g.m.Stop(stop.Operator, "test")
 			}),
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout, "hold deadline missed")
-				assert.False(t, g.runner.Trusted(), "reset while decelerating: position untrusted")
-				assert.Contains(t, g.runner.LatchReason(), "safe stop incomplete")
+				assert.False(t, g.m.Trusted(), "reset while decelerating: position untrusted")
+				assert.Contains(t, g.m.LatchReason(), "safe stop incomplete")
 				g.board.Sim.Emulator.InjectStuckHold(false)
 			}},
-		{name: "stage stops answering", scale: 5, state: inspection.Aborted, reason: "fault: stage", next: true,
+		{name: "stage stops answering", scale: 5, state: machine.Aborted, reason: "fault: stage", next: true,
 			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectMute(true) }),
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
 				g.board.Sim.Emulator.InjectMute(false)
 			}},
-		{name: "stage left in a feed hold", scale: 50, state: inspection.Aborted, reason: "fault: stage", next: true,
+		{name: "stage left in a feed hold", scale: 50, state: machine.Aborted, reason: "fault: stage", next: true,
 			inject: func(g *stopRig) {
 				g.runner.OnStep = func(s inspection.Step, i int) {
 					if s == inspection.StepMove && i == 1 {
@@ -551,28 +404,28 @@ func TestInjectedFaults(t *testing.T) {
 					}
 				}
 			},
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
 				assert.ErrorContains(t, out.Err, "not finished within")
 			}},
-		{name: "an ok is dropped", scale: 5, state: inspection.Aborted, reason: "fault: stage", next: true,
+		{name: "an ok is dropped", scale: 5, state: machine.Aborted, reason: "fault: stage", next: true,
 			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectDropOK(1) }),
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
 			}},
-		{name: "alarm mid-move", scale: 5, state: inspection.Aborted, reason: "fault: stage", next: true,
+		{name: "alarm mid-move", scale: 5, state: machine.Aborted, reason: "fault: stage", next: true,
 			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectAlarm(1) }),
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrAlarm)
-				assert.False(t, g.runner.Trusted())
+				assert.False(t, g.m.Trusted())
 			}},
-		{name: "serial line closes mid-move", scale: 5, state: inspection.Aborted, reason: "fault: stage",
+		{name: "serial line closes mid-move", scale: 5, state: machine.Aborted, reason: "fault: stage",
 			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectHangup() }),
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrLinkLost)
-				assert.Equal(t, inspection.Faulted, g.runner.State())
+				assert.Equal(t, machine.Faulted, g.m.State())
 			}},
-		{name: "camera frame wait never returns", scale: 50, state: inspection.Aborted, reason: "fault: camera", next: true,
+		{name: "camera frame wait never returns", scale: 50, state: machine.Aborted, reason: "fault: camera", next: true,
 			inject: func(g *stopRig) {
 				g.runner.OnStep = func(s inspection.Step, i int) {
 					if s == inspection.StepCapture && i == 1 {
@@ -580,11 +433,11 @@ func TestInjectedFaults(t *testing.T) {
 					}
 				}
 			},
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorContains(t, out.Err, "no frame within")
 				g.board.Sim.Camera.InjectHang(false)
 			}},
-		{name: "camera errors", scale: 50, state: inspection.Aborted, reason: "fault: camera", next: true,
+		{name: "camera errors", scale: 50, state: machine.Aborted, reason: "fault: camera", next: true,
 			inject: func(g *stopRig) {
 				g.runner.OnStep = func(s inspection.Step, i int) {
 					if s == inspection.StepCapture && i == 1 {
@@ -592,18 +445,18 @@ func TestInjectedFaults(t *testing.T) {
 					}
 				}
 			},
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorContains(t, out.Err, "VIDIOC_DQBUF: EIO")
 			}},
-		{name: "light driver errors", scale: 50, state: inspection.Aborted, reason: "fault: light", next: true,
+		{name: "light driver errors", scale: 50, state: machine.Aborted, reason: "fault: light", next: true,
 			inject: func(g *stopRig) {
-				g.runner.Light = &failingLight{Light: g.board.Light, okLeft: 2} // reference, site 0
+				g.runner.Light = &failingLight{Lamp: g.board.Light, okLeft: 2} // reference, site 0
 			},
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorContains(t, out.Err, "light driver: EIO")
 				g.runner.Light = g.board.Light
 			}},
-		{name: "results not writable", scale: 50, state: inspection.Failed, reason: "error: ", next: true,
+		{name: "results not writable", scale: 50, state: machine.Failed, reason: "error: ", next: true,
 			inject: func(g *stopRig) {
 				g.runner.OnStep = func(s inspection.Step, i int) {
 					if s == inspection.StepSave && i == 1 {
@@ -616,7 +469,7 @@ func TestInjectedFaults(t *testing.T) {
 					}
 				}
 			},
-			check: func(t *testing.T, g *stopRig, out inspection.Outcome) {
+			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorContains(t, out.Err, "0001.png")
 				// What was saved before is intact.
 				run := loadRun(t, out.Dir)
@@ -629,14 +482,14 @@ func TestInjectedFaults(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
 			g := newStopRig(t, threeSites, f.scale)
-			_, err := g.runner.Run(context.Background(), g.rec) // homed and warm
+			_, err := g.run(t, g.rec) // homed and warm
 			require.NoError(t, err)
 			f.inject(g)
-			out, err := g.runner.Run(context.Background(), g.rec)
+			out, err := g.run(t, g.rec)
 			require.NoError(t, err)
-			latched := inspection.Faulted
-			if f.state == inspection.Failed {
-				latched = inspection.Idle
+			latched := machine.Faulted
+			if f.state == machine.Failed {
+				latched = machine.Idle
 			}
 			want := expect{state: f.state, reason: f.reason, latched: latched, done: 0, doneMax: 1, linkLost: f.name == "serial line closes mid-move"}
 			if f.name == "stage never leaves Hold:1" || f.name == "results not writable" {
@@ -645,117 +498,14 @@ func TestInjectedFaults(t *testing.T) {
 			g.checkStopped(t, out, want, false)
 			f.check(t, g, out)
 			if f.next {
-				if g.runner.State().Latched() {
-					require.NoError(t, g.runner.Reset(context.Background()))
+				if g.m.State().Latched() {
+					require.NoError(t, g.m.Reset(context.Background()))
 				}
 				g.runner.OnStep = nil
-				next, err := g.runner.Run(context.Background(), g.oneSite)
+				next, err := g.run(t, g.oneSite)
 				require.NoError(t, err)
-				assert.Equal(t, inspection.Completed, next.State, "next run: %s %v", next.Reason, next.Err)
+				assert.Equal(t, machine.Completed, next.Outcome, "next run: %s %v", next.Reason, next.Err)
 			}
 		})
 	}
-}
-
-func TestStopRaces(t *testing.T) {
-	checkNoFDLeak(t)
-	g := newStopRig(t, threeSites, 10)
-	_, err := g.runner.Run(context.Background(), g.rec)
-	require.NoError(t, err)
-	runWith := func(onMove func()) inspection.Outcome {
-		t.Helper()
-		var once sync.Once
-		g.runner.OnStep = func(s inspection.Step, i int) {
-			if s == inspection.StepMove && i == 1 {
-				once.Do(onMove)
-			}
-		}
-		out, err := g.runner.Run(context.Background(), g.rec)
-		require.NoError(t, err)
-		g.runner.OnStep = nil
-		return out
-	}
-	concurrently := func(fs ...func()) {
-		var wg sync.WaitGroup
-		for _, f := range fs {
-			wg.Add(1)
-			go func() { defer wg.Done(); f() }()
-		}
-		wg.Wait()
-	}
-
-	t.Run("double stop", func(t *testing.T) {
-		out := runWith(func() {
-			concurrently(func() { g.runner.Stop(stop.Operator, "a") }, func() { g.runner.Stop(stop.Operator, "a") })
-		})
-		g.checkStopped(t, out, expect{state: inspection.Canceled, reason: "operator: a", latched: inspection.Idle, done: 0, doneMax: 1}, true)
-	})
-	t.Run("stop racing SIGTERM", func(t *testing.T) {
-		out := runWith(func() {
-			concurrently(func() { g.runner.Stop(stop.Operator, "console") }, func() { g.runner.Stop(stop.Shutdown, "SIGTERM") })
-		})
-		g.checkStopped(t, out, expect{state: inspection.Canceled, reason: "shutdown", latched: inspection.Idle, done: 0, doneMax: 1}, true)
-	})
-	t.Run("button during safe stop", func(t *testing.T) {
-		var once sync.Once
-		g.runner.OnStep = func(s inspection.Step, i int) {
-			if s == inspection.StepMove && i == 1 {
-				g.runner.Stop(stop.Operator, "console")
-			}
-			if s == inspection.StepSafeStop {
-				once.Do(func() { g.runner.Stop(stop.Button, "pressed") })
-			}
-		}
-		out, err := g.runner.Run(context.Background(), g.rec)
-		require.NoError(t, err)
-		g.checkStopped(t, out, expect{state: inspection.Canceled, reason: "button (escalated", latched: inspection.Idle, done: 0, doneMax: 1}, true)
-	})
-	t.Run("e-stop escalates a graceful stop stuck in hold", func(t *testing.T) {
-		g.runner.Config.HoldTimeout = 10 * time.Second
-		defer func() { g.runner.Config.HoldTimeout = 3 * time.Second }()
-		var began time.Time
-		g.runner.OnStep = func(s inspection.Step, i int) {
-			switch {
-			case s == inspection.StepMove && i == 1:
-				go func() {
-					waitFor(g.board.Sim.Emulator.Moving)
-					g.board.Sim.Emulator.InjectStuckHold(true)
-					g.runner.Stop(stop.Operator, "console")
-				}()
-			case s == inspection.StepSafeStop:
-				began = time.Now()
-				time.AfterFunc(50*time.Millisecond, func() { g.runner.Stop(stop.EStop, "mushroom") })
-			}
-		}
-		out, err := g.runner.Run(context.Background(), g.rec)
-		require.NoError(t, err)
-		took := time.Since(began)
-		g.board.Sim.Emulator.InjectStuckHold(false)
-		g.checkStopped(t, out, expect{state: inspection.Aborted, reason: "estop (escalated", latched: inspection.EStop, done: 0, doneMax: 1}, true)
-		assert.Less(t, took, 8*time.Second, "the e-stop did not wait for the 10 s hold deadline")
-	})
-	t.Run("stop while idle", func(t *testing.T) {
-		g.runner.Stop(stop.Operator, "idle")
-		assert.Equal(t, inspection.Idle, g.runner.State())
-		g.runner.Stop(stop.EStop, "idle")
-		assert.Equal(t, inspection.EStop, g.runner.State(), "an e-stop latches even while idle")
-		_, err := g.runner.Run(context.Background(), g.rec)
-		require.ErrorIs(t, err, inspection.ErrLatched)
-		g.runner.EStopActive = func() bool { return true }
-		require.ErrorContains(t, g.runner.Reset(context.Background()), "release it")
-		g.runner.EStopActive = func() bool { return false }
-		require.NoError(t, g.runner.Reset(context.Background()))
-		g.runner.EStopActive = nil
-		assert.Equal(t, inspection.Idle, g.runner.State())
-	})
-	t.Run("stop after completion", func(t *testing.T) {
-		out, err := g.runner.Run(context.Background(), g.rec)
-		require.NoError(t, err)
-		require.Equal(t, inspection.Completed, out.State)
-		g.runner.Stop(stop.Operator, "late")
-		g.runner.Stop(stop.Shutdown, "late")
-		assert.Equal(t, inspection.Idle, g.runner.State())
-		assert.Equal(t, inspection.Completed, g.runner.Last().State)
-		assert.Equal(t, results.Completed, loadRun(t, out.Dir).State)
-	})
 }

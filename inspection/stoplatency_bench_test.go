@@ -31,6 +31,7 @@ import (
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/stop"
 )
 
@@ -65,6 +66,7 @@ type stopBench struct {
 	board  *board.Board
 	stage  *writeTimedStage
 	emu    *emulatorChild
+	m      *machine.Machine
 	runner *inspection.Runner
 	rec    *recipe.Recipe
 	rng    *rand.Rand
@@ -109,6 +111,7 @@ func newStopBench(b *testing.B) *stopBench {
 		saved:  make(chan time.Time, 1),
 	}
 	g.stage = &writeTimedStage{Stage: brd.Stage}
+	g.m = machine.New(machine.Config{Stage: g.stage, Light: brd.Light})
 	g.runner = &inspection.Runner{
 		Stage: g.stage, Light: brd.Light, Camera: brd.Camera, Store: store,
 		// A real logger, formatting every line as in production; only the
@@ -144,7 +147,7 @@ func newStopBench(b *testing.B) *stopBench {
 		}
 	}
 	// Home (and warm up) with a first, complete run.
-	if out, err := g.runner.Run(context.Background(), rec); err != nil || out.State != inspection.Completed {
+	if out, err := g.run(); err != nil || out.Outcome != machine.Completed {
 		b.Fatalf("warm-up run: %v %s %v", err, out.Reason, out.Err)
 	}
 	<-g.moving // the warm-up run's move to the far site
@@ -186,19 +189,24 @@ type stopTimes struct {
 	returned time.Time // Run returned: the wafer map is drawn too
 }
 
+// run runs the recipe under the machine's claim, as the daemon does.
+func (g *stopBench) run() (inspection.Result, error) {
+	return runClaimed(context.Background(), g.m, g.runner, g.rec)
+}
+
 // stopOnce starts a run, waits until the stage moves to the far site, lets
 // a random 0–10 ms pass (so that the stop falls anywhere in the driver's
 // status polling), calls trigger and times the stop.
 func (g *stopBench) stopOnce(trigger func(), want stop.Reason) stopTimes {
 	b := g.b
 	type result struct {
-		out inspection.Outcome
+		out inspection.Result
 		err error
 		at  time.Time
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, err := g.runner.Run(context.Background(), g.rec)
+		out, err := g.run()
 		done <- result{out, err, time.Now()}
 	}()
 	timeout := time.NewTimer(5 * time.Second)
@@ -240,8 +248,8 @@ func (g *stopBench) stopOnce(trigger func(), want stop.Reason) stopTimes {
 	default:
 		b.Fatal("stopped run: no StepWaferMap (outcome not persisted?)")
 	}
-	if r.err != nil || r.out.State != inspection.Canceled || r.out.Latched != inspection.Idle {
-		b.Fatalf("stopped run: %v, outcome %s (%s), latched %s, err %v", r.err, r.out.State, r.out.Reason, r.out.Latched, r.out.Err)
+	if r.err != nil || r.out.Outcome != machine.Canceled || r.out.After != machine.Idle {
+		b.Fatalf("stopped run: %v, outcome %s (%s), after %s, err %v", r.err, r.out.Outcome, r.out.Reason, r.out.After, r.out.Err)
 	}
 	if !strings.HasPrefix(r.out.Reason, want.String()+":") {
 		b.Fatalf("stopped run: reason %q, want %v", r.out.Reason, want)
@@ -288,7 +296,7 @@ func BenchmarkStopLatency(b *testing.B) {
 		var lat, wr []time.Duration
 		late := 0
 		for b.Loop() {
-			ts := g.stopOnce(func() { g.runner.Stop(stop.Operator, "bench") }, stop.Operator)
+			ts := g.stopOnce(func() { g.m.Stop(stop.Operator, "bench") }, stop.Operator)
 			lat, late = sample(lat, late, ts, ts.bang.Sub(ts.trigger))
 			wr = sampleWritten(wr, ts)
 		}
@@ -309,7 +317,7 @@ func BenchmarkStopLatency(b *testing.B) {
 				if err := g.board.Stage.Halt(); err != nil {
 					b.Fatal(err)
 				}
-				g.runner.Stop(stop.Operator, "bench")
+				g.m.Stop(stop.Operator, "bench")
 			}, stop.Operator)
 			lat, late = sample(lat, late, ts, ts.bang.Sub(ts.trigger))
 		}
@@ -320,7 +328,7 @@ func BenchmarkStopLatency(b *testing.B) {
 		g := newStopBench(b)
 		pin := &gpiotest.Pin{N: "STOP", Num: 27, EdgesChan: make(chan gpio.Level, 4)}
 		btn, err := input.NewButton(input.Config{Pin: pin, Pull: gpio.PullDown}, func() {
-			g.runner.Stop(stop.Button, "bench")
+			g.m.Stop(stop.Button, "bench")
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -423,7 +431,7 @@ func BenchmarkSafeStop(b *testing.B) {
 	var total, hold, record, returned []time.Duration
 	late := 0
 	for b.Loop() {
-		ts := g.stopOnce(func() { g.runner.Stop(stop.Operator, "bench") }, stop.Operator)
+		ts := g.stopOnce(func() { g.m.Stop(stop.Operator, "bench") }, stop.Operator)
 		if total, late = sample(total, late, ts, ts.saved.Sub(ts.hold0)); ts.moving {
 			hold = append(hold, ts.reset.Sub(ts.hold0))
 			record = append(record, ts.saved.Sub(ts.reset))

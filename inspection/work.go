@@ -12,19 +12,22 @@ import (
 	"github.com/waferd/waferd/inspection/analysis"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 )
 
 // work is one run in progress. Run's goroutine owns it; while the sites are
-// pipelined, the acquisition stage (expose, at) and the processing stage
-// (process: dets, defects, out) each own their fields, and Run reads out
-// only after both stages have ended.
+// pipelined, the acquisition stage (expose, at, first) and the processing
+// stage (process: dets, defects, res) each own their fields, and Run reads
+// res only after both stages have ended.
 type work struct {
 	r       *Runner
+	c       *machine.Claim
 	rec     *recipe.Recipe
 	rcd     *results.Recorder
-	start   time.Time
-	out     Outcome
+	start   time.Time // when the run began
+	first   time.Time // when the first site began (for the ETA), zero before
+	res     Result
 	golden  *camera.Frame
 	dets    []analysis.Defect // reused by every site's analysis
 	defects []results.Defect  // reused by every site's record
@@ -32,11 +35,9 @@ type work struct {
 	moved   bool
 	stage   *motion.Status // the stage's status as the run started, if Run got it
 
-	// The work's context, cancelled by a stop (through the run's
+	// The work's context, cancelled by a stop (through the claim's
 	// context), by an error in either pipeline stage, or by an overrun
-	// step (deadline). Every hardware call gets this one context, so
-	// that the drivers register their abort hooks once per run rather
-	// than once per call (issue 8: no allocation per site).
+	// step (deadline).
 	cancel   context.CancelCauseFunc
 	deadline *stepDeadline // the acquisition stage's move and capture budgets
 	settle   *time.Timer   // the acquisition stage's settle wait
@@ -176,9 +177,9 @@ func (w *work) ensureHomed(ctx context.Context) error {
 		}
 	}
 	if st.State == motion.StateAlarm {
-		r.untrust()
+		w.c.PositionLost()
 	}
-	if r.Trusted() {
+	if w.c.Trusted() {
 		return nil
 	}
 	r.step(StepHoming, -1)
@@ -189,15 +190,16 @@ func (w *work) ensureHomed(ctx context.Context) error {
 	if err := r.Stage.Home(ctx); err != nil {
 		return device(ctx, "stage", fmt.Errorf("homing: %w", err))
 	}
-	r.mu.Lock()
-	r.trusted = true
-	r.mu.Unlock()
+	w.c.Homed()
 	return nil
 }
 
 // expose moves to site s, settles, and captures one lit frame.
 func (w *work) expose(ctx context.Context, s recipe.Site) (*camera.Frame, error) {
 	r, rec := w.r, w.rec
+	if w.first.IsZero() && s.Index >= 0 {
+		w.first = time.Now()
+	}
 	r.step(StepMove, s.Index)
 	// A move that takes far longer than its distance needs is a stage
 	// that stopped executing (left in a hold, or lost): a fault, not a
@@ -292,12 +294,14 @@ func (w *work) process(ctx context.Context, s recipe.Site, f *camera.Frame) erro
 	if err := w.rcd.SaveSite(s.Index, defects, f.Gray()); err != nil {
 		return err
 	}
-	w.out.Done++
-	w.out.Defects += len(defects)
+	w.res.Done++
+	w.res.Defects += len(defects)
 	if r.Progress != nil {
-		el := time.Since(w.start)
-		eta := el / time.Duration(w.out.Done) * time.Duration(w.out.Total-w.out.Done)
-		r.Progress(Progress{RunID: w.out.RunID, Done: w.out.Done, Total: w.out.Total, Defects: w.out.Defects, Site: s, Elapsed: el, ETA: eta})
+		// The ETA counts sites only: homing and the reference die are
+		// behind us and would inflate it.
+		el := time.Since(w.first)
+		eta := el / time.Duration(w.res.Done) * time.Duration(w.res.Total-w.res.Done)
+		r.Progress(Progress{RunID: w.res.RunID, Done: w.res.Done, Total: w.res.Total, Defects: w.res.Defects, Site: s, Elapsed: el, ETA: eta})
 	}
 	r.step(StepNextSite, s.Index)
 	return nil
@@ -305,8 +309,8 @@ func (w *work) process(ctx context.Context, s recipe.Site, f *camera.Frame) erro
 
 // stepDeadline bounds one step of the acquisition stage (a move, a
 // capture) without a context of its own: when the step overruns its budget
-// it cancels the work with the step's timeout as a device error, which
-// aborts the run with reason fault. One timer serves every step of a run.
+// it cancels the work with the step's timeout as a machine.FaultError,
+// which aborts the run with reason fault. One timer serves every step of a run.
 // move, capture and stop are called by the acquisition stage only; the
 // timer's function runs on its own goroutine.
 type stepDeadline struct {
@@ -369,9 +373,9 @@ func (d *stepDeadline) expire() {
 	d.armed = false
 	var err error
 	if d.isCapture {
-		err = &deviceError{dev: "camera", err: &captureTimeout{d.budget, d.exposure}}
+		err = machine.Fault("camera", &captureTimeout{d.budget, d.exposure})
 	} else {
-		err = &deviceError{dev: "stage", err: &moveTimeout{d.at, d.budget}}
+		err = machine.Fault("stage", &moveTimeout{d.at, d.budget})
 	}
 	d.mu.Unlock()
 	d.cancel(err)
@@ -412,4 +416,16 @@ func (w *work) sleep(ctx context.Context, d time.Duration) error {
 		w.settle.Stop()
 		return context.Cause(ctx)
 	}
+}
+
+// device marks err as a fault of dev, unless the run was stopped (then the
+// error is the stop's doing, not the device's).
+func device(ctx context.Context, dev string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return errors.Join(context.Cause(ctx), err)
+	}
+	return machine.Fault(dev, err)
 }

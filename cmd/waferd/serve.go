@@ -6,33 +6,26 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	iofs "io/fs"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"syscall"
-	"time"
 
-	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/console"
-	"github.com/waferd/waferd/daemon"
-	"github.com/waferd/waferd/examples"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
-	"github.com/waferd/waferd/sim"
 	"github.com/waferd/waferd/stop"
-	"github.com/waferd/waferd/watchdog"
 )
+
+// serveReason: SIGTERM and SIGINT both shut the daemon down.
+func serveReason(os.Signal) stop.Reason { return stop.Shutdown }
 
 // cmdServe runs the controller as a long-lived daemon (systemd Type=notify).
 // It exits 0 after a clean shutdown (SIGTERM or SIGINT, or the end of a
 // --console stdio input: any run is stopped safely first), 2 on a bad
 // configuration, 4 if the board cannot be opened.
-func cmdServe(args []string, stdout, stderr io.Writer) int {
+func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("waferd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration `file` (TOML; see systemd/waferd.toml)")
@@ -44,6 +37,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		consoles = append(consoles, v)
 		return nil
 	})
+	fs.Usage = func() { fmt.Fprint(stderr, serveUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -54,42 +48,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "waferd serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	var cfg *config.Config
-	var err error
-	switch {
-	case *cfgPath == "" && !*useSim:
+	if *cfgPath == "" && !*useSim {
 		fmt.Fprintln(stderr, "waferd serve: give --config FILE for the machine, or --sim for the simulated board")
 		return exitUsage
-	case *cfgPath == "":
-		cfg = config.Default()
-		cfg.Sim.Enabled = true
-	case *useSim:
-		cfg, err = config.LoadSim(*cfgPath)
-	default:
-		cfg, err = config.Load(*cfgPath)
 	}
+	cfg, err := loadConfig(*cfgPath, *useSim, *dataDir, *logLevel)
 	if err != nil {
-		fmt.Fprintf(stderr, "waferd serve: %v\n", err)
-		return exitUsage
-	}
-	if cfg.Sim.Enabled {
-		// The simulated inputs are active high and released low.
-		for _, in := range []*config.Input{&cfg.Button, &cfg.EStop} {
-			in.ActiveLow, in.Pull = false, "down"
-		}
-	}
-	if *dataDir != "" {
-		abs, err := filepath.Abs(*dataDir)
-		if err != nil {
-			fmt.Fprintf(stderr, "waferd serve: --data: %v\n", err)
-			return exitUsage
-		}
-		cfg.Data.Dir = abs
-	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
-	}
-	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "waferd serve: %v\n", err)
 		return exitUsage
 	}
@@ -111,7 +75,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	// line being typed.
 	var sink *console.LogSink
 	logs := logging.Auto(stderr, lvl)
-	if stdio != nil && stdio.Interactive && sameTerminal(stderr) {
+	if stdio != nil && stdio.Interactive && logging.IsTerminal(stderr) {
 		sink = &console.LogSink{Fallback: stderr}
 		logs = logging.New(sink, logging.Options{Level: lvl})
 	}
@@ -126,95 +90,22 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	markInterrupted(store, log)
 
-	// The hardware watchdog is opened first: from here a hang resets the
-	// board.
-	var hw *watchdog.Hardware
-	if dev := cfg.Watchdog.HardwareDevice; dev != "" {
-		if hw, err = watchdog.OpenHardware(dev, time.Duration(cfg.Watchdog.HardwareTimeoutS)*time.Second); err != nil {
-			log.Errorf("%v", err)
-			return exitFailed
-		}
-	}
-	interval, err := watchdog.SystemdInterval()
-	if err != nil {
-		log.Warnf("%v", err)
-	}
-
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	var d *daemon.Daemon
-	ready := make(chan struct{})
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		for s := range sigs {
-			if ctx.Err() == nil {
-				log.Noticef("%v: shutting down", s)
-				cancel(stop.New(stop.Shutdown, s.String()))
-				continue
-			}
-			select {
-			case <-ready:
-				d.Runner.Hurry("second " + s.String())
-			default:
-			}
-		}
-	}()
-
-	openCtx, openCancel := context.WithTimeout(ctx, 15*time.Second)
-	var b *board.Board
-	if cfg.Sim.Enabled {
-		b, err = board.OpenSim(openCtx, board.SimConfig{
-			Sim:  sim.Config{TimeScale: cfg.Sim.TimeScale, Logf: logs.For("grblsim").Debugf},
-			GRBL: board.GRBLConfig(cfg.Stage),
-		})
-	} else {
-		b, err = board.Open(openCtx, cfg, board.WithSimLog(logs.For("grblsim").Debugf), board.WithStageLog(logs.For("stage")))
-	}
-	openCancel()
+	ctx := sigs.Context()
+	m, err := openMachine(ctx, cfg, machineOptions{store: store, logs: logs, ring: ring, stdout: stdout})
 	if err != nil {
 		log.Errorf("%v", err)
-		if hw != nil {
-			_ = hw.Close()
-		}
 		if ctx.Err() != nil {
-			return 0
+			return 0 // a signal during start-up: nothing started, a clean exit
 		}
 		return exitFailed
 	}
-	defer func() {
-		if err := b.Close(); err != nil {
-			log.Errorf("closing the board: %v", err)
-		}
-	}()
-	if !cfg.Sim.Enabled {
-		log.Infof("board: %v", b)
-		if len(b.Simulated) > 0 {
-			log.Warnf("board: simulated devices: %s", strings.Join(b.Simulated, ", "))
-		}
-	}
-	devs := daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits, Button: b.Button, EStop: b.EStop}
-	var builtin iofs.FS
-	if b.Sim != nil && b.Sim.Camera != nil {
-		// The synthetic camera shows the wafer of the recipe being run.
-		devs.SetRecipe = b.Sim.SetRecipe
-	}
-	if b.Sim != nil && b.Sim.Camera != nil && b.Sim.Emulator != nil {
-		// The shipped examples, when the recipe directory does not exist:
-		// they are written for the simulated stage and camera.
-		builtin, _ = iofs.Sub(examples.Recipes, examples.RecipeDir)
-	}
-	d, err = daemon.New(daemon.Options{
-		Config: cfg, Devices: devs, Store: store, Logs: logs,
-		Notifier: watchdog.SystemdNotifier{}, NotifyInterval: interval, Hardware: hw,
-		Recipes: builtin, LogRing: ring,
-	})
-	if err != nil {
-		log.Errorf("%v", err)
-		return exitFailed
-	}
-	close(ready)
+	defer m.close()
+	d := m.d
+	sigs.attach(d.Stop, d.Hurry)
+
+	// The end of a stdio console's input shuts down as a signal does.
+	sctx, shutdown := context.WithCancelCause(ctx)
+	defer shutdown(nil)
 
 	// The consoles outlive the daemon's shutdown, so that they show how
 	// the run in progress ended.
@@ -231,7 +122,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			opts.Name, opts.Interactive, opts.CtrlDEOF, opts.LogSink = "stdio", stdio.Interactive, stdio.Interactive, sink
 			opts.OnEOF = func() {
 				log.Noticef("console input ended: shutting down")
-				cancel(stop.New(stop.Shutdown, "end of console input"))
+				shutdown(stop.New(stop.Shutdown, "end of console input"))
 			}
 			serve = func(ctx context.Context) error { return console.Serve(ctx, stdio, d, opts) }
 		case "pty":
@@ -255,7 +146,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 
-	if err := d.Run(ctx); err != nil {
+	d.Start()
+	<-sctx.Done()
+	detail := "shutdown"
+	if c, ok := stop.FromContext(sctx); ok {
+		detail = c.Detail
+	}
+	if err := d.Shutdown(context.Background(), detail); err != nil {
 		log.Errorf("%v", err)
 		return exitFailed
 	}
@@ -286,8 +183,10 @@ func consoleList(flags []string, cfg *config.Config) ([]string, error) {
 	return out, nil
 }
 
-// sameTerminal reports whether w is a terminal (then it is the one the
-// stdio console uses, in every practical case).
-func sameTerminal(w io.Writer) bool {
-	return logging.IsTerminal(w)
-}
+const serveUsage = `usage: waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]...
+
+Runs the controller daemon (systemd Type=notify) until SIGTERM or SIGINT,
+which stop any run safely; exits 0 then, 2 on a bad configuration, 4 if
+the board cannot be opened.
+
+`

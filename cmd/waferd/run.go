@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/waferd/waferd/board"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/logging"
+	"github.com/waferd/waferd/machine"
+	"github.com/waferd/waferd/stop"
+)
+
+// runReason: Ctrl-C is the operator's stop, SIGTERM a shutdown.
+func runReason(s os.Signal) stop.Reason {
+	if s == syscall.SIGTERM {
+		return stop.Shutdown
+	}
+	return stop.Operator
+}
+
+// cmdRun runs one recipe on the machine — the daemon with one run and no
+// console — on the simulated board (the default) or on the hardware a
+// configuration names (--config), and exits with the run's outcome.
+func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("waferd run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	recipePath := fs.String("recipe", "", "recipe `file` (TOML) to run")
+	cfgPath := fs.String("config", "", "configuration `file` of the machine (TOML; see systemd/waferd.toml); without it, the simulated board")
+	useSim := fs.Bool("sim", false, "the simulated board (the default without --config; with --config, that configuration on the simulated board)")
+	dataDir := fs.String("data", ".", "data `directory`; runs are written under DIR/runs/")
+	timeScale := fs.Float64("time-scale", 1, "simulated board only: stage motion this many times faster than real time")
+	logLevel := fs.String("log-level", "", "log `level`: error, warning, notice, info (default) or debug")
+	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "waferd run: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if *recipePath == "" {
+		fmt.Fprintln(stderr, "waferd run: --recipe FILE is required (try examples/recipes/demo.toml)")
+		return exitUsage
+	}
+	if *timeScale <= 0 {
+		fmt.Fprintf(stderr, "waferd run: --time-scale must be > 0 (got %g)\n", *timeScale)
+		return exitUsage
+	}
+	if _, err := logging.ParseLevel(*logLevel); err != nil {
+		fmt.Fprintf(stderr, "waferd run: --log-level: %v\n", err)
+		return exitUsage
+	}
+	cfg, err := loadConfig(*cfgPath, *useSim, *dataDir, *logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "waferd run: %v\n", err)
+		return exitUsage
+	}
+	if cfg.Sim.Enabled {
+		cfg.Sim.TimeScale *= *timeScale
+	} else if *timeScale != 1 {
+		fmt.Fprintln(stderr, "waferd run: --time-scale works on the simulated board only")
+		return exitUsage
+	}
+	lvl, _ := logging.ParseLevel(cfg.Log.Level) // validated
+	logs := logging.Auto(stderr, lvl)
+	log := logs.For("waferd")
+
+	// The recipe is validated completely before anything is opened.
+	rec, err := recipe.Load(*recipePath, board.ExpectedLimits(cfg))
+	if err != nil {
+		fmt.Fprintf(stderr, "waferd run: %v\n", err)
+		return exitUsage
+	}
+	store, err := results.Open(cfg.Data.Dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "waferd run: %v\n", err)
+		return exitUsage
+	}
+	ctx := sigs.Context()
+	if canceledEarly(sigs, stderr) {
+		return exitCanceled
+	}
+	markInterrupted(store, log)
+
+	p := newProgress(stdout)
+	m, err := openMachine(ctx, cfg, machineOptions{store: store, logs: logs, progress: p.site, stdout: stdout})
+	if err != nil {
+		if canceledEarly(sigs, stderr) {
+			return exitCanceled
+		}
+		log.Errorf("%v", err)
+		return exitFailed
+	}
+	defer m.close()
+	if m.board.Limits != board.ExpectedLimits(cfg) {
+		// A camera that chose another frame size: check again.
+		if rec, err = recipe.Load(*recipePath, m.board.Limits); err != nil {
+			fmt.Fprintf(stderr, "waferd run: %v (with the camera's actual frame size)\n", err)
+			return exitUsage
+		}
+	}
+	d := m.d
+	sigs.attach(d.Stop, d.Hurry)
+	d.Start()
+	defer func() {
+		if err := d.Shutdown(context.Background(), "end of waferd run"); err != nil {
+			log.Errorf("%v", err)
+		}
+	}()
+	if canceledEarly(sigs, stderr) {
+		return exitCanceled
+	}
+	// A signal from here on stops the run through the claim's context.
+	res, err := d.Run(ctx, rec)
+	p.end()
+	if err != nil {
+		log.Errorf("%v", err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "%s: %s, %d/%d sites, %d defects", res.RunID, res.Outcome, res.Done, res.Total, res.Defects)
+	if res.Reason != "" {
+		fmt.Fprintf(stdout, " (%s)", res.Reason)
+	}
+	fmt.Fprintf(stdout, "\nresults:   %s\nwafer map: %s\n", res.Dir, filepath.Join(res.Dir, "wafermap.png"))
+	switch res.Outcome {
+	case machine.Completed:
+		return exitCompleted
+	case machine.Canceled:
+		return exitCanceled
+	case machine.Aborted:
+		return exitAborted
+	}
+	return exitFailed
+}
+
+// canceledEarly reports whether a signal came before the run started, and
+// says so in one line.
+func canceledEarly(sigs *signals, stderr io.Writer) bool {
+	c := sigs.First()
+	if c == nil {
+		return false
+	}
+	fmt.Fprintf(stderr, "waferd run: canceled before the run started (%s)\n", c.Detail)
+	return true
+}
+
+const runUsage = `usage: waferd run --recipe FILE [--config FILE] [--sim] [--data DIR] [--time-scale N] [--log-level L]
+
+Runs one inspection and exits with its outcome: 0 completed, 2 usage,
+recipe or configuration error, 3 canceled (Ctrl-C/SIGINT, SIGTERM), 4
+failed, 5 aborted (a device fault). Without --config it runs on the
+simulated board.
+
+`
