@@ -577,22 +577,23 @@ func cmdWait(s *session, ctx context.Context, c Command) {
 func cmdSelfTest(s *session, ctx context.Context, _ Command) {
 	s.print("selftest: stage status, light on/off, one frame...")
 	res, err := s.m.SelfTest(ctx)
+	if len(res) > 0 {
+		var lines []string
+		failed := 0
+		for _, r := range res {
+			verdict := "PASS"
+			if !r.Pass {
+				verdict = "FAIL"
+				failed++
+			}
+			lines = append(lines, fmt.Sprintf("  %-12s %s  %s", r.Device, verdict, r.Detail))
+		}
+		lines = append(lines, fmt.Sprintf("selftest: %d passed, %d failed", len(res)-failed, failed))
+		s.print(lines...)
+	}
 	if err != nil {
 		s.failed("selftest", err)
-		return
 	}
-	var lines []string
-	failed := 0
-	for _, r := range res {
-		verdict := "PASS"
-		if !r.Pass {
-			verdict = "FAIL"
-			failed++
-		}
-		lines = append(lines, fmt.Sprintf("  %-12s %s  %s", r.Device, verdict, r.Detail))
-	}
-	lines = append(lines, fmt.Sprintf("selftest: %d passed, %d failed", len(res)-failed, failed))
-	s.print(lines...)
 }
 
 func cmdStats(s *session, _ context.Context, _ Command) {

@@ -122,8 +122,8 @@ func meanGrey(f *camera.Frame) float64 {
 // stage answers a status request (it does not move), the light goes on and
 // off, the camera takes one lit frame — and reports the watchdog's
 // heartbeats and the temperature. A device that fails its test is
-// reported FAIL, not treated as a fault. Stop ends it (the remaining steps
-// are reported as skipped).
+// reported FAIL, not treated as a fault. Stop ends it: the remaining steps
+// are reported as skipped, and the error says how it was stopped.
 func (d *Daemon) SelfTest(ctx context.Context) ([]control.TestResult, error) {
 	var res []control.TestResult
 	err := d.operate(ctx, "selftest", func(c *machine.Claim) error {

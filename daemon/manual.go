@@ -47,9 +47,9 @@ func (e *OperationError) Unwrap() error { return e.Ending.Err }
 // operate runs op while holding the machine's claim for what. op returns
 // nil, a refusal (an error that touched no hardware: returned as is), or
 // a device's error marked with machine.Fault. A device error, or a stop
-// (op's context cancelled), ends the claim through the machine's one safe
-// stop, and operate returns an *OperationError saying how it ended. It
-// blocks until op and any safe stop are done.
+// (op's context cancelled, whatever op returned), ends the claim through
+// the machine's one safe stop, and operate returns an *OperationError
+// saying how it ended. It blocks until op and any safe stop are done.
 func (d *Daemon) operate(ctx context.Context, what string, op func(c *machine.Claim) error) error {
 	c, err := d.Machine.Claim(ctx, what)
 	if err != nil {
@@ -58,9 +58,10 @@ func (d *Daemon) operate(ctx context.Context, what string, op func(c *machine.Cl
 	defer c.Release()
 	err = op(c)
 	var fe *machine.FaultError
-	if err == nil || !errors.As(err, &fe) && c.Context().Err() == nil {
+	if c.Context().Err() == nil && (err == nil || !errors.As(err, &fe)) {
 		return err // done, or refused before anything moved
 	}
+	// Stopped (even if op finished what it could), or a device's fault.
 	return &OperationError{What: what, Ending: c.End(err)}
 }
 

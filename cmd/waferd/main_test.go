@@ -193,3 +193,71 @@ func TestCtrlCStopsTheRun(t *testing.T) {
 	assert.Less(t, done2, m["sites_total"].(float64))
 	assert.Contains(t, strings.Join(lines, "\n"), ": canceled,")
 }
+
+// TestSignalsFromTheFirstInstant: a SIGINT before the run exists (old
+// runs scanned, the board opened) exits 3 with a one-line message and no
+// record, never by the signal itself. The signal is sent once waferd says
+// it has loaded the recipe, and then 0, 20 and 100 ms later.
+func TestSignalsFromTheFirstInstant(t *testing.T) {
+	for _, delay := range []time.Duration{0, 20 * time.Millisecond, 100 * time.Millisecond} {
+		data := t.TempDir()
+		cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data, "--time-scale", "5")
+		errPipe, err := cmd.StderrPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		var stderr bytes.Buffer
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			stderr.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "recipe demo: ") {
+				break
+			}
+		}
+		time.Sleep(delay)
+		require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+		for sc.Scan() {
+			stderr.WriteString(sc.Text() + "\n")
+		}
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "stderr:\n%s", stderr.String())
+		require.True(t, ee.Exited(), "waferd must exit, not die by the signal (%v); stderr:\n%s", ee, stderr.String())
+		assert.Equal(t, 3, ee.ExitCode(), "stderr:\n%s", stderr.String())
+		runs, _ := filepath.Glob(filepath.Join(data, "runs", "*", "run.json"))
+		if len(runs) == 0 {
+			assert.Contains(t, stderr.String(), "canceled before the run started (interrupt)")
+		} else {
+			// The run had started: it is recorded canceled.
+			assert.Equal(t, "canceled", readRun(t, data)["state"])
+		}
+	}
+}
+
+// TestSIGINTThenSIGTERM sends Ctrl-C, then SIGTERM, to a run on the
+// simulated board: the stronger reason takes over the stop in progress.
+func TestSIGINTThenSIGTERM(t *testing.T) {
+	data := t.TempDir()
+	cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "site 1/") {
+			require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+			break
+		}
+	}
+	for sc.Scan() {
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "stderr:\n%s", stderr.String())
+	assert.Equal(t, 3, ee.ExitCode(), "stderr:\n%s", stderr.String())
+	m := readRun(t, data)
+	assert.Equal(t, "canceled", m["state"])
+	assert.True(t, strings.HasPrefix(m["reason"].(string), "shutdown"), "reason %q: SIGTERM ranks above Ctrl-C", m["reason"])
+}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/waferd/waferd/board"
+	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
@@ -87,6 +88,7 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "waferd run: %v\n", err)
 		return exitUsage
 	}
+	log.Infof("recipe %s: %d sites; results in %s; opening the %s", rec.Name, len(rec.Sites), cfg.Data.Dir, boardName(cfg))
 	ctx := sigs.Context()
 	if canceledEarly(sigs, stderr) {
 		return exitCanceled
@@ -142,6 +144,13 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 		return exitAborted
 	}
 	return exitFailed
+}
+
+func boardName(cfg *config.Config) string {
+	if cfg.Sim.Enabled {
+		return "simulated board"
+	}
+	return "board"
 }
 
 // canceledEarly reports whether a signal came before the run started, and

@@ -66,7 +66,8 @@ func (s *Stage) SetHoldTime(d time.Duration) {
 }
 
 // OnCall sets a function called at the start of every recorded call (with
-// its name, as Calls lists it), on the caller's goroutine and without the
+// its name, as Calls lists it), and with "moving" once a move is under way
+// and "homing" once homing is, on the caller's goroutine and without the
 // stage's lock: a test can stop the machine at that exact point.
 func (s *Stage) OnCall(f func(call string)) {
 	s.mu.Lock()
@@ -251,7 +252,11 @@ func (s *Stage) Home(ctx context.Context) error {
 		return fmt.Errorf("motiontest: home: stage held: %w", motion.ErrNotReady)
 	}
 	s.state, s.sub = motion.StateHome, -1
+	f := s.onCall
 	s.mu.Unlock()
+	if f != nil {
+		f("homing")
+	}
 	t := time.NewTimer(s.homeTime)
 	defer t.Stop()
 	for {
@@ -305,7 +310,11 @@ func (s *Stage) MoveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 		return fmt.Errorf("motiontest: move to %v: stage held: %w", p, motion.ErrNotReady)
 	}
 	s.state, s.sub = motion.StateRun, -1
+	hook := s.onCall
 	s.mu.Unlock()
+	if hook != nil {
+		hook("moving")
+	}
 	t := time.NewTimer(s.moveTime)
 	defer t.Stop()
 	done := false
