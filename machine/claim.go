@@ -64,16 +64,9 @@ func (c *Claim) stopLocked(cause *stop.Cause) {
 	m := c.m
 	switch {
 	case c.reason == stop.None:
+		// Machine.stopLocked has halted the stage (unless the safe stop
+		// already runs) before the operation is cancelled.
 		c.reason, c.first = cause.Reason, cause
-		if !c.stopping {
-			// The stage is halted before the operation is cancelled, and
-			// under the lock that End takes before the safe stop touches
-			// the stage: a halt can never follow the safe stop's reset
-			// (GRBL would stay in Hold:0).
-			if err := m.cfg.Stage.Halt(); err != nil {
-				m.log.Errorf("stop: halting the stage: %v", err)
-			}
-		}
 		c.cancel(cause)
 		if cause.Reason.Immediate() {
 			c.hurryLocked()

@@ -214,10 +214,12 @@ func (m *Machine) Claim(ctx context.Context, what string) (*Claim, error) {
 // for the machine to come to rest (the claim's End does), only for the
 // devices' Halt (a GPIO write and a one-byte serial write).
 //
-// It always switches the light off (Light.Halt). Then:
-//   - an operation holding the machine is stopped: the first stop halts the
-//     stage (Stage.Halt: feed hold) and cancels the claim's context with a
-//     *stop.Cause; a stronger reason later escalates the stop in progress
+// It halts the stage if an operation holds the machine (Stage.Halt: the
+// feed hold, the first thing it does) and always switches the light off
+// (Light.Halt). Then:
+//   - an operation holding the machine is stopped: the first stop cancels
+//     the claim's context with a *stop.Cause; a stronger reason later
+//     escalates the stop in progress
 //     (an e-stop abandons the controlled hold and resets the stage at
 //     once); a repeated or weaker one is logged and ignored;
 //   - on an idle machine an e-stop latches EStop and a fault or watchdog
@@ -235,6 +237,16 @@ func (m *Machine) Stop(reason stop.Reason, detail string) {
 func (m *Machine) stopLocked(cause *stop.Cause) {
 	c := m.claim
 	m.stats.request(cause.Reason)
+	if c != nil && !c.done && !c.stopping && c.reason == stop.None {
+		// The first stop of an operation in progress: the feed hold is the
+		// most urgent thing, before anything else (even the light, which
+		// follows within microseconds). It is written under the lock that
+		// End takes before the safe stop touches the stage, so a halt can
+		// never follow the safe stop's reset (GRBL would stay in Hold:0).
+		if err := m.cfg.Stage.Halt(); err != nil {
+			m.log.Errorf("stop: halting the stage: %v", err)
+		}
+	}
 	if err := m.cfg.Light.Halt(); err != nil {
 		m.log.Errorf("stop: switching the light off: %v", err)
 	}
