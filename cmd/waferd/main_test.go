@@ -237,7 +237,7 @@ func TestSignalsFromTheFirstInstant(t *testing.T) {
 // simulated board: the stronger reason takes over the stop in progress.
 func TestSIGINTThenSIGTERM(t *testing.T) {
 	data := t.TempDir()
-	cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data)
+	cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data, "--time-scale", "5")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	var stderr bytes.Buffer

@@ -98,7 +98,7 @@ func New(t testing.TB, o Options) *Rig {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Sim.Enabled = true // no device paths to validate: the devices are fakes
-	cfg.Data.Dir = t.TempDir()
+	cfg.Data.Dir = tempDir(t)
 	cfg.Data.Recipes = cfg.Data.Dir + "/recipes"
 	cfg.Button = config.Input{Chip: "sim", Line: "button", Pull: "down", DebounceMS: 20}
 	cfg.EStop = config.Input{Chip: "sim", Line: "estop", Pull: "down", DebounceMS: 20}
@@ -149,6 +149,19 @@ func New(t testing.TB, o Options) *Rig {
 		}
 	})
 	return r
+}
+
+// tempDir is a temporary directory on tmpfs when there is one: tests that
+// record many runs would otherwise spend their time in fsync on a shared
+// disk, not in the behaviour under test.
+func tempDir(t testing.TB) string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "waferd-test-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
 }
 
 // Light returns the light's enable line level.
