@@ -131,8 +131,8 @@ func New(o Options) (*Daemon, error) {
 		NotifyInterval: o.NotifyInterval,
 		Hardware:       o.Hardware,
 		Log:            o.Logs.For("watchdog").Warnf,
-		OnFault: func(name string, err error) {
-			d.Stop(stop.Watchdog, name+": "+err.Error())
+		OnFault: func(_ string, err error) {
+			d.Stop(stop.Watchdog, err.Error()) // the message names the item
 		},
 	})
 	d.stageHB = d.wd.Register("stage-poll", config.MS(cfg.Watchdog.StageHeartbeatMS))

@@ -14,6 +14,15 @@
 //
 // All times are measured on the monotonic clock: a wall-clock step (an NTP
 // sync on a board without RTC) never makes a heartbeat look stale.
+//
+// A busy host is not a stuck subsystem. When the host stalls the whole
+// process (every goroutine, the watchdog's own loop included), the loop
+// wakes late, and by how much is visible on the monotonic clock: that time
+// is credited as a stall, and heartbeat ages count process time, the
+// monotonic time minus the stalls. A subsystem that is stuck while the
+// process runs still goes stale within its limit (of process time, plus
+// one loop period); one that only looks late because nothing ran does not.
+// Leases count real time: a light left on during a stall is still on.
 package watchdog
 
 import (
@@ -34,6 +43,10 @@ const DefaultInterval = 250 * time.Millisecond
 // SensorErrorLimit is how many consecutive failed reads of a sensor make a
 // fault.
 const SensorErrorLimit = 3
+
+// StallAllowance is how late the loop may wake before the lateness counts
+// as a stall of the process: ordinary scheduling delay.
+const StallAllowance = 10 * time.Millisecond
 
 // Errors wrapped by the errors passed to Config.OnFault.
 var (
@@ -65,8 +78,10 @@ type Config struct {
 	Log func(format string, args ...any)
 	// OnFault is called from the loop goroutine when a heartbeat goes stale,
 	// a lease expires or a sensor alarms, once per fault episode (until the
-	// heartbeat beats again, the lease ends, the sensor reads good). It must
-	// not block: the loop and its pings wait for it.
+	// heartbeat beats again, the lease ends, the sensor reads good). err's
+	// message begins with the item's name ("stage-poll: no beat for ...")
+	// and wraps ErrStale, ErrLeaseExpired, ErrOverLimit or ErrSensorFailed.
+	// It must not block: the loop and its pings wait for it.
 	OnFault func(name string, err error)
 }
 
@@ -74,7 +89,9 @@ type Config struct {
 // concurrent use.
 type Watchdog struct {
 	cfg       Config
-	epoch     time.Time // monotonic origin of every timestamp
+	epoch     time.Time    // monotonic origin of every timestamp
+	clock     func() int64 // monotonic ns since epoch (tests replace it)
+	stalled   atomic.Int64 // ns of whole-process stalls credited so far
 	tick      time.Duration
 	pingEvery time.Duration // 0: no WATCHDOG=1
 	hwEvery   time.Duration // 0: no hardware
@@ -83,6 +100,7 @@ type Watchdog struct {
 
 	mu        sync.Mutex
 	names     map[string]bool
+	lastStall int64 // when a stall was last logged (raw ns), for rate limiting
 	beats     []*Heartbeat
 	leases    []*Lease
 	sensors   []*sensor
@@ -105,6 +123,7 @@ func New(cfg Config) *Watchdog {
 		cfg.OnFault = func(string, error) {}
 	}
 	w := &Watchdog{cfg: cfg, epoch: time.Now(), tick: cfg.Interval, wake: make(chan struct{}, 1), names: map[string]bool{}}
+	w.clock = func() int64 { return int64(time.Since(w.epoch)) }
 	if cfg.Notify != nil && cfg.NotifyInterval > 0 {
 		w.pingEvery = cfg.NotifyInterval / 2
 		w.tick = min(w.tick, w.pingEvery)
@@ -117,7 +136,33 @@ func New(cfg Config) *Watchdog {
 }
 
 // now is the monotonic time since New, in nanoseconds.
-func (w *Watchdog) now() int64 { return int64(time.Since(w.epoch)) }
+func (w *Watchdog) now() int64 { return w.clock() }
+
+// progress is process time: the monotonic time since New minus the
+// whole-process stalls credited so far, in nanoseconds. Heartbeats count it.
+func (w *Watchdog) progress() int64 { return w.clock() - w.stalled.Load() }
+
+// woke accounts for the loop waking at now when it meant to wake at due
+// (both raw monotonic ns): lateness beyond StallAllowance was a stall of
+// the process, credited so that it does not age the heartbeats. It returns
+// the stall credited.
+func (w *Watchdog) woke(due, now int64) time.Duration {
+	late := time.Duration(now - due)
+	if late <= StallAllowance {
+		return 0
+	}
+	w.stalled.Add(int64(late))
+	w.mu.Lock()
+	logIt := now-w.lastStall >= int64(10*time.Second) || w.lastStall == 0
+	if logIt {
+		w.lastStall = now
+	}
+	w.mu.Unlock()
+	if logIt && late >= 100*time.Millisecond {
+		w.cfg.Log("watchdog: the process stalled for %v (its own loop woke that late; a busy host?): heartbeat ages exclude it", late.Round(time.Millisecond))
+	}
+	return late
+}
 
 // poke wakes the loop to recompute its next deadline.
 func (w *Watchdog) poke() {
@@ -140,12 +185,13 @@ func (w *Watchdog) claim(kind, name string) {
 // Heartbeat is one subsystem's proof of progress. Its methods are safe for
 // concurrent use and cheap (an atomic store and a monotonic clock read).
 type Heartbeat struct {
-	name   string
-	maxAge time.Duration
-	w      *Watchdog
-	last   atomic.Int64
-	paused atomic.Bool
-	fault  bool // loop state, under w.mu
+	name    string
+	maxAge  time.Duration
+	w       *Watchdog
+	last    atomic.Int64 // process time of the last beat
+	lastRaw atomic.Int64 // monotonic time of the last beat, for messages
+	paused  atomic.Bool
+	fault   bool // loop state, under w.mu
 }
 
 // Register adds a heartbeat that must beat at least every maxAge, counted
@@ -160,13 +206,16 @@ func (w *Watchdog) Register(name string, maxAge time.Duration) *Heartbeat {
 	defer w.mu.Unlock()
 	w.claim("heartbeat", name)
 	h := &Heartbeat{name: name, maxAge: maxAge, w: w}
-	h.last.Store(w.now())
+	h.Beat()
 	w.beats = append(w.beats, h)
 	return h
 }
 
 // Beat records progress now.
-func (h *Heartbeat) Beat() { h.last.Store(h.w.now()) }
+func (h *Heartbeat) Beat() {
+	h.lastRaw.Store(h.w.now())
+	h.last.Store(h.w.progress())
+}
 
 // Pause stops the heartbeat from counting, e.g. the runner between runs. A
 // paused heartbeat is never stale.
@@ -271,15 +320,17 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	w.mu.Lock()
-	now := w.now()
+	now, prog := w.now(), w.progress()
 	for _, h := range w.beats {
-		h.last.Store(max(h.last.Load(), now)) // ages count from Run's start
+		h.last.Store(max(h.last.Load(), prog)) // ages count from Run's start
+		h.lastRaw.Store(max(h.lastRaw.Load(), now))
 	}
 	w.mu.Unlock()
 
 	lastPing, lastHW := int64(math.MinInt64/2), int64(math.MinInt64/2)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	due := now // when the timer is meant to fire (raw ns)
 	for {
 		select {
 		case <-ctx.Done():
@@ -288,6 +339,7 @@ func (w *Watchdog) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-timer.C:
+			w.woke(due, w.now())
 		case <-w.wake:
 		}
 		healthy, next := w.check()
@@ -300,7 +352,9 @@ func (w *Watchdog) Run(ctx context.Context) error {
 			lastHW = now
 			w.keepalive()
 		}
-		timer.Reset(min(w.tick, next))
+		wait := min(w.tick, next)
+		due = w.now() + int64(wait)
+		timer.Reset(wait)
 	}
 }
 
@@ -309,12 +363,34 @@ type fault struct {
 	err  error
 }
 
+// itemError is a fault of one watched item: its message names the item
+// and says what is wrong ("stage-poll: no beat for 1.2s (limit 1s)"), and
+// it wraps one of the package's sentinel errors (and the cause, if any).
+type itemError struct {
+	name, what string
+	err        error
+}
+
+func (e *itemError) Error() string { return e.name + ": " + e.what }
+func (e *itemError) Unwrap() error { return e.err }
+
+// staleError says how long h has not beaten, in process time, and how much
+// longer that was on the clock when the process stalled meanwhile.
+func staleError(h *Heartbeat, age, raw time.Duration) error {
+	what := fmt.Sprintf("no beat for %v (limit %v)", age.Round(time.Millisecond), h.maxAge)
+	if stall := raw - age; stall >= 100*time.Millisecond {
+		what = fmt.Sprintf("no beat for %v of process time (limit %v; %v on the clock, the host stalled the whole process for %v)",
+			age.Round(time.Millisecond), h.maxAge, raw.Round(time.Millisecond), stall.Round(time.Millisecond))
+	}
+	return &itemError{h.name, what, ErrStale}
+}
+
 // check runs one pass over heartbeats, leases and sensors, calls expire and
 // OnFault for new faults, and returns whether every heartbeat is fresh and
 // how long until the next lease deadline or sensor read.
 func (w *Watchdog) check() (healthy bool, next time.Duration) {
 	next = w.tick
-	now := w.now()
+	now, prog := w.now(), w.progress()
 	var (
 		faults  []fault
 		expires []func()
@@ -323,11 +399,11 @@ func (w *Watchdog) check() (healthy bool, next time.Duration) {
 	w.mu.Lock()
 	healthy = true
 	for _, h := range w.beats {
-		age := time.Duration(now - h.last.Load())
+		age := time.Duration(prog - h.last.Load())
 		stale := !h.paused.Load() && age > h.maxAge
 		switch {
 		case stale && !h.fault:
-			faults = append(faults, fault{h.name, fmt.Errorf("%w: %s: no beat for %v (limit %v)", ErrStale, h.name, age.Round(time.Millisecond), h.maxAge)})
+			faults = append(faults, fault{h.name, staleError(h, age, time.Duration(now-h.lastRaw.Load()))})
 		case !stale && h.fault:
 			w.cfg.Log("watchdog: heartbeat %q fresh again (paused: %v)", h.name, h.paused.Load())
 		}
@@ -341,7 +417,7 @@ func (w *Watchdog) check() (healthy bool, next time.Duration) {
 			if held >= l.max {
 				l.fired = true
 				expires = append(expires, l.expire)
-				faults = append(faults, fault{l.name, fmt.Errorf("%w: %s: held for %v (limit %v)", ErrLeaseExpired, l.name, held.Round(time.Millisecond), l.max)})
+				faults = append(faults, fault{l.name, &itemError{l.name, fmt.Sprintf("on for %v (limit %v)", held.Round(time.Millisecond), l.max), ErrLeaseExpired}})
 			} else {
 				next = min(next, l.max-held)
 			}
@@ -381,7 +457,7 @@ func (w *Watchdog) check() (healthy bool, next time.Duration) {
 		if r.err != nil {
 			s.errs++
 			if s.errs >= SensorErrorLimit {
-				err = fmt.Errorf("%w: %s: %d reads in a row, last: %w", ErrSensorFailed, s.name, s.errs, r.err)
+				err = &itemError{s.name, fmt.Sprintf("%d failed reads in a row, last: %v", s.errs, r.err), errors.Join(ErrSensorFailed, r.err)}
 			} else {
 				w.cfg.Log("watchdog: sensor %q: read failed (%d of %d): %v", s.name, s.errs, SensorErrorLimit, r.err)
 				err = s.fault // a single failed read neither starts nor ends an episode
@@ -389,7 +465,7 @@ func (w *Watchdog) check() (healthy bool, next time.Duration) {
 		} else {
 			s.errs, s.value, s.lastGood = 0, r.v, now
 			if r.v > s.limit {
-				err = fmt.Errorf("%w: %s: %.1f > %.1f", ErrOverLimit, s.name, r.v, s.limit)
+				err = &itemError{s.name, fmt.Sprintf("%.1f above its limit %.1f", r.v, s.limit), ErrOverLimit}
 			}
 		}
 		switch {
@@ -529,7 +605,8 @@ type HeartbeatInfo struct {
 	// Limit is a heartbeat's max age, a lease's max on-time, or a sensor's
 	// read period.
 	Limit time.Duration
-	// Age is the time since a heartbeat's last beat, since a lease's
+	// Age is the time since a heartbeat's last beat (process time: see the
+	// package documentation), since a lease's
 	// Start (0 when not held), or since a sensor's last good reading (-1
 	// if none yet).
 	Age time.Duration
@@ -545,12 +622,12 @@ type HeartbeatInfo struct {
 // Snapshot describes every heartbeat, lease and sensor, in registration
 // order by kind.
 func (w *Watchdog) Snapshot() []HeartbeatInfo {
-	now := w.now()
+	now, prog := w.now(), w.progress()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []HeartbeatInfo
 	for _, h := range w.beats {
-		age, paused := time.Duration(now-h.last.Load()), h.paused.Load()
+		age, paused := time.Duration(prog-h.last.Load()), h.paused.Load()
 		out = append(out, HeartbeatInfo{Name: h.name, Kind: KindHeartbeat, Limit: h.maxAge, Age: age, Paused: paused, Fresh: paused || age <= h.maxAge})
 	}
 	for _, l := range w.leases {
