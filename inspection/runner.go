@@ -49,6 +49,12 @@ type Result struct {
 	// After is the machine state the run left behind: Idle, Faulted or
 	// EStop.
 	After machine.State
+	// Recorded: run.json holds this outcome. When false (the disk failed
+	// even the final write, which has space reserved), the record on disk
+	// still says running and the next start marks the run interrupted.
+	Recorded bool
+	// MapWritten: wafermap.png shows this outcome.
+	MapWritten bool
 }
 
 // Step names the boundaries of a run, for OnStep.
@@ -179,8 +185,15 @@ func (r *Runner) Run(c *machine.Claim, rec *recipe.Recipe) (Result, error) {
 		machine.Completed: results.Completed, machine.Canceled: results.Canceled,
 		machine.Failed: results.Failed, machine.Aborted: results.Aborted,
 	}[res.Outcome]
-	if err := r.record(w, rstate, res.Reason, res.Err, c.Trusted()); err != nil {
-		log.Errorf("run %s: record: %v", res.RunID, err)
+	recErr, mapErr := r.record(w, rstate, res.Reason, res.Err, c.Trusted())
+	res.Recorded, res.MapWritten = recErr == nil, recErr == nil && mapErr == nil
+	switch {
+	case recErr != nil:
+		log.Errorf("run %s: the outcome (%s) could NOT be recorded: %v; run.json still says running, and the next start will mark the run interrupted", res.RunID, res.Outcome, recErr)
+	case mapErr != nil:
+		log.Errorf("run %s: wafer map: %v", res.RunID, mapErr)
+	}
+	if err := errors.Join(recErr, mapErr); err != nil {
 		if res.Outcome == machine.Completed {
 			res.Outcome, res.Reason = machine.Failed, "error: record: "+err.Error()
 		}
@@ -195,13 +208,14 @@ func (r *Runner) Run(c *machine.Claim, rec *recipe.Recipe) (Result, error) {
 	return res, nil
 }
 
-// record persists the outcome (run.json), then draws the wafer map.
-func (r *Runner) record(w *work, state results.State, why string, runErr error, trusted bool) error {
-	err := w.rcd.FinishRecord(state, why, runErr, trusted)
-	if err == nil {
-		r.step(StepWaferMap, -1)
+// record persists the outcome (run.json), then draws the wafer map (not
+// if the outcome could not be persisted: the map shows the record).
+func (r *Runner) record(w *work, state results.State, why string, runErr error, trusted bool) (recErr, mapErr error) {
+	if recErr = w.rcd.FinishRecord(state, why, runErr, trusted); recErr != nil {
+		return recErr, nil
 	}
-	return errors.Join(err, w.rcd.WriteMap())
+	r.step(StepWaferMap, -1)
+	return nil, w.rcd.WriteMap()
 }
 
 func (r *Runner) step(s Step, site int) {

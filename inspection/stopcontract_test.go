@@ -342,7 +342,7 @@ func TestStopWhileARunFailsToStart(t *testing.T) {
 			g := newRig(t, testRecipe)
 			// The runs directory replaced by a file: creating a record fails.
 			runs := filepath.Join(g.data, "runs")
-			require.NoError(t, os.Remove(runs))
+			require.NoError(t, os.RemoveAll(runs))
 			require.NoError(t, os.WriteFile(runs, nil, 0o644))
 			g.runner.Stage = &stopOnStatus{Stage: g.board.Stage, hook: func() { g.m.Stop(reason, "test") }}
 

@@ -261,3 +261,51 @@ func TestSIGINTThenSIGTERM(t *testing.T) {
 	assert.Equal(t, "canceled", m["state"])
 	assert.True(t, strings.HasPrefix(m["reason"].(string), "shutdown"), "reason %q: SIGTERM ranks above Ctrl-C", m["reason"])
 }
+
+// TestFullDiskStillRecordsTheOutcome: the data disk fills during a run. The
+// next site cannot be saved and the run fails (exit 4), but its outcome
+// reaches run.json (its space was reserved when the run began) and the
+// output says where the record is and that the wafer map could not be drawn
+// if it could not.
+func TestFullDiskStillRecordsTheOutcome(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
+	}
+	data := t.TempDir()
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(data, 0) })
+	cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data, "--time-scale", "5")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if strings.HasPrefix(sc.Text(), "site 2/") {
+			f, err := os.Create(filepath.Join(data, "filler"))
+			require.NoError(t, err)
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := f.Write(buf); err != nil {
+					break
+				}
+			}
+			require.NoError(t, f.Close())
+		}
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "stdout %v\nstderr:\n%s", lines, stderr.String())
+	assert.Equal(t, 4, ee.ExitCode(), "failed; stdout %v\nstderr:\n%s", lines, stderr.String())
+	m := readRun(t, data)
+	assert.Equal(t, "failed", m["state"], "the outcome reached the full disk")
+	assert.Contains(t, m["error"], "no space left on device")
+	out := strings.Join(lines, "\n")
+	assert.Contains(t, out, ": failed,")
+	assert.NotContains(t, out, "could NOT be recorded")
+}

@@ -130,11 +130,20 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 		log.Errorf("%v", err)
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, "%s: %s, %d/%d sites, %d defects", res.RunID, res.Outcome, res.Done, res.Total, res.Defects)
+	fmt.Fprintf(stdout, "%s: %s, %d/%d sites, %s", res.RunID, res.Outcome, res.Done, res.Total, plural(res.Defects, "defect"))
 	if res.Reason != "" {
 		fmt.Fprintf(stdout, " (%s)", res.Reason)
 	}
-	fmt.Fprintf(stdout, "\nresults:   %s\nwafer map: %s\n", res.Dir, filepath.Join(res.Dir, "wafermap.png"))
+	fmt.Fprintf(stdout, "\nresults:   %s\n", res.Dir)
+	switch {
+	case !res.Recorded:
+		fmt.Fprintf(stdout, "the outcome could NOT be recorded (see the log): %s/run.json still says running; the next start marks it interrupted\n", res.Dir)
+		return exitFailed
+	case res.MapWritten:
+		fmt.Fprintf(stdout, "wafer map: %s\n", filepath.Join(res.Dir, "wafermap.png"))
+	default:
+		fmt.Fprintln(stdout, "wafer map: not drawn (see the log)")
+	}
 	switch res.Outcome {
 	case machine.Completed:
 		return exitCompleted
@@ -151,6 +160,14 @@ func boardName(cfg *config.Config) string {
 		return "simulated board"
 	}
 	return "board"
+}
+
+// plural says "1 defect", "2 defects".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // canceledEarly reports whether a signal came before the run started, and

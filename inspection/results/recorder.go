@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/draw"
 	"io"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -119,10 +120,16 @@ func (r *Recorder) writeSite(resRel, imgRel string, res *SiteResult, img image.I
 		}
 	}
 	b, err := marshalRecord(res)
-	if err != nil {
-		return fmt.Errorf("results: encode %s: %w", r.path(resRel), err)
+	if err == nil {
+		err = r.store.writeBytes(r.path(resRel), b)
+	} else {
+		err = fmt.Errorf("results: encode %s: %w", r.path(resRel), err)
 	}
-	return r.store.writeBytes(r.path(resRel), b)
+	if err != nil && imgRel != "" {
+		// No image without its defect list: the site stays pending.
+		_ = os.Remove(r.path(imgRel))
+	}
+	return err
 }
 
 // FailSite marks site index failed with err's text and rewrites run.json.
@@ -237,9 +244,16 @@ func (r *Recorder) FinishRecord(state State, reason string, runErr error, positi
 	}
 	ver := r.version
 	r.mu.Unlock()
+	// The space reserved at Create goes to the final record: on a full
+	// disk, this write is the one that must succeed.
+	_ = os.Remove(r.path(reserveName))
 	// run.json is the commit point: the outcome is persisted without
 	// waiting for the map (a picture derived from it).
-	return r.commit(ver)
+	if err := r.commit(ver); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(r.store.dir, runningDir, r.id))
+	return nil
 }
 
 // WriteMap draws wafermap.png from the finished record and, once it and

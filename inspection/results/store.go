@@ -82,7 +82,31 @@ func Open(dataDir string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(s)
 	}
+	if _, err := os.Stat(filepath.Join(dir, runningDir)); errors.Is(err, fs.ErrNotExist) {
+		// Runs written by an older waferd have no markers: MarkInterrupted
+		// reads every run once, then makes the directory. A new runs
+		// directory gets it at once.
+		if empty, _ := isEmpty(dir); empty {
+			if err := s.makeMarkers(); err != nil {
+				return nil, fmt.Errorf("results: runs directory: %w", err)
+			}
+		}
+	}
 	return s, nil
+}
+
+// isEmpty reports whether dir has no entries.
+func isEmpty(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	return false, err
 }
 
 // Dir returns the runs directory (<data>/runs).
@@ -193,8 +217,18 @@ func (s *Store) Create(run Run) (*Recorder, error) {
 		if err := os.Mkdir(filepath.Join(dir, "sites"), 0o755); err != nil {
 			return fmt.Errorf("results: create run %s: %w", run.ID, err)
 		}
+		// The disk space the final record needs is taken now, so that a
+		// disk that fills during the run cannot keep its outcome off it.
+		if err := reserve(filepath.Join(dir, reserveName), reserveSize(run)); err != nil {
+			return fmt.Errorf("results: create run %s: reserving space for its final record: %w", run.ID, err)
+		}
+		// The marker that finds the run at the next start if it never
+		// finishes (MarkInterrupted reads the markers, not every run).
+		if err := os.WriteFile(filepath.Join(s.dir, runningDir, run.ID), nil, 0o644); err != nil {
+			return fmt.Errorf("results: create run %s: %w", run.ID, err)
+		}
 		// The new directories survive a power loss before run.json does.
-		for _, d := range []string{dir, s.dir} {
+		for _, d := range []string{dir, filepath.Join(s.dir, runningDir), s.dir} {
 			if err := atomicfile.SyncDir(d); err != nil {
 				return fmt.Errorf("results: create run %s: %w", run.ID, err)
 			}
@@ -204,6 +238,7 @@ func (s *Store) Create(run Run) (*Recorder, error) {
 	}()
 	if err != nil {
 		_ = os.RemoveAll(dir)
+		_ = os.Remove(filepath.Join(s.dir, runningDir, run.ID))
 		return nil, err
 	}
 	s.mu.Lock()
@@ -322,38 +357,48 @@ const InterruptedReason = "found unfinished at start-up"
 // no live Recorder in this Store, and marks it interrupted: ended_at now,
 // reason InterruptedReason, complete false. Sites whose defect list was
 // written but not yet recorded (a crash between the two writes) are
-// recovered as done. Leftover temporary files of the run are removed and its
-// wafer map is written. Call it at start-up, before any run begins.
+// recovered as done; a site image without its defect list (a crash
+// between the image and the list) is removed, its site staying pending.
+// Leftover temporary files and reserved space of the run are removed and
+// its wafer map is written. Call it at start-up, before any run begins.
+//
+// It reads only the runs that were not finished (a marker in runs/.running
+// for each, made by Create and removed once the outcome is recorded), so
+// its time does not grow with the history. The first time it runs on a
+// runs directory without markers (written by an older waferd) it reads
+// every run once.
 //
 // It returns the runs it marked (as written) and a joined error for runs it
 // could not read or rewrite; those are left as they were.
 func (s *Store) MarkInterrupted() ([]Run, error) {
-	entries, err := os.ReadDir(s.dir)
+	ids, err := s.unfinished()
 	if err != nil {
 		return nil, fmt.Errorf("results: mark interrupted: %w", err)
 	}
 	var marked []Run
 	var errs []error
-	for _, e := range entries {
-		id := e.Name()
-		if !e.IsDir() || validateID(id) != nil {
-			continue
-		}
+	for _, id := range ids {
 		s.mu.Lock()
 		_, live := s.active[id]
 		s.mu.Unlock()
 		if live {
 			continue
 		}
+		dir := filepath.Join(s.dir, id)
 		run, err := s.readRun(id)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Created, and gone before its first record: nothing to mark.
+			_ = os.Remove(filepath.Join(s.dir, runningDir, id))
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if run.State != Running {
+			_ = os.Remove(filepath.Join(s.dir, runningDir, id))
 			continue
 		}
-		dir := filepath.Join(s.dir, id)
 		t := s.now().UTC()
 		run.State = Interrupted
 		run.EndedAt = &t
@@ -364,6 +409,7 @@ func (s *Store) MarkInterrupted() ([]Run, error) {
 		// No write is in progress: the run has no live Recorder.
 		_ = atomicfile.RemoveTemps(dir) // leftovers are harmless: best effort
 		_ = atomicfile.RemoveTemps(filepath.Join(dir, "sites"))
+		_ = os.Remove(filepath.Join(dir, reserveName))
 		mapErr, err := s.rewriteInterrupted(dir, run)
 		if mapErr != nil {
 			errs = append(errs, mapErr)
@@ -372,9 +418,100 @@ func (s *Store) MarkInterrupted() ([]Run, error) {
 			errs = append(errs, err)
 			continue
 		}
+		_ = os.Remove(filepath.Join(s.dir, runningDir, id))
 		marked = append(marked, run)
 	}
 	return marked, errors.Join(errs...)
+}
+
+// unfinished returns the ids of the runs marked as not finished (see
+// MarkInterrupted); without a runs/.running directory, every run's id, and
+// it makes the directory.
+func (s *Store) unfinished() ([]string, error) {
+	marks := filepath.Join(s.dir, runningDir)
+	entries, err := os.ReadDir(marks)
+	if err == nil {
+		var ids []string
+		for _, e := range entries {
+			if validateID(e.Name()) == nil {
+				ids = append(ids, e.Name())
+			}
+		}
+		return ids, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	entries, err = os.ReadDir(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() && validateID(e.Name()) == nil {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, s.makeMarkers()
+}
+
+// makeMarkers makes the runs/.running directory.
+func (s *Store) makeMarkers() error {
+	if err := os.Mkdir(filepath.Join(s.dir, runningDir), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return atomicfile.SyncDir(s.dir)
+}
+
+// runningDir holds an empty file named after each run not yet finished.
+const runningDir = ".running"
+
+// reserveName is the file in a run's directory that holds the disk space
+// of the run's final record from Create until FinishRecord writes it.
+const reserveName = ".reserve"
+
+// reserveSize is the space the final record of run needs: its run.json
+// with every site done, a long reason and error, and room for the write's
+// temporary file beside the old run.json.
+func reserveSize(run Run) int64 {
+	final := run.clone()
+	for i := range final.Sites {
+		st := &final.Sites[i]
+		st.Status, st.Defects = SiteDone, 1<<30
+		st.Result, st.Image = siteRel(st.Index, ".json"), siteRel(st.Index, ".png")
+	}
+	t := time.Now()
+	final.State, final.EndedAt = Aborted, &t
+	final.Reason, final.Error = strings.Repeat("r", 1024), strings.Repeat("e", 8192)
+	final.recount()
+	b, err := marshalRecord(&final)
+	if err != nil {
+		return 1 << 20
+	}
+	return int64(len(b)) + 64<<10
+}
+
+// reserve makes path a file of size zero bytes, written out (not sparse:
+// the blocks must be taken) and synced.
+func reserve(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, 64<<10)
+	for left := size; left > 0 && err == nil; left -= int64(len(zeros)) {
+		_, err = f.Write(zeros[:min(int64(len(zeros)), left)])
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+	}
+	return err
 }
 
 // rewriteInterrupted writes the wafer map and then run.json of the
@@ -400,6 +537,9 @@ func recoverSites(dir string, run *Run) {
 		rel := siteRel(st.Index, ".json")
 		var res SiteResult
 		if readJSON(filepath.Join(dir, filepath.FromSlash(rel)), &res) != nil || res.Index != st.Index {
+			// An image without its defect list is not a result: the
+			// site stays pending, and nothing says it is done.
+			_ = os.Remove(filepath.Join(dir, filepath.FromSlash(siteRel(st.Index, ".png"))))
 			continue
 		}
 		st.Status = SiteDone
