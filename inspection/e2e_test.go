@@ -288,7 +288,7 @@ func TestHeldStageRefusesToStart(t *testing.T) {
 	require.ErrorIs(t, err, motion.ErrNotReady)
 	assert.ErrorContains(t, err, `cannot start "e2e": motion: stage not ready: the controller reports Hold:0: held (feed hold)`)
 	assert.Equal(t, machine.Idle, g.m.State())
-	runs, err := os.ReadDir(filepath.Join(g.data, "runs"))
+	runs, err := g.runner.Store.List()
 	require.NoError(t, err)
 	assert.Empty(t, runs, "a run that did not start leaves no record")
 
