@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/waferd/waferd/camera"
-	"github.com/waferd/waferd/internal/ctxhook"
 )
 
 // Camera is an open V4L2 capture device, streaming from Open until Close.
@@ -33,9 +32,6 @@ type Camera struct {
 
 	wmu  sync.Mutex // guards wake against being closed while written
 	wake int        // eventfd: written on cancellation and by Close; -1 once closed
-	// cancelHook writes wake when a capture's context is cancelled; it
-	// stays registered across captures with the same context.
-	cancelHook *ctxhook.Hook
 
 	// mu is held by Capture for the whole capture and by Close for the
 	// teardown, so stream on/off never happens during a capture.
@@ -62,7 +58,6 @@ func Open(path string, cfg Config) (*Camera, error) {
 		return nil, fmt.Errorf("v4l2: open %s: %w", path, err)
 	}
 	c := &Camera{path: path, fd: fd, wake: -1, skip: cfg.skipFrames()}
-	c.cancelHook = ctxhook.New(c.signal)
 	if err := c.setUp(cfg); err != nil {
 		return nil, errors.Join(err, c.teardown())
 	}
@@ -287,11 +282,17 @@ func (c *Camera) Capture(ctx context.Context, exposure time.Duration) (*camera.F
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("v4l2: %s: capture: %w", c.path, context.Cause(ctx))
 	}
-	c.cancelHook.Arm(ctx)
+	// Cancelling ctx wakes the frame wait below.
+	woke := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(woke)
+		c.signal()
+	})
 	defer func() {
-		if c.cancelHook.Disarm() {
-			// The wake-up was written: consume it, so that the next
-			// capture does not see it.
+		if !stop() {
+			// The wake-up is being written: wait for it and consume it,
+			// so that the next capture does not see it.
+			<-woke
 			c.drainWake()
 		}
 	}()
@@ -415,7 +416,6 @@ func (c *Camera) Close() error {
 	if !c.closing.Swap(true) {
 		c.signal()
 	}
-	c.cancelHook.Release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.teardown()

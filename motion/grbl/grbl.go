@@ -69,7 +69,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/waferd/waferd/internal/ctxhook"
 	"github.com/waferd/waferd/motion"
 )
 
@@ -191,9 +190,7 @@ type Stage struct {
 	moveSem chan struct{} // capacity 1: serialises MoveTo and Home
 
 	// Guarded by moveSem.
-	moveLine []byte        // MoveTo formats its G1 line here
-	holdHook *ctxhook.Hook // MoveTo's: feed hold
-	homeHook *ctxhook.Hook // Home's: soft reset
+	moveLine []byte // MoveTo formats its G1 line here
 
 	// Free lists (reuse.go).
 	timers   freeList[*time.Timer]
@@ -255,8 +252,6 @@ func New(port io.ReadWriteCloser, cfg Config) *Stage {
 		banner:     make(chan struct{}),
 		alarmCh:    make(chan struct{}),
 	}
-	s.holdHook = ctxhook.New(func() { _ = s.Halt() })
-	s.homeHook = ctxhook.New(s.abortHoming)
 	return s
 }
 
@@ -329,9 +324,6 @@ func (s *Stage) Close() error {
 		if err != nil {
 			s.closeErr = fmt.Errorf("grbl: close: %w", err)
 		}
-		// A long-lived context (a daemon's) keeps no reference to us.
-		s.holdHook.Release()
-		s.homeHook.Release()
 	})
 	return s.closeErr
 }

@@ -1,8 +1,6 @@
 package grbl
 
 import (
-	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,34 +12,6 @@ import (
 
 	"github.com/waferd/waferd/motion"
 )
-
-// TestMoveAllocs keeps the steady state of MoveTo and Status, called with
-// one context as a run does, free of allocations in the driver: the abort
-// hook stays registered on the context, and status reports are parsed in
-// the read buffer.
-func TestMoveAllocs(t *testing.T) {
-	s := New(newEchoGrbl(), Config{})
-	defer s.Close()
-	ctx := t.Context()
-	require.NoError(t, s.Connect(ctx))
-	i := 0
-	step := func() {
-		i++
-		p := motion.Point{X: motion.Distance(i%7) * 1800, Y: motion.Distance(i%5) * -1800}
-		if err := s.MoveTo(ctx, p, 6000.5); err != nil {
-			t.Fatal(err)
-		}
-		st, err := s.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.XY() != p {
-			t.Fatalf("status at %v, want %v", st.XY(), p)
-		}
-	}
-	step() // fills the free lists and the move line's buffer
-	assert.Zero(t, testing.AllocsPerRun(200, step), "allocations per move and status")
-}
 
 // TestAppendFeed keeps the F word as it was formatted before appendFeed:
 // FormatFloat with three decimals, trailing zeros and point trimmed.
@@ -73,28 +43,6 @@ func TestStatusPinsOutliveReadBuffer(t *testing.T) {
 	st, _ := s.LastStatus()
 	assert.Equal(t, "XP", st.Pins)
 	assert.Equal(t, motion.Point{X: motion.MM(1), Y: motion.MM(2)}, st.XY())
-}
-
-// TestCancelledMovesRearmHook: the reused abort hook of MoveTo still sends
-// '!' at once after it has fired once.
-func TestCancelledMovesRearmHook(t *testing.T) {
-	cfg := testConfig(nil)
-	cfg.PollInterval = 200 * time.Millisecond
-	s, f := connected(t, cfg, func(f *fakeGrbl) { f.moveDur = 10 * time.Second })
-	for round := 1; round <= 2; round++ {
-		cause := errors.New("stop")
-		ctx, cancel := context.WithCancelCause(context.Background())
-		go func() {
-			assert.Eventually(t, func() bool { return f.State() == "Run" }, 2*time.Second, time.Millisecond)
-			cancel(cause)
-		}()
-		require.ErrorIs(t, s.MoveTo(ctx, motion.Point{X: motion.MM(float64(round))}, 100), cause)
-		// One '!' from the hook of each move, one from each Hold.
-		require.Eventually(t, func() bool { return len(f.RT('!')) == 2*round-1 }, time.Second, time.Millisecond)
-		require.NoError(t, s.Hold(ctxTimeout(t, time.Second)))
-		require.NoError(t, s.Reset(ctxTimeout(t, 2*time.Second)))
-		cancel(nil)
-	}
 }
 
 // TestConcurrentStatusWithMoves shares status requests between MoveTo and
@@ -132,31 +80,4 @@ func TestConcurrentStatusWithMoves(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-}
-
-// TestMovesOnOneContextHold: moves made with one context, as a run makes
-// them, share one registration of the abort hook; cancelling that context
-// during a later move still sends '!' at once, not at the next poll.
-func TestMovesOnOneContextHold(t *testing.T) {
-	cfg := testConfig(nil)
-	cfg.PollInterval = 200 * time.Millisecond
-	s, f := connected(t, cfg, nil)
-	cause := errors.New("stop")
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	for i := 1; i <= 3; i++ {
-		require.NoError(t, s.MoveTo(ctx, motion.Point{X: motion.MM(float64(i))}, 100))
-	}
-	require.Empty(t, f.RT('!'))
-	f.mu.Lock()
-	f.moveDur = 10 * time.Second
-	f.mu.Unlock()
-	go func() {
-		assert.Eventually(t, func() bool { return f.State() == "Run" }, 2*time.Second, time.Millisecond)
-		cancel(cause)
-	}()
-	start := time.Now()
-	require.ErrorIs(t, s.MoveTo(ctx, motion.Point{X: motion.MM(9)}, 100), cause)
-	require.Eventually(t, func() bool { return len(f.RT('!')) == 1 }, time.Second, time.Millisecond)
-	assert.Less(t, time.Since(start), 2*time.Second, "the move ended with the hold, not the fake's 10 s")
 }

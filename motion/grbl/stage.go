@@ -66,10 +66,9 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	if alarm != nil {
 		return alarm
 	}
-	// The abort hook: feed hold the moment ctx is cancelled, not at the
-	// next poll.
-	s.holdHook.Arm(ctx)
-	defer s.holdHook.Disarm()
+	// The abort: feed hold the moment ctx is cancelled, not at the next
+	// poll.
+	defer abortOnCancel(ctx, func() { _ = s.Halt() })()
 	line := append(s.moveLine[:0], "G21 G90 G53 G1 X"...)
 	line = motion.AppendMM(line, p.X)
 	line = append(line, " Y"...)
@@ -159,6 +158,30 @@ func appendFeed(dst []byte, f motion.Speed) []byte {
 	return dst
 }
 
+// abortOnCancel runs abort, in a goroutine of its own, the moment ctx is
+// cancelled (context.AfterFunc), until the returned function is called.
+// A blocking call registers its abort so and defers the returned function,
+// which guarantees that a call whose context was cancelled does not return
+// before its abort has run: it waits for an abort in progress, and runs
+// the abort itself if ctx was cancelled but the goroutine had not started
+// yet (the call can see ctx.Done before the registration does).
+func abortOnCancel(ctx context.Context, abort func()) (end func()) {
+	ran := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(ran)
+		abort()
+	})
+	return func() {
+		if !stop() {
+			<-ran // started: wait until it is done
+			return
+		}
+		if ctx.Err() != nil {
+			abort() // cancelled, but the goroutine was never started
+		}
+	}
+}
+
 // Home runs the homing cycle ($H) and blocks until it ends, for at most
 // HomingTimeout. The driver does not poll during homing (GRBL ignores '?'
 // then). An alarm during homing (ALARM:8, ALARM:9, ...) fails Home with the
@@ -185,8 +208,7 @@ func (s *Stage) home(ctx context.Context, line string) error {
 	s.mu.Lock()
 	base := s.alarmSeq
 	s.mu.Unlock()
-	s.homeHook.Arm(ctx)
-	defer s.homeHook.Disarm()
+	defer abortOnCancel(ctx, s.abortHoming)()
 	var buf [1]*pending
 	ps, err := s.submit(ctx, buf[:0], lineSpec{line: line, homing: true})
 	defer s.releaseAll(ps)
