@@ -67,7 +67,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/waferd/waferd/motion"
 )
@@ -176,8 +175,8 @@ type Event struct {
 // Stage is a GRBL 1.1 controlled XY stage. Create it with New, start it with
 // Connect, release it with Close. All methods are safe for concurrent use.
 // MoveTo and Home are serialised with each other (a second call waits for
-// the first, bounded by its own context); Status, Hold, Resume, Reset and
-// FeedHold may be called while a MoveTo is in progress.
+// the first, bounded by its own context); Status, Halt, Hold, Resume and
+// Reset may be called while a MoveTo is in progress.
 type Stage struct {
 	port io.ReadWriteCloser
 	cfg  Config
@@ -188,15 +187,6 @@ type Stage struct {
 
 	sendSem chan struct{} // capacity 1: one submitter at a time keeps wire order = queue order
 	moveSem chan struct{} // capacity 1: serialises MoveTo and Home
-
-	// Guarded by moveSem.
-	moveLine []byte // MoveTo formats its G1 line here
-
-	// Free lists (reuse.go).
-	timers   freeList[*time.Timer]
-	tickers  freeList[*time.Ticker]
-	signals  freeList[chan struct{}] // capacity 1, empty
-	pendings freeList[*pending]
 
 	events     chan Event    // written only by the reader goroutine, closed when it ends
 	readerDone chan struct{} // closed when the reader goroutine has returned
@@ -226,7 +216,6 @@ type Stage struct {
 	critMsg   chan struct{}
 	homing    int        // $H lines queued or running: '?' is ignored meanwhile
 	statusReq *statusReq // the outstanding '?', if any
-	spareReq  *statusReq // a finished one, for reuse
 	last      motion.Status
 	lastAt    time.Time
 	wco       [3]motion.Distance
@@ -416,30 +405,8 @@ func (s *Stage) closePort() error {
 // writeRT writes one real-time byte, bypassing the stream. It waits only for
 // the write mutex. It returns the write's sequence number.
 func (s *Stage) writeRT(b byte) (uint64, error) {
-	var p []byte
-	switch b {
-	case rtStatus:
-		p = statusByte
-	case rtFeedHold:
-		p = feedHoldByte
-	case rtResume:
-		p = resumeByte
-	case rtSoftReset:
-		p = softResetByte
-	default:
-		p = []byte{b}
-	}
-	return s.write(p, nil)
+	return s.write([]byte{b}, nil)
 }
-
-// The real-time commands as written: read-only, so that writing one
-// allocates nothing.
-var (
-	statusByte    = []byte{rtStatus}
-	feedHoldByte  = []byte{rtFeedHold}
-	resumeByte    = []byte{rtResume}
-	softResetByte = []byte{rtSoftReset}
-)
 
 // write writes p under the write mutex. seq, if not nil, receives the write's
 // sequence number before the bytes go out.
@@ -507,7 +474,7 @@ func (s *Stage) readLoop() {
 		for _, b := range buf[:n] {
 			if b == '\n' || b == '\r' {
 				if !discarding && len(line) > 0 {
-					s.dispatch(line)
+					s.handleLine(string(line))
 				}
 				line, discarding = line[:0], false
 				continue
@@ -540,31 +507,6 @@ func (s *Stage) readLoop() {
 			}
 		}
 	}
-}
-
-// dispatch hands one received line, held in the reader's buffer, to
-// handleLine. "ok", the line every command brings, goes without a copy;
-// the others are copied into a string of their own.
-func (s *Stage) dispatch(line []byte) {
-	if string(line) == "ok" { // compared without a copy
-		s.handleLine("ok")
-		return
-	}
-	if len(line) > 0 && line[0] == '<' {
-		// Status reports come several times a second during every
-		// move: they are parsed in place, from a string that views the
-		// read buffer rather than a copy of it. The view lives only for
-		// this call: parseStatus keeps nothing of it but the pin list,
-		// copied here (its error messages are formatted copies). A
-		// report that does not parse takes the ordinary path.
-		st, work, err := parseStatus(unsafe.String(unsafe.SliceData(line), len(line)))
-		if err == nil {
-			st.Pins = strings.Clone(st.Pins)
-			s.onStatus(Response{Kind: RespStatus, Status: st, workPos: work}, time.Now())
-			return
-		}
-	}
-	s.handleLine(string(line))
 }
 
 // handleLine dispatches one received line. Called only by the reader.
@@ -629,7 +571,7 @@ func (s *Stage) onReply(r Response) {
 	}
 	p := s.popLocked()
 	if r.Kind == RespError {
-		s.completeLocked(p, newError(r.Code, p.text()))
+		s.completeLocked(p, newError(r.Code, p.line))
 		return
 	}
 	if p.clearsAlarm && s.alarmSeq == p.alarmSeq && s.alarm != nil {

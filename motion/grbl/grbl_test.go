@@ -713,3 +713,49 @@ func TestResetNeverFollowedByItsLine(t *testing.T) {
 	require.NoError(t, s.Send(ctxTimeout(t, 2*time.Second), "G21"))
 	assert.Zero(t, afterReset.Load(), "the line ran after the reset")
 }
+
+// TestConcurrentStatusWithMoves shares status requests between MoveTo and
+// other callers of Status.
+func TestConcurrentStatusWithMoves(t *testing.T) {
+	s := New(newEchoGrbl(), Config{})
+	defer s.Close()
+	ctx := t.Context()
+	require.NoError(t, s.Connect(ctx))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := s.Status(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 300 {
+		p := motion.Point{X: motion.Distance(i) * 7, Y: -motion.Distance(i) * 3}
+		require.NoError(t, s.MoveTo(ctx, p, 6000))
+		st, err := s.Status(ctx)
+		require.NoError(t, err)
+		require.Equal(t, p, st.XY())
+	}
+	close(stop)
+	wg.Wait()
+}
+
+func TestFormatFeed(t *testing.T) {
+	for f, want := range map[motion.Speed]string{
+		6000: "6000", 0.5: "0.5", 1e6: "1000000", 1500.25: "1500.25", 0.001: "0.001",
+		0.0004: "0", 123.4567: "123.457", 10: "10", 100.1: "100.1",
+	} {
+		assert.Equal(t, want, formatFeed(f), "%v", f)
+	}
+}

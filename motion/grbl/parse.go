@@ -188,8 +188,7 @@ func parseStatus(line string) (st motion.Status, work bool, err error) {
 	bad := func(format string, args ...any) (motion.Status, bool, error) {
 		return motion.Status{}, false, fmt.Errorf("grbl: status report %q: "+format, append([]any{l}, args...)...)
 	}
-	// Fields are cut one at a time rather than split: a report parses
-	// without allocating.
+	// Fields are cut one at a time: the first is the state.
 	first, rest, more := strings.Cut(l[1:len(l)-1], "|")
 	st = motion.Status{Sub: -1, BufBlocks: -1, BufBytes: -1}
 

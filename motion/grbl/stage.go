@@ -69,16 +69,8 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	// The abort: feed hold the moment ctx is cancelled, not at the next
 	// poll.
 	defer abortOnCancel(ctx, func() { _ = s.Halt() })()
-	line := append(s.moveLine[:0], "G21 G90 G53 G1 X"...)
-	line = motion.AppendMM(line, p.X)
-	line = append(line, " Y"...)
-	line = motion.AppendMM(line, p.Y)
-	line = append(line, " F"...)
-	line = appendFeed(line, f)
-	s.moveLine = line
-	var buf [2]*pending
-	ps, err := s.submit(ctx, buf[:0], lineSpec{raw: line}, lineSpec{line: "G4 P0"})
-	defer s.releaseAll(ps)
+	line := fmt.Sprintf("G21 G90 G53 G1 X%s Y%s F%s", motion.FormatMM(p.X), motion.FormatMM(p.Y), formatFeed(f))
+	ps, err := s.submit(ctx, lineSpec{line: line}, lineSpec{line: "G4 P0"})
 	if err != nil {
 		return s.withAlarm(err)
 	}
@@ -144,18 +136,10 @@ func checkFeed(f motion.Speed) error {
 	return nil
 }
 
-// appendFeed appends a feed rate that checkFeed accepts, for an F word: at
+// formatFeed formats a feed rate that checkFeed accepts, for an F word: at
 // most three decimals, without trailing zeros ("6000", "0.5").
-func appendFeed(dst []byte, f motion.Speed) []byte {
-	n := len(dst)
-	dst = strconv.AppendFloat(dst, float64(f), 'f', 3, 64)
-	for len(dst) > n && dst[len(dst)-1] == '0' {
-		dst = dst[:len(dst)-1]
-	}
-	for len(dst) > n && dst[len(dst)-1] == '.' {
-		dst = dst[:len(dst)-1]
-	}
-	return dst
+func formatFeed(f motion.Speed) string {
+	return strings.TrimSuffix(strings.TrimRight(strconv.FormatFloat(float64(f), 'f', 3, 64), "0"), ".")
 }
 
 // abortOnCancel runs abort, in a goroutine of its own, the moment ctx is
@@ -209,9 +193,7 @@ func (s *Stage) home(ctx context.Context, line string) error {
 	base := s.alarmSeq
 	s.mu.Unlock()
 	defer abortOnCancel(ctx, s.abortHoming)()
-	var buf [1]*pending
-	ps, err := s.submit(ctx, buf[:0], lineSpec{line: line, homing: true})
-	defer s.releaseAll(ps)
+	ps, err := s.submit(ctx, lineSpec{line: line, homing: true})
 	if err != nil {
 		return err
 	}
@@ -337,9 +319,7 @@ func (s *Stage) Settings(ctx context.Context) (map[int]string, error) {
 // command sends one non-motion line and waits strictly for its reply. It
 // returns the settings collected for a line with collect set.
 func (s *Stage) command(ctx context.Context, ls lineSpec) (map[int]string, error) {
-	var buf [1]*pending
-	ps, err := s.submit(ctx, buf[:0], ls)
-	defer s.releaseAll(ps)
+	ps, err := s.submit(ctx, ls)
 	if err != nil {
 		return nil, err
 	}
@@ -373,9 +353,7 @@ func (s *Stage) Send(ctx context.Context, line string) error {
 		s.mu.Lock()
 		base := s.alarmSeq
 		s.mu.Unlock()
-		var buf [1]*pending
-		ps, err := s.submit(ctx, buf[:0], lineSpec{line: l, homing: true})
-		defer s.releaseAll(ps)
+		ps, err := s.submit(ctx, lineSpec{line: l, homing: true})
 		if err != nil {
 			return fmt.Errorf("grbl: send %q: %w", l, err)
 		}
@@ -385,9 +363,7 @@ func (s *Stage) Send(ctx context.Context, line string) error {
 		_, err := s.command(ctx, lineSpec{line: l})
 		return s.wrapSend(l, err)
 	}
-	var buf [1]*pending
-	ps, err := s.submit(ctx, buf[:0], lineSpec{line: l})
-	defer s.releaseAll(ps)
+	ps, err := s.submit(ctx, lineSpec{line: l})
 	if err != nil {
 		return fmt.Errorf("grbl: send %q: %w", l, err)
 	}
@@ -413,26 +389,22 @@ func (s *Stage) wrapSend(line string, err error) error {
 func (s *Stage) Stream(ctx context.Context, lines []string) error {
 	w := waitSpec{mode: waitMotion}
 	var sent []*pending
-	defer func() { s.releaseAll(sent) }()
 	check := func(all bool) error {
 		for len(sent) > 0 {
 			p := sent[0]
-			if !all {
-				if _, ok := s.result(p); !ok {
-					return nil
-				}
+			if !all && !p.answered() {
+				return nil
 			}
 			if err := s.awaitReply(ctx, p, w); err != nil {
-				return s.wrapSend(p.text(), err)
+				return s.wrapSend(p.line, err)
 			}
 			sent = sent[1:]
-			s.release(p)
 		}
 		return nil
 	}
 	for _, l := range lines {
-		var err error
-		sent, err = s.submit(ctx, sent, lineSpec{line: l})
+		ps, err := s.submit(ctx, lineSpec{line: l})
+		sent = append(sent, ps...)
 		if cerr := check(false); cerr != nil {
 			return cerr
 		}

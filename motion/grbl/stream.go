@@ -1,7 +1,6 @@
 package grbl
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -15,64 +14,51 @@ import (
 	"github.com/waferd/waferd/motion"
 )
 
-// pending is a line sent to the controller and not yet answered. Records
-// are reused (Stage.pendings): one goes back to the free list once it has
-// left the queue (answered or failed) and the caller that submitted it has
-// released it, whichever comes last. Its channels are signalled, never
-// closed, so that they can be reused: each receives at most one value per
-// use, and only the submitter receives from them.
+// pending is a line sent to the controller and not yet answered. Its
+// channels are closed once each; only the reader goroutine and the calls
+// that fail lines (under Stage.mu) close them.
 type pending struct {
-	buf         []byte        // the line and its newline, as written
-	n           int           // bytes it occupies in GRBL's receive buffer: len(buf)
-	head        chan struct{} // capacity 1: a value when it becomes the oldest unanswered line (or completes)
-	done        chan struct{} // capacity 1: a value when answered or failed; err then holds the result
+	line        string        // the line, without its newline
+	n           int           // bytes it occupies in GRBL's receive buffer: len(line)+1
+	head        chan struct{} // closed when it becomes the oldest unanswered line (or completes)
+	done        chan struct{} // closed when answered or failed; err then holds the result
 	alarmSeq    uint64        // Stage.alarmSeq when it was queued
 	homing      bool          // a $H line: '?' is ignored while it runs
 	clearsAlarm bool          // $X or $H...: its ok clears the alarm latch
 
-	// Guarded by Stage.mu.
-	headSent bool
-	answered bool
-	err      error
-	settings map[int]string // non-nil: collect "$N=value" lines ($$)
-	inQueue  bool           // in Stage.queue
-	held     bool           // not yet released by its submitter
+	// Guarded by Stage.mu; read without it once done is closed.
+	headClosed bool
+	err        error
+	settings   map[int]string // non-nil: collect "$N=value" lines ($$)
 }
 
-// text returns the line without its newline, for messages.
-func (p *pending) text() string { return string(p.buf[:len(p.buf)-1]) }
+// answered reports whether p has its result (done is closed).
+func (p *pending) answered() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
 
-// lineSpec describes a line to submit: line, or raw if it is not nil.
+// lineSpec describes a line to submit.
 type lineSpec struct {
 	line    string
-	raw     []byte // the line in a buffer of the submitter's, read until submit returns
-	collect bool   // collect $N=value lines until its ok
+	collect bool // collect $N=value lines until its ok
 	homing  bool
 }
 
-// check trims and validates the line (see checkLine).
-func (ls *lineSpec) check() error {
-	var err error
-	if ls.raw != nil {
-		ls.raw, err = checkLineBytes(ls.raw)
-		return err
-	}
-	ls.line, err = checkLine(ls.line)
-	return err
-}
-
 // statusReq is the one outstanding '?' that concurrent status callers share
-// (joinStatus). Requests are reused (Stage.spareReq) once finished and left
-// by every caller that joined.
+// (joinStatus).
 type statusReq struct {
 	seq   atomic.Uint64 // write sequence number of its '?' (0 until written)
 	start time.Time
+	done  chan struct{} // closed when finished; st and err are then set
 
-	// Guarded by Stage.mu.
-	finished bool
-	st       motion.Status
-	err      error
-	waiters  []chan struct{} // one per caller that joined and has not left: a value when finished
+	// Guarded by Stage.mu; read without it once done is closed.
+	st  motion.Status
+	err error
 }
 
 // Wait modes for await.
@@ -103,48 +89,23 @@ type waitSpec struct {
 // characters (GRBL would act on them immediately instead of queueing them).
 func checkLine(line string) (string, error) {
 	l := strings.TrimSpace(line)
-	if err := lineError(l); err != nil {
-		return "", err
-	}
-	return l, nil
-}
-
-// checkLineBytes is checkLine for a line in a buffer; the result is a
-// sub-slice of line.
-func checkLineBytes(line []byte) ([]byte, error) {
-	l := bytes.TrimSpace(line)
-	if err := lineError(l); err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
-func lineError[T string | []byte](l T) error {
 	if len(l) > MaxLineLen {
-		return fmt.Errorf("grbl: line %q: %d characters, GRBL accepts at most %d: %w", string(l), len(l), MaxLineLen, motion.ErrRejected)
+		return "", fmt.Errorf("grbl: line %q: %d characters, GRBL accepts at most %d: %w", l, len(l), MaxLineLen, motion.ErrRejected)
 	}
 	for i := 0; i < len(l); i++ {
 		c := l[i]
 		if c == rtStatus || c == rtFeedHold || c == rtResume || (c < 0x20 && c != '\t') || c >= 0x7f {
-			return fmt.Errorf("grbl: line %q: contains control or real-time character %q: %w", string(l), c, motion.ErrRejected)
+			return "", fmt.Errorf("grbl: line %q: contains control or real-time character %q: %w", l, c, motion.ErrRejected)
 		}
 	}
-	return nil
+	return l, nil
 }
 
 // clearsAlarm reports whether l is $X or starts with $H (GRBL upcases
 // lines): the lines whose ok ends an alarm lock.
-func clearsAlarm(l []byte) bool {
-	if len(l) < 2 || l[0] != '$' {
-		return false
-	}
-	switch l[1] {
-	case 'X', 'x':
-		return len(l) == 2
-	case 'H', 'h':
-		return true
-	}
-	return false
+func clearsAlarm(l string) bool {
+	u := strings.ToUpper(l)
+	return u == "$X" || strings.HasPrefix(u, "$H")
 }
 
 // acquire takes a capacity-1 semaphore, bounded by ctx and the link.
@@ -160,23 +121,25 @@ func (s *Stage) acquire(ctx context.Context, sem chan struct{}) error {
 }
 
 // submit queues and writes lines in order through the character-counting
-// stream, waiting for receive-buffer space as needed. It appends the
-// pending entries of the lines written (possibly fewer than asked for, with
-// an error) to out and returns it; the caller must pass them to release
-// once it no longer needs them.
-func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) ([]*pending, error) {
+// stream, waiting for receive-buffer space as needed. It returns the
+// pending entries of the lines written: possibly fewer than asked for, with
+// an error.
+func (s *Stage) submit(ctx context.Context, specs ...lineSpec) ([]*pending, error) {
 	for i := range specs {
-		if err := specs[i].check(); err != nil {
-			return out, err
+		l, err := checkLine(specs[i].line)
+		if err != nil {
+			return nil, err
 		}
+		specs[i].line = l
 	}
 	if err := s.acquire(ctx, s.sendSem); err != nil {
-		return out, err
+		return nil, err
 	}
 	defer func() { <-s.sendSem }()
 
-	for i := range specs {
-		p := s.newPending(&specs[i])
+	var out []*pending
+	for _, ls := range specs {
+		p := newPending(ls)
 		for {
 			// The write mutex is held from the decision to queue the line
 			// until it is written. A soft reset stops new lines
@@ -190,7 +153,6 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 			if err := cmp.Or(s.err, s.desync); err != nil { // the link failed, or lost count
 				s.mu.Unlock()
 				s.wmu.Unlock()
-				s.release(p)
 				return out, err
 			}
 			if !s.resetting && s.queued+p.n <= RxBufferSize {
@@ -212,15 +174,13 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 				w = waitSpec{mode: waitPlain}
 			}
 			if err := s.await(ctx, space, w); err != nil {
-				s.release(p)
 				if errors.Is(err, motion.ErrTimeout) {
 					s.markDesync(err)
 				}
 				return out, fmt.Errorf("waiting for receive buffer space: %w", err)
 			}
 		}
-		if _, err := s.writeHeld(p.buf, nil); err != nil {
-			s.release(p)
+		if _, err := s.writeHeld([]byte(p.line+"\n"), nil); err != nil {
 			return out, err
 		}
 		out = append(out, p)
@@ -233,67 +193,25 @@ func (s *Stage) submit(ctx context.Context, out []*pending, specs ...lineSpec) (
 // in that gap.
 var testHookQueued func()
 
-// newPending returns a pending entry for ls, held by the caller, from the
-// free list when it has one.
-func (s *Stage) newPending(ls *lineSpec) *pending {
-	p, ok := s.pendings.get()
-	if !ok {
-		p = &pending{head: make(chan struct{}, 1), done: make(chan struct{}, 1)}
+// newPending returns the pending entry of a checked line.
+func newPending(ls lineSpec) *pending {
+	p := &pending{
+		line:        ls.line,
+		n:           len(ls.line) + 1,
+		head:        make(chan struct{}),
+		done:        make(chan struct{}),
+		homing:      ls.homing,
+		clearsAlarm: clearsAlarm(ls.line),
 	}
-	p.buf = append(append(append(p.buf[:0], ls.line...), ls.raw...), '\n')
-	p.n = len(p.buf)
-	p.homing = ls.homing
-	p.clearsAlarm = clearsAlarm(p.buf[:p.n-1])
 	if ls.collect {
 		p.settings = map[int]string{}
 	}
-	p.held = true
 	return p
 }
 
-// release gives up the submitter's claim on p: once it has also left the
-// queue, p is reused. Neither p nor anything read from it without a copy
-// may be used afterwards.
-func (s *Stage) release(p *pending) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p.held = false
-	if !p.inQueue {
-		s.recycleLocked(p)
-	}
-}
-
-// releaseAll releases every entry of ps.
-func (s *Stage) releaseAll(ps []*pending) {
-	for _, p := range ps {
-		s.release(p)
-	}
-}
-
-func (s *Stage) recycleLocked(p *pending) {
-	select {
-	case <-p.head:
-	default:
-	}
-	select {
-	case <-p.done:
-	default:
-	}
-	p.headSent, p.answered, p.err, p.settings = false, false, nil, nil
-	s.pendings.put(p)
-}
-
-// result returns p's result and whether it has one yet.
-func (s *Stage) result(p *pending) (error, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return p.err, p.answered
-}
-
 func (s *Stage) enqueueLocked(p *pending) {
-	p.inQueue = true
 	if len(s.queue) == 0 {
-		signalHeadLocked(p)
+		closeHeadLocked(p)
 	}
 	s.queue = append(s.queue, p)
 	s.queued += p.n
@@ -302,63 +220,43 @@ func (s *Stage) enqueueLocked(p *pending) {
 	}
 }
 
-// signalHeadLocked tells p's submitter that p is the oldest unanswered
-// line (or complete), once.
-func signalHeadLocked(p *pending) {
-	if !p.headSent {
-		p.headSent = true
-		signal(p.head)
+// closeHeadLocked tells p's submitter that p is the oldest unanswered line
+// (or complete).
+func closeHeadLocked(p *pending) {
+	if !p.headClosed {
+		p.headClosed = true
+		close(p.head)
 	}
 }
 
-// signal puts a value in c, a channel of capacity 1 that receives at most
-// one value per use and is drained before reuse: the send never has to
-// wait, and must not, as it happens under Stage.mu.
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
-// popLocked removes the oldest unanswered line. The queue keeps its
-// backing array: it never holds more than RxBufferSize/2 lines.
+// popLocked removes the oldest unanswered line.
 func (s *Stage) popLocked() *pending {
 	p := s.queue[0]
-	n := copy(s.queue, s.queue[1:])
-	s.queue[n] = nil
-	s.queue = s.queue[:n]
+	s.queue = slices.Delete(s.queue, 0, 1)
 	s.queued -= p.n
 	if len(s.queue) > 0 {
-		signalHeadLocked(s.queue[0])
+		closeHeadLocked(s.queue[0])
 	}
 	s.wakeLocked()
 	return p
 }
 
-// completeLocked records the result of a line that has left the queue. p
-// may be reused as soon as it returns.
+// completeLocked records the result of a line that has left the queue.
 func (s *Stage) completeLocked(p *pending, err error) {
 	p.err = err
-	signalHeadLocked(p)
-	p.answered = true
-	signal(p.done)
+	closeHeadLocked(p)
+	close(p.done)
 	if p.homing {
 		s.homing--
-	}
-	p.inQueue = false
-	if !p.held {
-		s.recycleLocked(p)
 	}
 }
 
 // failAllLocked fails every queued line with an error wrapping reason.
 func (s *Stage) failAllLocked(reason error) {
-	for i, p := range s.queue {
-		s.queue[i] = nil
-		s.completeLocked(p, fmt.Errorf("grbl: line %q not answered: %w", p.text(), reason))
+	for _, p := range s.queue {
+		s.completeLocked(p, fmt.Errorf("grbl: line %q not answered: %w", p.line, reason))
 	}
-	s.queue, s.queued = s.queue[:0], 0
+	s.queue, s.queued = nil, 0
 	s.wakeLocked()
 }
 
@@ -388,7 +286,6 @@ func (s *Stage) awaitReply(ctx context.Context, p *pending, w waitSpec) error {
 	if err := s.await(ctx, p.done, w); err != nil {
 		return s.replyWaitFailed(p, err)
 	}
-	// Received from done: the reader's writes to p happened before.
 	if w.watchAlarm {
 		// An alarm that arrived with or before the reply wins: GRBL prints
 		// ALARM:N and still "ok" when homing fails.
@@ -404,49 +301,38 @@ func (s *Stage) awaitReply(ctx context.Context, p *pending, w waitSpec) error {
 
 func (s *Stage) replyWaitFailed(p *pending, err error) error {
 	var a *Alarm
-	if !errors.As(err, &a) {
-		if perr, ok := s.result(p); ok { // answered after all
-			return perr
-		}
+	if !errors.As(err, &a) && p.answered() { // answered after all
+		return p.err
 	}
 	if errors.Is(err, motion.ErrTimeout) {
 		s.markDesync(err)
-		return fmt.Errorf("line %q: %w", p.text(), err)
+		return fmt.Errorf("line %q: %w", p.line, err)
 	}
 	return err
 }
 
-// await waits until ready is closed or receives a value, according to w.
-// It returns nil, or an error: the context's cause, the link error, an
-// *Alarm, or one wrapping motion.ErrTimeout.
+// await waits until ready is closed, according to w. It returns nil, or an
+// error: the context's cause, the link error, an *Alarm, or one wrapping
+// motion.ErrTimeout.
 func (s *Stage) await(ctx context.Context, ready <-chan struct{}, w waitSpec) error {
 	var strictC <-chan time.Time
 	if w.mode == waitStrict {
-		t := s.timer(w.timeout)
-		defer s.putTimer(t)
+		t := time.NewTimer(w.timeout)
+		defer t.Stop()
 		strictC = t.C
 	}
 	var tickC <-chan time.Time
 	if w.mode == waitMotion {
-		tk := s.ticker(s.cfg.PollInterval)
-		defer s.putTicker(tk)
+		tk := time.NewTicker(s.cfg.PollInterval)
+		defer tk.Stop()
 		tickC = tk.C
 	}
 	var (
 		req      *statusReq
-		reqSig   chan struct{} // receives a value when req is finished
-		reqTimer *time.Timer
+		reqDone  <-chan struct{} // req.done while req is awaited
 		reqLate  <-chan time.Time
 		idleFrom time.Time
 	)
-	defer func() {
-		if req != nil {
-			s.leaveStatus(req, reqSig)
-		}
-		if reqTimer != nil {
-			s.putTimer(reqTimer)
-		}
-	}()
 	for {
 		s.mu.Lock()
 		alarm, seq, critical, alarmCh, homing := s.alarm, s.alarmSeq, s.critical, s.alarmCh, s.homing > 0
@@ -467,23 +353,16 @@ func (s *Stage) await(ctx context.Context, ready <-chan struct{}, w waitSpec) er
 			return fmt.Errorf("no reply within %v: %w", w.timeout, motion.ErrTimeout)
 		case <-tickC:
 			if req == nil && !homing {
-				req, reqSig = s.joinStatus()
-				d := time.Until(req.start.Add(s.cfg.ReplyTimeout))
-				if reqTimer == nil {
-					reqTimer = s.timer(d)
-				} else {
-					reqTimer.Reset(d)
-				}
-				reqLate = reqTimer.C
+				req = s.joinStatus()
+				reqDone = req.done
+				reqLate = time.After(time.Until(req.start.Add(s.cfg.ReplyTimeout)))
 			}
 		case <-reqLate:
 			reqLate = nil
 			s.finishStatus(req, motion.Status{}, s.statusTimeout())
-		case <-reqSig:
+		case <-reqDone:
 			st, err := req.st, req.err
-			s.leaveStatus(req, reqSig)
-			req, reqSig, reqLate = nil, nil, nil
-			reqTimer.Stop()
+			req, reqDone, reqLate = nil, nil, nil
 			if err != nil {
 				if errors.Is(err, motion.ErrTimeout) {
 					return err
@@ -519,67 +398,29 @@ func (s *Stage) statusTimeout() error {
 }
 
 // joinStatus returns the outstanding status request, or writes '?' and
-// returns a new one, with a channel that receives a value when the request
-// is finished; the request's results may be read after that. Concurrent
-// callers share one '?': GRBL ignores a second '?' that arrives before the
-// first report is out. Every call must be followed by leaveStatus.
-func (s *Stage) joinStatus() (*statusReq, chan struct{}) {
-	sig, ok := s.signals.get()
-	if !ok {
-		sig = make(chan struct{}, 1)
-	}
+// returns a new one. Its done channel is closed when it is finished.
+// Concurrent callers share one '?': GRBL ignores a second '?' that arrives
+// before the first report is out. A request stays outstanding, to be shared
+// by the next caller, until its report arrives or a caller gives up waiting
+// for it (finishStatus with a timeout).
+func (s *Stage) joinStatus() *statusReq {
 	s.mu.Lock()
 	if r := s.statusReq; r != nil {
-		r.waiters = append(r.waiters, sig)
 		s.mu.Unlock()
-		return r, sig
+		return r
 	}
-	r := s.spareReq
-	s.spareReq = nil
-	if r == nil {
-		r = &statusReq{}
-	}
-	r.start = time.Now()
-	r.waiters = append(r.waiters, sig)
+	r := &statusReq{start: time.Now(), done: make(chan struct{})}
 	if s.err != nil {
 		s.finishStatusLocked(r, motion.Status{}, s.err)
 		s.mu.Unlock()
-		return r, sig
+		return r
 	}
 	s.statusReq = r
 	s.mu.Unlock()
-	if _, err := s.write(statusByte, &r.seq); err != nil {
+	if _, err := s.write([]byte{rtStatus}, &r.seq); err != nil {
 		s.finishStatus(r, motion.Status{}, err)
 	}
-	return r, sig
-}
-
-// leaveStatus ends a joinStatus: neither r nor sig may be used afterwards.
-// A request left by all its callers before it is finished stays
-// outstanding, to be shared by the next caller, until its report arrives or
-// a caller gives up waiting for it.
-func (s *Stage) leaveStatus(r *statusReq, sig chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if i := slices.Index(r.waiters, sig); i >= 0 {
-		last := len(r.waiters) - 1
-		r.waiters[i], r.waiters[last] = r.waiters[last], nil
-		r.waiters = r.waiters[:last]
-	}
-	select {
-	case <-sig:
-	default:
-	}
-	s.signals.put(sig)
-	if r.finished && len(r.waiters) == 0 {
-		s.recycleStatusLocked(r)
-	}
-}
-
-func (s *Stage) recycleStatusLocked(r *statusReq) {
-	r.seq.Store(0)
-	r.finished, r.st, r.err = false, motion.Status{}, nil
-	s.spareReq = r
+	return r
 }
 
 func (s *Stage) finishStatus(r *statusReq, st motion.Status, err error) {
@@ -588,20 +429,18 @@ func (s *Stage) finishStatus(r *statusReq, st motion.Status, err error) {
 	s.finishStatusLocked(r, st, err)
 }
 
+// finishStatusLocked gives r its result; the first result counts.
 func (s *Stage) finishStatusLocked(r *statusReq, st motion.Status, err error) {
-	if r.finished {
+	select {
+	case <-r.done:
 		return
+	default:
 	}
-	r.finished, r.st, r.err = true, st, err
+	r.st, r.err = st, err
 	if s.statusReq == r {
 		s.statusReq = nil
 	}
-	for _, c := range r.waiters {
-		signal(c)
-	}
-	if len(r.waiters) == 0 {
-		s.recycleStatusLocked(r)
-	}
+	close(r.done)
 }
 
 // synthStatusLocked returns the status to report without asking when GRBL
@@ -629,12 +468,6 @@ func (s *Stage) synthStatusLocked() (motion.Status, bool) {
 // number after (so it reflects everything written up to then), sharing an
 // outstanding request when it is recent enough.
 func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, error) {
-	var t *time.Timer
-	defer func() {
-		if t != nil {
-			s.putTimer(t)
-		}
-	}()
 	resets := 0
 	for {
 		s.mu.Lock()
@@ -649,51 +482,49 @@ func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, e
 		}
 		alarmCh := s.alarmCh
 		s.mu.Unlock()
-		r, sig := s.joinStatus()
-		d := time.Until(r.start.Add(s.cfg.ReplyTimeout))
-		if t == nil {
-			t = s.timer(d)
-		} else {
-			t.Reset(d)
+		r := s.joinStatus()
+		if st, ok, err := s.awaitStatus(ctx, r, alarmCh); ok || err != nil {
+			return st, err
 		}
-	wait:
-		for {
-			select {
-			case <-sig:
-				break wait
-			case <-ctx.Done():
-				s.leaveStatus(r, sig)
-				return motion.Status{}, context.Cause(ctx)
-			case <-alarmCh:
-				// After ALARM:1/2 GRBL answers no report until a reset:
-				// the alarm is the answer. Another alarm: wait on.
-				s.mu.Lock()
-				st, ok := s.synthStatusLocked()
-				alarmCh = s.alarmCh
-				s.mu.Unlock()
-				if ok && st.State == motion.StateAlarm {
-					t.Stop()
-					s.leaveStatus(r, sig)
-					return st, nil
-				}
-			case <-t.C:
-				s.finishStatus(r, motion.Status{}, s.statusTimeout())
-				<-sig
-				break wait
-			}
-		}
-		t.Stop()
-		st, err, seq := r.st, r.err, r.seq.Load()
-		s.leaveStatus(r, sig)
-		if err != nil {
+		if err := r.err; err != nil {
 			if errors.Is(err, motion.ErrReset) && resets < 3 {
 				resets++
 				continue
 			}
 			return motion.Status{}, err
 		}
-		if seq > after {
-			return st, nil
+		if r.seq.Load() > after {
+			return r.st, nil
+		}
+	}
+}
+
+// awaitStatus waits until r is finished (ok false, no error: its result
+// is in r), finishing it with a timeout ReplyTimeout after it started. It
+// returns early with ok (a status to report) or an error when ctx ends or
+// a critical alarm leaves the alarm as the only answer GRBL will give.
+func (s *Stage) awaitStatus(ctx context.Context, r *statusReq, alarmCh <-chan struct{}) (st motion.Status, ok bool, err error) {
+	t := time.NewTimer(time.Until(r.start.Add(s.cfg.ReplyTimeout)))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return motion.Status{}, false, nil
+		case <-ctx.Done():
+			return motion.Status{}, false, context.Cause(ctx)
+		case <-alarmCh:
+			// After ALARM:1/2 GRBL answers no report until a reset:
+			// the alarm is the answer. Another alarm: wait on.
+			s.mu.Lock()
+			st, ok := s.synthStatusLocked()
+			alarmCh = s.alarmCh
+			s.mu.Unlock()
+			if ok && st.State == motion.StateAlarm {
+				return st, true, nil
+			}
+		case <-t.C:
+			s.finishStatus(r, motion.Status{}, s.statusTimeout())
+			return motion.Status{}, false, nil
 		}
 	}
 }
@@ -701,12 +532,6 @@ func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, e
 // pollUntil polls fresh status reports every interval until fn reports
 // done or an error. Reports are requested after write number after.
 func (s *Stage) pollUntil(ctx context.Context, after uint64, interval time.Duration, fn func(motion.Status) (bool, error)) error {
-	var t *time.Timer
-	defer func() {
-		if t != nil {
-			s.putTimer(t)
-		}
-	}()
 	for {
 		st, err := s.freshStatus(ctx, after)
 		if err != nil {
@@ -715,13 +540,8 @@ func (s *Stage) pollUntil(ctx context.Context, after uint64, interval time.Durat
 		if done, err := fn(st); done || err != nil {
 			return err
 		}
-		if t == nil {
-			t = s.timer(interval)
-		} else {
-			t.Reset(interval)
-		}
 		select {
-		case <-t.C:
+		case <-time.After(interval):
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-s.done:

@@ -2,74 +2,17 @@ package grbl
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"strconv"
 	"sync"
-	"testing"
-	"time"
 
 	"github.com/waferd/waferd/motion"
 )
 
-// BenchmarkMoveAllocs measures the driver's own cost of one MoveTo and one
-// Status (what the inspection runner spends per site) against echoGrbl, an
-// in-process controller that answers at once and allocates nothing itself,
-// so that allocs/op are the driver's alone (with the in-process emulator
-// they would include the emulator's). Production timing settings apply
-// (Config defaults): the replies come long before the first poll.
-//
-// ctx=shared moves under one long-lived cancellable context, as the runner
-// does (the abort hook stays registered on it: no allocation); ctx=per-move
-// under a fresh context with a deadline per move, which adds what that
-// costs: the context itself, its Done channel, and registering the abort
-// hook on each new context.
-func BenchmarkMoveAllocs(b *testing.B) {
-	for _, perMove := range []bool{false, true} {
-		name := "ctx=shared"
-		if perMove {
-			name = "ctx=per-move"
-		}
-		b.Run(name, func(b *testing.B) {
-			port := newEchoGrbl()
-			s := New(port, Config{})
-			defer s.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			if err := s.Connect(ctx); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				p := motion.Point{X: motion.Distance(i%97) * 1800, Y: -motion.Distance(i%89) * 1800}
-				i++
-				mctx := ctx
-				mcancel := context.CancelFunc(func() {})
-				if perMove {
-					mctx, mcancel = context.WithTimeout(ctx, time.Minute)
-				}
-				err := s.MoveTo(mctx, p, 6000)
-				mcancel()
-				if err != nil {
-					b.Fatal(err)
-				}
-				st, err := s.Status(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if st.XY() != p {
-					b.Fatalf("status at %v, want %v", st.XY(), p)
-				}
-			}
-		})
-	}
-}
-
 // echoGrbl is a GRBL 1.1 controller reduced to what a move needs, answering
 // from inside Write: every line gets "ok", a G1 line moves the stage to its
 // X and Y at once, '?' gets an Idle report at the current position. It
-// allocates nothing after its first few lines.
+// lets a test make hundreds of moves in a fraction of a second.
 type echoGrbl struct {
 	mu     sync.Mutex
 	cond   sync.Cond
