@@ -20,6 +20,7 @@ import (
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/grbl"
+	"github.com/waferd/waferd/sim"
 	"github.com/waferd/waferd/sim/grblsim"
 )
 
@@ -89,6 +90,17 @@ func noLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
+// stageEmu is the simulated board's GRBL emulator (sim.StageSettings on
+// 0..300 mm) at time scale ts, with homing required or, if not homing,
+// disabled ($22=0, and so soft limits off).
+func stageEmu(ts float64, homing bool) grblsim.Config {
+	c := sim.EmulatorConfig(sim.Config{TimeScale: ts})
+	if !homing {
+		c.Settings[22], c.Settings[20] = 0, 0
+	}
+	return c
+}
+
 func fastGRBL() grbl.Config {
 	return grbl.Config{
 		PollInterval: 20 * time.Millisecond, ReplyTimeout: 500 * time.Millisecond,
@@ -117,7 +129,7 @@ func TestReopeningStageReconnects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	usb := newUSBLink(t)
-	emu := usb.plug(grblsim.Config{HomingRequired: true})
+	emu := usb.plug(stageEmu(1, true))
 	logs := &logBuf{}
 	st, err := OpenReopeningStage(ctx, ReopenConfig{
 		Stage:         StageConfig{Port: usb.path, GRBL: fastGRBL()},
@@ -154,7 +166,7 @@ func TestReopeningStageReconnects(t *testing.T) {
 	assert.Equal(t, 1, logs.count("not back yet"), "one message per reason, not per attempt")
 	assert.Equal(t, 1, logs.count("reopening it every"), "one message for the loss")
 
-	emu = usb.plug(grblsim.Config{HomingRequired: true})
+	emu = usb.plug(stageEmu(1, true))
 	ev = waitEvent(t, events)
 	assert.True(t, ev.Up)
 	assert.Equal(t, 1, st.Reconnects())
@@ -172,7 +184,7 @@ func TestReopeningStageReconnects(t *testing.T) {
 	// A second loss and return work the same way.
 	usb.unplug(emu)
 	assert.False(t, waitEvent(t, events).Up)
-	usb.plug(grblsim.Config{})
+	usb.plug(stageEmu(1, false))
 	assert.True(t, waitEvent(t, events).Up)
 	assert.Equal(t, 2, st.Reconnects())
 	require.NoError(t, st.MoveTo(ctx, to, 6000), "no homing required by this controller")
@@ -185,7 +197,7 @@ func TestReopeningStageMoveInProgress(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	usb := newUSBLink(t)
-	emu := usb.plug(grblsim.Config{TimeScale: 2})
+	emu := usb.plug(stageEmu(2, false))
 	st, err := OpenReopeningStage(ctx, ReopenConfig{Stage: StageConfig{Port: usb.path, GRBL: fastGRBL()}, RetryInterval: 10 * time.Millisecond})
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, st.Close()) }()
@@ -204,7 +216,7 @@ func TestReopeningStageMoveInProgress(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("MoveTo did not fail when the port vanished")
 	}
-	usb.plug(grblsim.Config{})
+	usb.plug(stageEmu(1, false))
 	require.Eventually(t, func() bool { return st.Err() == nil }, 10*time.Second, time.Millisecond)
 }
 
@@ -215,7 +227,7 @@ func TestReopeningStageCloseWhileReconnecting(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	usb := newUSBLink(t)
-	emu := usb.plug(grblsim.Config{})
+	emu := usb.plug(stageEmu(1, false))
 	st, err := OpenReopeningStage(ctx, ReopenConfig{Stage: StageConfig{Port: usb.path, GRBL: fastGRBL()}, RetryInterval: time.Hour})
 	require.NoError(t, err)
 	events := make(chan motion.LinkEvent, 4)

@@ -128,7 +128,7 @@ func TestOpenEveryDeviceSim(t *testing.T) {
 // with the simulated camera and light: the camera looks where the stage
 // reports it is.
 func TestOpenSimCameraFollowsRealStage(t *testing.T) {
-	emu := grblsim.New(grblsim.Config{Travel: sim.Travel, TimeScale: 50, HomingRequired: true})
+	emu := grblsim.New(stageEmu(50, true))
 	t.Cleanup(func() { emu.Close() })
 	port, err := emu.OpenPTY()
 	require.NoError(t, err)

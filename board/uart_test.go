@@ -44,7 +44,7 @@ func TestUARTStage(t *testing.T) {
 
 	line, err := serial.Open(emuPath, &serial.Mode{BaudRate: 115200, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
 	require.NoError(t, err, "the emulator's end")
-	emu := grblsim.New(grblsim.Config{HomingRequired: true, TimeScale: 5})
+	emu := grblsim.New(stageEmu(5, true))
 	var mu sync.Mutex
 	var holdAt []time.Time
 	emu.OnRealtime(func(b byte, at time.Time) {

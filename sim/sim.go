@@ -15,6 +15,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -37,6 +38,38 @@ const (
 // Travel is the simulated stage's reachable area.
 var Travel = motion.Rect{Max: motion.Point{X: 300 * motion.Millimetre, Y: 300 * motion.Millimetre}}
 
+// StageSettings are the simulated stage's GRBL settings, those of a real
+// 300 × 300 mm XY table: 4 mm-lead ball screws driven by 1.8° steppers at
+// 16 microsteps, 800 steps/mm ($100, $101); 6000 mm/min ($110, $111) and
+// 500 mm/s² ($120, $121); homing switches at the - ends ($22=1, $23=3),
+// soft and hard limits on ($20=1, $21=1), 1 mm pull-off ($27=1) and the
+// status report as shipped ($10=1: MPos, no Bf:). Travel ($130, $131)
+// comes from Config.Travel. Its firmware is GRBL 1.1h built with
+// HOMING_FORCE_SET_ORIGIN, so that machine space is 0..300 mm, where the
+// example recipes are; a stock firmware would put it at -300..0.
+var StageSettings = map[int]float64{
+	100: 800, 101: 800,
+	110: 6000, 111: 6000,
+	120: 500, 121: 500,
+	20: 1, 21: 1, 22: 1, 23: 3, 27: 1,
+	10: 1,
+}
+
+// EmulatorConfig is the configuration of the simulated board's GRBL
+// emulator: StageSettings on c's travel (see grblsim.Config.Travel: a
+// travel on the positive side is a firmware with HOMING_FORCE_SET_ORIGIN,
+// one on the negative side stock GRBL), c's time scale and log.
+func EmulatorConfig(c Config) grblsim.Config {
+	return grblsim.Config{
+		Settings:  maps.Clone(StageSettings),
+		Travel:    c.travel(),
+		TimeScale: c.TimeScale,
+		Noise:     c.LinkNoise,
+		NoiseSeed: c.LinkNoiseSeed,
+		Logf:      c.Logf,
+	}
+}
+
 // Config sets up a simulated board.
 type Config struct {
 	// TimeScale > 1 runs stage motion faster than real time (tests).
@@ -55,6 +88,11 @@ type Config struct {
 	Scene Scene
 	// Logf receives the emulator's debug log (optional).
 	Logf func(format string, args ...any)
+	// LinkNoise is the fraction (0..1) of the emulator's lines that its
+	// serial link corrupts, chosen by LinkNoiseSeed (see grblsim.Config's
+	// Noise); 0: a clean link.
+	LinkNoise     float64
+	LinkNoiseSeed uint64
 	// Position and Lit, if set, are what the synthetic camera sees instead
 	// of the emulator's true position and the light pin: on a partial board
 	// without the simulated stage or light, the real stage's position and
@@ -215,12 +253,7 @@ func NewPartial(cfg Config, parts Parts) (*Board, error) {
 		return nil, errors.New("sim: camera: no simulated stage and no Position given")
 	}
 	if parts.Stage {
-		b.Emulator = grblsim.New(grblsim.Config{
-			Travel:         cfg.travel(),
-			TimeScale:      cfg.TimeScale,
-			HomingRequired: true,
-			Logf:           cfg.Logf,
-		})
+		b.Emulator = grblsim.New(EmulatorConfig(cfg))
 		path, err := b.Emulator.OpenPTY()
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("sim: stage emulator: %w", err), b.Emulator.Close())

@@ -30,6 +30,18 @@ func simConfig() Config {
 	}
 }
 
+// stageEmu is the emulated machine of most tests here: the simulated
+// board's stage (sim.StageSettings: 800 steps/mm, 6000 mm/min, 500 mm/s²,
+// homing required, soft and hard limits) on a 0..300 mm box
+// (HOMING_FORCE_SET_ORIGIN, homing to the - ends).
+func stageEmu() grblsim.Config {
+	return grblsim.Config{
+		Travel:         motion.Rect{Max: motion.Point{X: motion.MM(300), Y: motion.MM(300)}},
+		HomingRequired: true,
+		Settings:       map[int]float64{100: 800, 101: 800, 110: 6000, 111: 6000, 120: 500, 121: 500, 21: 1},
+	}
+}
+
 // simStage starts an emulator on a pty and returns a connected Stage on it.
 func simStage(t *testing.T, ecfg grblsim.Config, cfg Config) (*Stage, *grblsim.Emulator) {
 	t.Helper()
@@ -58,13 +70,13 @@ func simStage(t *testing.T, ecfg grblsim.Config, cfg Config) (*Stage, *grblsim.E
 // homed returns a connected, homed Stage on an emulator that requires homing.
 func homed(t *testing.T) (*Stage, *grblsim.Emulator) {
 	t.Helper()
-	s, e := simStage(t, grblsim.Config{HomingRequired: true}, simConfig())
+	s, e := simStage(t, stageEmu(), simConfig())
 	require.NoError(t, s.Home(ctxTimeout(t, 5*time.Second)))
 	return s, e
 }
 
 func TestSimConnectSettingsHomeMove(t *testing.T) {
-	s, e := simStage(t, grblsim.Config{HomingRequired: true}, simConfig())
+	s, e := simStage(t, stageEmu(), simConfig())
 	assert.Equal(t, "1.1h", s.Version())
 	require.NotNil(t, s.Alarm(), "powers up locked when homing is required")
 	require.ErrorIs(t, s.MoveTo(ctxTimeout(t, time.Second), motion.Point{X: motion.MM(1)}, 1000), motion.ErrAlarm)
@@ -245,7 +257,7 @@ func TestSimCancelledMoveFeedHoldLatency(t *testing.T) {
 	// measured by BenchmarkStopLatency.
 	cfg := simConfig()
 	cfg.PollInterval = time.Second
-	s, e := simStage(t, grblsim.Config{HomingRequired: true}, cfg)
+	s, e := simStage(t, stageEmu(), cfg)
 	require.NoError(t, s.Home(ctxTimeout(t, 5*time.Second)))
 	var mu sync.Mutex
 	var holds []time.Time

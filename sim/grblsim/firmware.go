@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/waferd/waferd/motion"
 )
 
 // Machine states (system.h). Only one is active at a time here; the
@@ -105,8 +103,9 @@ const (
 // fw is the firmware's global state (sys, gc_state, settings, planner,
 // serial buffer), guarded by Emulator.mu.
 type fw struct {
-	set    settings
-	travel motion.Rect // soft-limit box: Config.Travel, resized by $130/$131
+	set         settings
+	forceOrigin bool // built with HOMING_FORCE_SET_ORIGIN
+	lastPins    uint // limit switches the stage was on at the last check point
 
 	state     fwState
 	abort     bool // sys.abort
@@ -190,6 +189,7 @@ func (e *Emulator) powerUp() {
 	e.off[0] += e.pos[0]
 	e.off[1] += e.pos[1]
 	e.pos = [3]float64{}
+	e.lastPins = e.limitPins()
 	e.state = stIdle
 	if e.set.homing {
 		e.state = stAlarm
@@ -345,6 +345,7 @@ func (e *Emulator) rt(ctx context.Context) {
 // real-time flags.
 func (e *Emulator) rtSystem(ctx context.Context) {
 	e.advance()
+	e.hardLimitCheck()
 	if a := e.execAlarm; a != 0 {
 		e.state = stAlarm
 		e.emit(fmt.Sprintf("ALARM:%d\r\n", a))
@@ -553,6 +554,38 @@ func (e *Emulator) rtSuspend(ctx context.Context) {
 	}
 }
 
+// hardLimitCheck is the limit pin change interrupt: with hard limits on
+// ($21=1), reaching a switch outside homing kills the steppers and raises
+// ALARM:1. Here it runs at every check point of the main loop, which comes
+// at least every maxTick while the stage moves.
+func (e *Emulator) hardLimitCheck() {
+	pins := e.limitPins()
+	reached := pins &^ e.lastPins
+	e.lastPins = pins
+	if reached == 0 || !e.set.hardLimits || e.state == stAlarm || e.state == stHoming || e.homing != nil || e.execAlarm != 0 {
+		return
+	}
+	// The firmware's interrupt comes the moment the switch closes; this
+	// check comes a little later: put the stage back where the switch
+	// closed, along the move it was making.
+	if s := e.seg; s != nil {
+		for axis := range 2 {
+			if reached&(1<<axis) == 0 || s.dir[axis] == 0 {
+				continue
+			}
+			sw, _ := e.switchAt(axis)
+			if d := (sw - e.off[axis] - s.from[axis]) / s.dir[axis]; d >= 0 && d <= s.length {
+				e.setAlong(s, d)
+				e.stKill()
+				break
+			}
+		}
+	}
+	e.logf("hard limit: switch %b reached at %.3f,%.3f", reached, e.pos[0], e.pos[1])
+	e.mcReset()
+	e.execAlarm = 1
+}
+
 // mcReset is mc_reset, called from the reader on 0x18 and from the firmware:
 // it flags the reset and kills the steppers, raising ALARM:3 (ALARM:6 when
 // homing) if they were moving. Caller holds mu.
@@ -732,12 +765,17 @@ func (e *Emulator) mcLine(ctx context.Context, target [3]float64, feed float64, 
 	e.planBufferLine(target, feed, rapid, jog)
 }
 
-// outsideTravel reports whether target lies outside the soft-limit box.
+// outsideTravel reports whether target lies outside the soft-limit box
+// (system_check_travel_limits; Z is not limited here).
 func (e *Emulator) outsideTravel(target [3]float64) bool {
 	const eps = 1e-6
-	t := e.travel
-	return target[0] < t.Min.X.Millimetres()-eps || target[0] > t.Max.X.Millimetres()+eps ||
-		target[1] < t.Min.Y.Millimetres()-eps || target[1] > t.Max.Y.Millimetres()+eps
+	for axis := range 2 {
+		lo, hi := e.axisSpace(axis)
+		if target[axis] < lo-eps || target[axis] > hi+eps {
+			return true
+		}
+	}
+	return false
 }
 
 // limitsSoftCheck is limits_soft_check: a target outside the machine travel
@@ -794,14 +832,16 @@ func (e *Emulator) mcDwell(ctx context.Context, seconds float64) {
 	}
 }
 
-// homingCycle is mc_homing_cycle: the stage travels to the home origin in
-// HomingTime. Only a reset interrupts it (ALARM:6); '?' is answered once it
-// has finished.
+// homingCycle is mc_homing_cycle: the stage travels in HomingTime to where
+// the firmware's cycle leaves it, pull-off away from its switches, and the
+// machine position is set as limits_go_home sets it. Only a reset
+// interrupts it (ALARM:6); '?' is answered once it has finished.
 func (e *Emulator) homingCycle(ctx context.Context) {
 	e.advance()
+	rest := e.homedRest()
 	e.homing = &homingMove{
 		from: [2]float64{e.pos[0] + e.off[0], e.pos[1] + e.off[1]},
-		to:   [2]float64{e.cfg.HomeOrigin.X.Millimetres(), e.cfg.HomeOrigin.Y.Millimetres()},
+		to:   rest,
 		t0:   e.simNow(),
 		dur:  e.cfg.HomingTime,
 	}
@@ -819,8 +859,9 @@ func (e *Emulator) homingCycle(ctx context.Context) {
 	}
 	e.homing = nil
 	e.vel = 0
-	e.pos = [3]float64{e.cfg.HomeOrigin.X.Millimetres(), e.cfg.HomeOrigin.Y.Millimetres(), 0}
+	e.pos = [3]float64{rest[0], rest[1], e.pos[2]}
 	e.off = [2]float64{}
+	e.lastPins = e.limitPins()
 	e.logf("homed at %.3f,%.3f", e.pos[0], e.pos[1])
 	e.rt(ctx)
 	if e.abort {

@@ -495,19 +495,27 @@ func readFloat(line string, i *int) (float64, bool) {
 	if ndigit == 0 {
 		return 0, false
 	}
-	v := float64(intval)
+	// In 32-bit floating point, step by step as the firmware does: the
+	// step grid depends on it (-20.002 is 20.0020008, which at 250 steps/mm
+	// rounds to -5001 steps, not -5000).
+	v := float32(intval)
 	if v != 0 {
+		for exp <= -2 {
+			v = float32(v * 0.01)
+			exp += 2
+		}
 		if exp < 0 {
-			v /= math.Pow10(-exp)
-		} else if exp > 0 {
-			v *= math.Pow10(exp)
+			v = float32(v * 0.1)
+		}
+		for ; exp > 0; exp-- {
+			v = float32(v * 10)
 		}
 	}
 	if neg {
 		v = -v
 	}
 	*i = p - 1
-	return v, true
+	return float64(v), true
 }
 
 func ceilPositive(x float64) float64 {

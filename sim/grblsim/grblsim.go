@@ -39,17 +39,39 @@
 // positions are always reported in mm; the safety-door byte 0x84 is
 // counted and ignored; overrides take effect at the start of the next
 // planner block; each planner block starts and ends at rest (no junction
-// speeds); the homing cycle is a straight move to Config.HomeOrigin taking
-// Config.HomingTime; startup lines ($N0=...) are stored but never run;
-// "$HX" style single-axis homing is refused with error:3 without the
-// firmware's state side effect; a jog without axis words does not move.
+// speeds); the homing cycle is one straight move to where the firmware's
+// cycle leaves the stage, taking Config.HomingTime, and does not search
+// for the switches at $24/$25; startup lines ($N0=...) are stored but
+// never run; "$HX" style single-axis homing is refused with error:3
+// without the firmware's state side effect; a jog without axis words does
+// not move; the Z axis is neither homed nor limited.
 //
-// The soft-limit box is Config.Travel in machine coordinates (the firmware
-// uses 0..-$130; here Travel may be any rectangle; $130/$131 resize it).
-// Positions are on a 1 µm step grid ($100..$102 report 1000 and setting
-// them changes nothing else), so reported positions are exact micrometres.
-// $10 defaults to 3 (MPos and the Bf: buffer field; the firmware's default
-// is 1) so that hosts see every field; $10=1 gives the firmware's reports.
+// # The machine
+//
+// The settings are GRBL 1.1h's own defaults (defaults.h, DEFAULTS_GENERIC:
+// 250 steps/mm, 500 mm/min, 10 mm/s², 200 mm of travel, $10=1 so reports
+// carry MPos and no Bf:, homing disabled) unless Config says otherwise.
+// Every position is on the step grid of $100..$102 exactly as the firmware
+// computes it: a target is parsed and multiplied by the steps per mm in
+// 32-bit floating point and rounded to whole steps (lround), and a
+// reported position is those steps divided by the steps per mm, printed
+// with three decimals. At 250 steps/mm "G1 X-20.002" ends at -20.004.
+//
+// Machine space is the firmware's: homing ($H, $22=1) sets machine zero at
+// the limit switch an axis homes to ($23: the + end unless its bit is
+// set), so the soft-limit box ($20) is -$130..0 (X) and -$131..0 (Y), and
+// the stage rests pull-off ($27) away from the switch: at -$27 after homing
+// to the + end, at -$13x+$27 after homing to the - end. A firmware built
+// with HOMING_FORCE_SET_ORIGIN (Config.ForceSetOrigin; $I reports option
+// Z) sets zero where the stage rests after the pull-off instead, so an
+// axis homed to its - end has the box 0..$13x ("positive space"). The
+// limit switches sit where homing finds them; a status report names the
+// ones the stage is on (Pn:X, Pn:Y) and any pins InjectPins holds, and with
+// hard limits ($21=1) reaching a switch outside homing raises ALARM:1. At
+// power-up the stage rests where homing would leave it, and GRBL counts
+// from zero there.
+//
+// # The link
 //
 // The 128-byte receive buffer drops bytes that arrive while it is full and
 // the main loop is busy (waiting for planner space, a dwell, a hold, a
@@ -57,11 +79,18 @@
 // 110 ms because the host stopped reading). While the main loop is free it empties the
 // buffer at once, as the firmware does well within 115200 baud; bursts
 // written to the pty all at once are therefore not dropped then.
+//
+// A noisy link (Config.Noise, InjectNoise) corrupts a given fraction of
+// the lines the controller sends, chosen by a seeded generator: one byte
+// of the line is dropped or replaced by a random byte, its line end is
+// kept. What the host sends is not corrupted: GRBL has no checksum, and a
+// corrupted command is answered with an error or runs as received.
 package grblsim
 
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -69,59 +98,69 @@ import (
 )
 
 // Config describes the emulated machine. The zero value of every field
-// selects its default.
+// selects its default: a GRBL 1.1h controller with the firmware's default
+// settings. The settings are built from Travel, MaxRate, Accel and
+// HomingRequired, then Settings; $RST=$ restores that result, as the
+// firmware restores the defaults compiled into it.
 type Config struct {
-	// Travel is the soft-limit box in machine coordinates. Default X and Y
-	// 0..300 mm. Z is not limited.
+	// Settings overrides settings as "$N=value" would, keyed by N:
+	// {100: 800, 110: 6000, 10: 3}. Values are not validated beyond what
+	// "$N=value" checks; an unknown N panics in New.
+	Settings map[int]float64
+	// ForceSetOrigin models a firmware built with HOMING_FORCE_SET_ORIGIN
+	// (see the package documentation): homing sets zero where the stage
+	// rests after the pull-off.
+	ForceSetOrigin bool
+	// Travel, if set, places machine space on the X and Y axes: $130 and
+	// $131 become its extent from 0, and a box on the positive side (Min
+	// 0 or more) makes the machine home to its - ends with ForceSetOrigin
+	// set, so that its space is 0..Max; a box on the negative side (Max 0
+	// or less) is stock GRBL homing to the + ends, space Min..0. A box
+	// across 0 is taken as its size on the negative side. The other bound
+	// of Travel is only a size: machine space always ends at 0.
 	Travel motion.Rect
-	// HomeOrigin is the machine position after $H. Default (0,0). The stage
-	// also rests there when the emulator is created.
-	HomeOrigin motion.Point
-	// MaxRate caps G0 and G1 feeds on every axis, in mm/min ($110..$112).
-	// Default 6000.
+	// MaxRate, if set, is $110..$112 (mm/min): the fastest G0 and G1 on
+	// every axis.
 	MaxRate float64
-	// Accel is the acceleration of every axis in mm/s² ($120..$122).
-	// Default 500.
+	// Accel, if set, is $120..$122 (mm/s²).
 	Accel float64
+	// HomingRequired sets $22=1 and $20=1: the controller powers up in Alarm
+	// ("[MSG:'$H'|'$X' to unlock]") and soft limits are enforced.
+	HomingRequired bool
 	// HomingTime is the simulated time a homing cycle takes. Default 1.5 s.
 	HomingTime time.Duration
 	// TimeScale > 1 runs the machine faster than real time with identical
 	// logic: every simulated duration (motion, dwell, homing, the firmware's
 	// 500 ms alarm pause) takes 1/TimeScale of it in wall time. Default 1.
 	TimeScale float64
-	// HomingRequired sets $22=1 and $20=1: the controller powers up in Alarm
-	// ("[MSG:'$H'|'$X' to unlock]") and soft limits are enforced.
-	HomingRequired bool
+	// Noise is the fraction (0..1) of the lines the controller sends that
+	// the link corrupts (see the package documentation); NoiseSeed seeds
+	// the choice. Default 0: a clean link.
+	Noise     float64
+	NoiseSeed uint64
 	// Logf, if set, receives a debug log of the traffic and state changes.
 	// It is called from the emulator's goroutines, mostly with its lock
 	// held: it must not call back into the Emulator.
 	Logf func(format string, args ...any)
 }
 
-const (
-	defaultTravelMM   = 300
-	defaultMaxRate    = 6000.0
-	defaultAccel      = 500.0
-	defaultHomingTime = 1500 * time.Millisecond
-	stepsPerMM        = 1000.0
-)
+const defaultHomingTime = 1500 * time.Millisecond
 
 func (c *Config) setDefaults() {
-	if c.Travel == (motion.Rect{}) {
-		c.Travel = motion.Rect{Max: motion.Point{X: defaultTravelMM * motion.Millimetre, Y: defaultTravelMM * motion.Millimetre}}
-	}
-	if c.MaxRate <= 0 {
-		c.MaxRate = defaultMaxRate
-	}
-	if c.Accel <= 0 {
-		c.Accel = defaultAccel
-	}
 	if c.HomingTime <= 0 {
 		c.HomingTime = defaultHomingTime
 	}
 	if c.TimeScale <= 0 || math.IsInf(c.TimeScale, 0) || math.IsNaN(c.TimeScale) {
 		c.TimeScale = 1
 	}
+	c.Noise = clampFraction(c.Noise)
+}
+
+func clampFraction(f float64) float64 {
+	if math.IsNaN(f) || f <= 0 {
+		return 0
+	}
+	return min(f, 1)
 }
 
 // ErrClosed is returned by Serve and OpenPTY once Close has been called.
@@ -141,6 +180,7 @@ type Counters struct {
 	RxDropped     int // bytes dropped because the 128-byte receive buffer was full
 	OKDropped     int // "ok" responses suppressed by InjectDropOK
 	Muted         int // output bytes discarded while InjectMute was on
+	Corrupted     int // output lines the noisy link corrupted (see Config.Noise)
 }
 
 // Emulator is an emulated GRBL 1.1h controller with its XY stage. Its
@@ -170,6 +210,9 @@ type Emulator struct {
 	mute      bool
 	dropOK    int
 	stuckHold bool
+	noise     float64
+	rng       *rand.Rand // chooses the lines noise corrupts, and how
+	pins      string     // input pins held active by InjectPins
 
 	cnt Counters
 
@@ -190,12 +233,15 @@ func New(cfg Config) *Emulator {
 		cfg:   cfg,
 		scale: cfg.TimeScale,
 		wake:  make(chan struct{}, 1),
+		noise: cfg.Noise,
+		rng:   rand.New(rand.NewPCG(cfg.NoiseSeed, 0x6772626c)),
 	}
 	e.epoch = time.Now()
 	e.rxSpace = sync.NewCond(&e.mu)
 	e.restoreSettings()
-	// The stage rests at the home origin; GRBL counts from zero at power-up.
-	e.off = [2]float64{cfg.HomeOrigin.X.Millimetres(), cfg.HomeOrigin.Y.Millimetres()}
+	// The stage rests where homing would leave it; GRBL counts from zero
+	// at power-up.
+	e.off = e.homedRest()
 	e.powerUp()
 	return e
 }
@@ -330,6 +376,25 @@ func (e *Emulator) InjectMute(on bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.mute = on
+}
+
+// InjectNoise sets the fraction (0..1) of the controller's lines that the
+// link corrupts from now on (see Config.Noise); 0 makes it clean.
+func (e *Emulator) InjectNoise(fraction float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.noise = clampFraction(fraction)
+}
+
+// InjectPins holds input pins active, as GRBL's Pn: field names them
+// ("P" probe, "D" door, "H" hold, "R" soft reset, "S" cycle start; "X",
+// "Y", "Z" limit switches besides those the stage is on), until the next
+// call; "" releases them. They only show in status reports: the pins do
+// not act.
+func (e *Emulator) InjectPins(pins string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pins = pins
 }
 
 // InjectDropOK silently drops the next n "ok" responses (errors are still

@@ -3,7 +3,9 @@ package grblsim
 import (
 	"context"
 	"io"
+	"math"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +20,7 @@ import (
 )
 
 func TestBannerAndSoftReset(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, true)
+	c := dial(t, classic(Config{TimeScale: 10}), true)
 	c.expectBanner()
 	st, sub := c.emu.State()
 	assert.Equal(t, motion.StateIdle, st)
@@ -31,7 +33,7 @@ func TestBannerAndSoftReset(t *testing.T) {
 }
 
 func TestPowerUpLockedWhenHomingRequired(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10, HomingRequired: true}, true)
+	c := dial(t, classic(Config{TimeScale: 10, HomingRequired: true}), true)
 	c.expectBanner()
 	c.expect("[MSG:'$H'|'$X' to unlock]")
 	assert.Equal(t, "Alarm", state(c.status()))
@@ -49,7 +51,7 @@ func TestPowerUpLockedWhenHomingRequired(t *testing.T) {
 }
 
 func TestLineResponses(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	for _, tc := range []struct{ line, want string }{
 		{"", "ok"},
 		{"(just a comment)", "ok"},
@@ -91,7 +93,7 @@ func TestLineResponses(t *testing.T) {
 	c.ok("G4 P0") // $I and $# need Idle
 	assert.Equal(t, "[HLP:$$ $# $G $I $N $x=val $Nx=line $J=line $SLP $C $X $H ~ ! ? ctrl-x]", c.cmd("$")[0])
 	assert.Equal(t, []string{"[GC:G1 G54 G17 G21 G90 G94 M5 M9 T0 F100 S0]", "ok"}, c.cmd("$G"))
-	assert.Equal(t, []string{"[VER:1.1h.20190830:]", "[OPT:V,15,128]", "ok"}, c.cmd("$I"))
+	assert.Equal(t, []string{"[VER:1.1h.20190830:]", "[OPT:VZ,15,128]", "ok"}, c.cmd("$I"))
 	ngc := c.cmd("$#")
 	require.Len(t, ngc, 12)
 	assert.Equal(t, "[G54:0.000,0.000,0.000]", ngc[0])
@@ -104,8 +106,8 @@ func TestLineResponses(t *testing.T) {
 }
 
 func TestSettings(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10, MaxRate: 5000, Accel: 400,
-		Travel: motion.Rect{Min: motion.Point{X: 10 * motion.Millimetre}, Max: motion.Point{X: 210 * motion.Millimetre, Y: 150 * motion.Millimetre}}}, false)
+	c := dial(t, classic(Config{TimeScale: 10, MaxRate: 5000, Accel: 400,
+		Travel: motion.Rect{Min: motion.Point{X: 10 * motion.Millimetre}, Max: motion.Point{X: 210 * motion.Millimetre, Y: 150 * motion.Millimetre}}}), false)
 	out := c.cmd("$$")
 	require.Equal(t, "ok", out[len(out)-1])
 	settings := map[string]string{}
@@ -123,8 +125,11 @@ func TestSettings(t *testing.T) {
 	assert.Equal(t, "5000.000", settings["$110"])
 	assert.Equal(t, "5000.000", settings["$111"])
 	assert.Equal(t, "400.000", settings["$120"])
-	assert.Equal(t, "200.000", settings["$130"])
+	// A travel on the positive side: machine space from 0, homing to the
+	// - ends.
+	assert.Equal(t, "210.000", settings["$130"])
 	assert.Equal(t, "150.000", settings["$131"])
+	assert.Equal(t, "3", settings["$23"])
 	assert.Equal(t, "0", settings["$20"])
 	assert.Equal(t, "0", settings["$22"])
 	assert.Equal(t, "3", settings["$10"])
@@ -150,19 +155,78 @@ func TestSettings(t *testing.T) {
 	c.ok("$N0=G21")
 	assert.Equal(t, []string{"$N0=G21", "$N1=", "ok"}, c.cmd("$N"))
 	c.ok("$I=bench")
-	assert.Equal(t, "[VER:1.1h.20190830:BENCH]", c.cmd("$I")[0])
+	assert.Equal(t, []string{"[VER:1.1h.20190830:BENCH]", "[OPT:VZ,15,128]", "ok"}, c.cmd("$I"))
 	assert.Equal(t, []string{"[MSG:Restoring defaults]", "ok"}, c.cmd("$RST=$"))
 	c.expectBanner()
 	assert.Contains(t, c.cmd("$$"), "$110=5000.000")
 	assert.Equal(t, "0.000,0.000,0.000", field(c.status(), "MPos"))
 }
 
+// TestStockDefaults: with nothing configured the controller is GRBL 1.1h
+// as shipped (defaults.h, DEFAULTS_GENERIC).
+func TestStockDefaults(t *testing.T) {
+	c := dial(t, Config{TimeScale: 10}, false)
+	out := c.cmd("$$")
+	require.Equal(t, "ok", out[len(out)-1])
+	assert.Equal(t, []string{
+		"$0=10", "$1=25", "$2=0", "$3=0", "$4=0", "$5=0", "$6=0", "$10=1", "$11=0.010", "$12=0.002", "$13=0",
+		"$20=0", "$21=0", "$22=0", "$23=0", "$24=25.000", "$25=500.000", "$26=250", "$27=1.000",
+		"$30=1000", "$31=0", "$32=0",
+		"$100=250.000", "$101=250.000", "$102=250.000", "$110=500.000", "$111=500.000", "$112=500.000",
+		"$120=10.000", "$121=10.000", "$122=10.000", "$130=200.000", "$131=200.000", "$132=200.000",
+	}, out[:len(out)-1])
+	// $10=1: MPos, no Bf:.
+	assert.Equal(t, "<Idle|MPos:0.000,0.000,0.000|FS:0,0|WCO:0.000,0.000,0.000>", c.status())
+	assert.Equal(t, []string{"[VER:1.1h.20190830:]", "[OPT:V,15,128]", "ok"}, c.cmd("$I"))
+	// Homing is disabled: $H is error:5.
+	assert.Equal(t, []string{"error:5"}, c.cmd("$H"))
+}
+
+// TestStepGrid: positions are whole steps of $100/$101, as the firmware
+// rounds a target (in 32-bit floating point), and reports are those steps
+// in mm with three decimals.
+func TestStepGrid(t *testing.T) {
+	check := func(spm float64, x, y string) {
+		t.Helper()
+		c := dial(t, Config{TimeScale: 20, Settings: map[int]float64{100: spm, 101: spm, 110: 6000, 111: 6000, 120: 500, 121: 500}}, false)
+		c.ok("G1 X" + x + " Y" + y + " F3000")
+		r := c.waitState("Idle", 5*time.Second)
+		wantX, wantY := stepGrid(spm, x), stepGrid(spm, y)
+		assert.Equal(t, printFloat(wantX, 3)+","+printFloat(wantY, 3)+",0.000", field(r, "MPos"), "%v steps/mm, G1 X%s Y%s", spm, x, y)
+		// The true position (what a camera sees) is the grid point itself.
+		p := c.emu.Position()
+		assert.InDelta(t, wantX, p.X.Millimetres()-(-1), 0.0006, "X") // the stage powered up at -1 (resting off its switch)
+		assert.InDelta(t, wantY, p.Y.Millimetres()-(-1), 0.0006, "Y")
+	}
+	check(250, "-20.003", "1.5")
+	check(250, "0.0021", "-30.0019")
+	check(320, "12.345", "-0.001")
+	check(320, "7.0015", "0.0016")
+	check(800, "-99.9994", "0.0006")
+	check(800, "3.21", "-0.0007")
+}
+
+// stepGrid is the grid point a firmware reaches for a G-code number s at
+// spm steps/mm, computed in float64 (the cases avoid ties, where the 32-bit
+// arithmetic could differ).
+func stepGrid(spm float64, s string) float64 {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		panic(err)
+	}
+	return math.Round(v*spm) / spm
+}
+
 func TestHoming(t *testing.T) {
-	home := motion.Point{X: 5 * motion.Millimetre, Y: 7 * motion.Millimetre}
-	c := dial(t, Config{TimeScale: 10, HomingRequired: true, HomeOrigin: home, HomingTime: time.Second}, false)
-	// Power-up: GRBL counts from zero where the stage stands.
+	c := dial(t, classic(Config{TimeScale: 10, HomingRequired: true, HomingTime: time.Second}), false)
+	// Power-up: the stage rests where homing leaves it, GRBL counts from
+	// zero there.
 	assert.Equal(t, "0.000,0.000,0.000", field(c.status(), "MPos"))
-	assert.Equal(t, home, c.emu.Position())
+	assert.Equal(t, motion.Point{}, c.emu.Position())
+	c.cmd("$X")
+	c.ok("G0 X5 Y7")
+	c.waitState("Idle", 2*time.Second)
+	assert.Equal(t, motion.Point{X: 5 * motion.Millimetre, Y: 7 * motion.Millimetre}, c.emu.Position())
 
 	start := time.Now()
 	c.send("$H\n")
@@ -170,10 +234,13 @@ func TestHoming(t *testing.T) {
 	assert.True(t, c.emu.Moving())
 	c.send("?")
 	// '?' is not answered during the cycle, but once when it has ended.
-	c.expect("<Home|MPos:5.000,7.000,0.000|Bf:15,128|FS:0,0|Ov:100,100,100>", "ok")
+	r := c.next()
+	assert.Equal(t, "Home", state(r), r)
+	assert.Equal(t, "0.000,0.000,0.000", field(r, "MPos"))
+	c.expect("ok")
 	assert.GreaterOrEqual(t, time.Since(start), 80*time.Millisecond) // 1 s at TimeScale 10
-	assert.Equal(t, "<Idle|MPos:5.000,7.000,0.000|Bf:15,128|FS:0,0>", c.status())
-	assert.Equal(t, home, c.emu.Position())
+	assert.Equal(t, "Idle", state(c.status()))
+	assert.Equal(t, motion.Point{}, c.emu.Position())
 	assert.False(t, c.emu.Moving())
 
 	// Homed: soft limits work in the homed frame; moves now allowed.
@@ -187,8 +254,109 @@ func TestHoming(t *testing.T) {
 	assert.Equal(t, []string{"error:8"}, c.cmd("$H"))
 }
 
+// TestStockHomingIntoNegativeSpace: a stock firmware homes to the + end
+// ($23=0), sets machine zero at the switch and rests pull-off ($27) below
+// it; the soft-limit box is -$130..0; Pn: names the switch the stage is
+// on, and with hard limits ($21=1) reaching it raises ALARM:1.
+func TestStockHomingIntoNegativeSpace(t *testing.T) {
+	c := dial(t, Config{TimeScale: 20, HomingRequired: true, Settings: map[int]float64{110: 6000, 111: 6000, 120: 500, 121: 500, 27: 2}}, false)
+	assert.Equal(t, "0.000,0.000,0.000", field(c.status(), "MPos"))
+	c.ok("$H")
+	r := c.status()
+	assert.Equal(t, "Idle", state(r))
+	assert.Equal(t, "-2.000,-2.000,0.000", field(r, "MPos"))
+	assert.Empty(t, field(r, "Pn"), "pull-off: off the switches")
+	assert.Equal(t, motion.Point{X: -2 * motion.Millimetre, Y: -2 * motion.Millimetre}, c.emu.Position())
+
+	c.ok("G1 X-200 Y-150 F6000") // the far corner is inside
+	c.waitState("Idle", 5*time.Second)
+	c.ok("G1 X0 Y-150 F6000") // on the X switch, the edge of the box
+	r = c.waitState("Idle", 5*time.Second)
+	assert.Equal(t, "X", field(r, "Pn"))
+	c.emu.InjectPins("PH")
+	assert.Equal(t, "PXH", field(c.status(), "Pn"))
+	c.emu.InjectPins("")
+	c.send("G1 X1 F6000\n") // beyond: soft limit
+	c.expect("ALARM:2", "[MSG:Reset to continue]")
+	c.send("\x18")
+	c.expect("ok")
+	c.expectBanner()
+	c.expect("[MSG:'$H'|'$X' to unlock]")
+
+	// Homing to the - end ($23 bits set): the switch is at -$130, the
+	// stage rests at -$130+$27.
+	c.cmd("$X")
+	c.ok("$23=3")
+	c.ok("$131=100")
+	c.ok("$H")
+	assert.Equal(t, "-198.000,-98.000,0.000", field(c.status(), "MPos"))
+
+	// Hard limits: the switch trips ALARM:1 (soft limits off to get there).
+	c.ok("$20=0")
+	c.ok("$21=1")
+	c.ok("G1 X-250 F6000")
+	c.expect("ALARM:1", "[MSG:Reset to continue]")
+	p := c.emu.Position()
+	assert.InDelta(t, -200, p.X.Millimetres(), 1, "stopped at the switch")
+}
+
+// TestForceSetOriginHomesIntoPositiveSpace: built with
+// HOMING_FORCE_SET_ORIGIN and homing to the - ends, machine zero is where
+// the stage rests after the pull-off and the box is 0..$130.
+func TestForceSetOriginHomesIntoPositiveSpace(t *testing.T) {
+	c := dial(t, Config{TimeScale: 20, HomingRequired: true, ForceSetOrigin: true,
+		Settings: map[int]float64{23: 3, 110: 6000, 111: 6000, 120: 500, 121: 500}}, false)
+	assert.Equal(t, []string{"[VER:1.1h.20190830:]", "[OPT:VZ,15,128]", "ok"}, c.cmd("$I"))
+	c.ok("$H")
+	assert.Equal(t, "0.000,0.000,0.000", field(c.status(), "MPos"))
+	c.ok("G1 X200 Y200 F6000")
+	c.waitState("Idle", 5*time.Second)
+	c.send("G1 X-0.5 F6000\n")
+	c.expect("ALARM:2", "[MSG:Reset to continue]")
+}
+
+// TestNoisyLink: a seeded fraction of the lines the controller sends are
+// corrupted, by one byte dropped or replaced, their line ends kept; the
+// same seed corrupts the same lines.
+func TestNoisyLink(t *testing.T) {
+	run := func(seed uint64) []string {
+		c := dial(t, Config{TimeScale: 10, Noise: 0.2, NoiseSeed: seed}, true)
+		var got []string
+		for range 4 {
+			c.send("$$\n")
+		}
+		for len(got) < 2+4*35 {
+			got = append(got, c.next())
+		}
+		cnt := c.emu.Counters()
+		assert.Positive(t, cnt.Corrupted)
+		return got
+	}
+	a, b := run(7), run(7)
+	assert.Equal(t, a, b, "the same seed corrupts the same lines")
+	clean := 0
+	for _, l := range a {
+		if l == "" || l == "ok" || strings.HasPrefix(l, "Grbl 1.1h") || regexp.MustCompile(`^\$[0-9]+=[0-9.]+$`).MatchString(l) {
+			clean++
+		}
+	}
+	bad := len(a) - clean
+	// A byte dropped or replaced may leave a valid line ("$110=500.000"
+	// losing a 0), so fewer lines look garbled than were corrupted.
+	assert.InDelta(t, 0.2*float64(len(a)), float64(bad), 0.12*float64(len(a)), "%d of %d lines garbled", bad, len(a))
+
+	c := dial(t, Config{TimeScale: 10}, false)
+	c.emu.InjectNoise(1)
+	c.send("G90\n")
+	assert.NotEqual(t, "ok", c.next())
+	c.emu.InjectNoise(0)
+	for range 20 {
+		c.ok("G90")
+	}
+}
+
 func TestResetDuringHomingRaisesAlarm6(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10, HomingRequired: true, HomingTime: 10 * time.Second}, false)
+	c := dial(t, classic(Config{TimeScale: 10, HomingRequired: true, HomingTime: 10 * time.Second}), false)
 	c.send("$H\n")
 	require.Eventually(t, func() bool { st, _ := c.emu.State(); return st == motion.StateHome }, time.Second, time.Millisecond)
 	c.send("\x18")
@@ -201,7 +369,7 @@ func TestResetDuringHomingRaisesAlarm6(t *testing.T) {
 
 func TestMoveTiming(t *testing.T) {
 	const scale = 10
-	c := dial(t, Config{TimeScale: scale}, false)
+	c := dial(t, classic(Config{TimeScale: scale}), false)
 	// 10 mm at 600 mm/min, 500 mm/s²: 0.02 s ramps, 1.02 s in all.
 	start := time.Now()
 	c.ok("G1 X10 F600") // ok when queued, long before the move ends
@@ -277,7 +445,7 @@ func moveAndHold(t *testing.T, c *client) {
 }
 
 func TestFeedHoldAndResume(t *testing.T) {
-	c := dial(t, Config{TimeScale: 2, Accel: 100}, false)
+	c := dial(t, classic(Config{TimeScale: 2, Accel: 100}), false)
 	moveAndHold(t, c)
 	// Decelerating from 20 mm/s at 100 mm/s² takes 0.2 s: Hold:1, then Hold:0.
 	var seen []string
@@ -321,7 +489,7 @@ func TestFeedHoldAndResume(t *testing.T) {
 }
 
 func TestFeedHoldWhileIdleEntersHold0(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	c.send("!")
 	c.waitState("Hold:0", time.Second)
 	c.send("\n")
@@ -332,7 +500,7 @@ func TestFeedHoldWhileIdleEntersHold0(t *testing.T) {
 }
 
 func TestResetDuringMotionAlarms(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	c.ok("G1 X100 F3000")
 	c.waitState("Run", time.Second)
 	c.send("\x18")
@@ -354,7 +522,7 @@ func TestResetDuringMotionAlarms(t *testing.T) {
 }
 
 func TestResetInHold0KeepsPosition(t *testing.T) {
-	c := dial(t, Config{TimeScale: 4, Accel: 100}, false)
+	c := dial(t, classic(Config{TimeScale: 4, Accel: 100}), false)
 	moveAndHold(t, c)
 	c.waitState("Hold:0", 2*time.Second)
 	held := c.emu.Position()
@@ -371,7 +539,7 @@ func TestResetInHold0KeepsPosition(t *testing.T) {
 }
 
 func TestResetDuringHold1Alarms(t *testing.T) {
-	c := dial(t, Config{TimeScale: 2, Accel: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 2, Accel: 10}), false)
 	c.ok("G1 X40 F1200")
 	require.Eventually(t, func() bool { return c.emu.Position().X > 500*motion.Micrometre }, 10*time.Second, time.Millisecond)
 	c.send("!")
@@ -381,7 +549,7 @@ func TestResetDuringHold1Alarms(t *testing.T) {
 }
 
 func TestSoftLimit(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10, HomingRequired: true}, false)
+	c := dial(t, classic(Config{TimeScale: 10, HomingRequired: true}), false)
 	c.cmd("$H")
 	c.send("G0 X400\n")
 	c.expect("ALARM:2", "[MSG:Reset to continue]")
@@ -403,6 +571,7 @@ func TestSoftLimit(t *testing.T) {
 
 	// During a cycle the stage first stops under control.
 	c.ok("G1 X0 F6000")
+	require.Eventually(t, func() bool { return c.emu.Position().X < 299*motion.Millimetre }, 2*time.Second, time.Millisecond)
 	c.send("G0 Y-1\n")
 	c.expect("ALARM:2", "[MSG:Reset to continue]")
 	assert.False(t, c.emu.Moving())
@@ -417,7 +586,7 @@ func TestSoftLimit(t *testing.T) {
 }
 
 func TestPlannerFullAndRxOverflow(t *testing.T) {
-	c := dial(t, Config{TimeScale: 5}, false)
+	c := dial(t, classic(Config{TimeScale: 5}), false)
 	// 16 moves of 10 mm at 600 mm/min (1.02 s each, 0.2 s at TimeScale 5).
 	// Sent as a character-counting host would: each line once the previous
 	// one is answered.
@@ -447,7 +616,7 @@ func TestPlannerFullAndRxOverflow(t *testing.T) {
 }
 
 func TestResetWhileWaitingForPlannerSpace(t *testing.T) {
-	c := dial(t, Config{TimeScale: 5}, false)
+	c := dial(t, classic(Config{TimeScale: 5}), false)
 	for i := 1; i <= 15; i++ {
 		c.ok("G1 X" + itoa(10*i) + " F600")
 	}
@@ -473,7 +642,7 @@ func itoa(n int) string {
 }
 
 func TestDwell(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	start := time.Now()
 	c.ok("G4 P1")
 	assert.GreaterOrEqual(t, time.Since(start), 95*time.Millisecond)
@@ -490,7 +659,7 @@ func TestDwell(t *testing.T) {
 }
 
 func TestJogAndJogCancel(t *testing.T) {
-	c := dial(t, Config{TimeScale: 2}, false)
+	c := dial(t, classic(Config{TimeScale: 2}), false)
 	c.ok("$J=G91 X50 F1200")
 	c.waitState("Jog", time.Second)
 	assert.Equal(t, []string{"error:9"}, c.cmd("G0 X1"))
@@ -511,7 +680,7 @@ func TestJogAndJogCancel(t *testing.T) {
 }
 
 func TestStatusFieldsRotate(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	var wco, ov int
 	for i := range 25 {
 		r := c.status()
@@ -540,7 +709,7 @@ func TestStatusFieldsRotate(t *testing.T) {
 }
 
 func TestInjectMute(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	c.emu.InjectMute(true)
 	lines := c.emu.Counters().Lines
 	c.send("?G0 X1\n?")
@@ -555,7 +724,7 @@ func TestInjectMute(t *testing.T) {
 }
 
 func TestInjectDropOK(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	c.emu.InjectDropOK(2)
 	c.send("\n\nG5\n\n")
 	c.expect("error:20", "ok") // errors are not dropped
@@ -564,7 +733,7 @@ func TestInjectDropOK(t *testing.T) {
 }
 
 func TestInjectStuckHold(t *testing.T) {
-	c := dial(t, Config{TimeScale: 4, Accel: 100}, false)
+	c := dial(t, classic(Config{TimeScale: 4, Accel: 100}), false)
 	c.emu.InjectStuckHold(true)
 	moveAndHold(t, c)
 	require.Eventually(t, func() bool { return !c.emu.Moving() }, 2*time.Second, time.Millisecond)
@@ -581,7 +750,7 @@ func TestInjectStuckHold(t *testing.T) {
 }
 
 func TestInjectStuckHoldReleased(t *testing.T) {
-	c := dial(t, Config{TimeScale: 4, Accel: 100}, false)
+	c := dial(t, classic(Config{TimeScale: 4, Accel: 100}), false)
 	c.emu.InjectStuckHold(true)
 	moveAndHold(t, c)
 	require.Eventually(t, func() bool { return !c.emu.Moving() }, 2*time.Second, time.Millisecond)
@@ -591,7 +760,7 @@ func TestInjectStuckHoldReleased(t *testing.T) {
 }
 
 func TestInjectAlarm(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	c.ok("G1 X100 F3000")
 	c.waitState("Run", time.Second)
 	c.emu.InjectAlarm(1)
@@ -614,7 +783,7 @@ func TestInjectAlarm(t *testing.T) {
 }
 
 func TestInjectHangup(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	c.ok("")
 	c.emu.InjectHangup()
 	select {
@@ -628,7 +797,7 @@ func TestInjectHangup(t *testing.T) {
 }
 
 func TestOnRealtime(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	var mu sync.Mutex
 	var got []byte
 	c.emu.OnRealtime(func(b byte, at time.Time) {
@@ -651,7 +820,7 @@ func TestOnRealtime(t *testing.T) {
 }
 
 func TestOnState(t *testing.T) {
-	c := dial(t, Config{TimeScale: 4, Accel: 100}, false)
+	c := dial(t, classic(Config{TimeScale: 4, Accel: 100}), false)
 	type change struct {
 		st  string
 		at  time.Time
@@ -701,7 +870,7 @@ func TestOnState(t *testing.T) {
 }
 
 func TestCheckModeAndSleep(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	assert.Equal(t, []string{"[MSG:Enabled]", "ok"}, c.cmd("$C"))
 	c.ok("G0 X50")
 	assert.Equal(t, "Check", state(c.status()))
@@ -772,7 +941,7 @@ func TestCloseWithoutServeAndPTYClose(t *testing.T) {
 // count its main loop busy until its own write of the reply had returned,
 // which a host on a slow machine (qemu) could outrun.
 func TestLongLineRightAfterReply(t *testing.T) {
-	c := dial(t, Config{TimeScale: 10}, false)
+	c := dial(t, classic(Config{TimeScale: 10}), false)
 	long := "G 9 0" + strings.Repeat(" ", 2*rxBufferSize) // spaces do not count
 	for range 500 {
 		c.ok("G90")

@@ -3,6 +3,7 @@ package grblsim
 import (
 	"bufio"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -10,10 +11,32 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.bug.st/serial"
 	"go.uber.org/goleak"
+
+	"github.com/waferd/waferd/motion"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
+}
+
+// classic is the machine most tests here were written for, not GRBL's
+// defaults: 1 µm steps ($100..$102=1000), 6000 mm/min, 500 mm/s², a
+// 300 × 300 mm box on the positive side (HOMING_FORCE_SET_ORIGIN, homing to
+// the - ends) and Bf: in status reports ($10=3). What c sets wins.
+func classic(c Config) Config {
+	set := map[int]float64{100: 1000, 101: 1000, 102: 1000, 10: 3}
+	maps.Copy(set, c.Settings)
+	c.Settings = set
+	if c.Travel == (motion.Rect{}) {
+		c.Travel = motion.Rect{Max: motion.Point{X: 300 * motion.Millimetre, Y: 300 * motion.Millimetre}}
+	}
+	if c.MaxRate == 0 {
+		c.MaxRate = 6000
+	}
+	if c.Accel == 0 {
+		c.Accel = 500
+	}
+	return c
 }
 
 // client is a raw GRBL host on the emulator's pty, opened the way the

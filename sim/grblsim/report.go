@@ -6,13 +6,69 @@ import (
 	"strings"
 )
 
-// emit queues output; the main loop writes it when it next waits.
+// emit queues output; the main loop writes it when it next waits. A noisy
+// link corrupts some of its lines on the way.
 func (e *Emulator) emit(s string) {
 	if e.mute {
 		e.cnt.Muted += len(s)
 		return
 	}
-	e.out = append(e.out, s...)
+	if e.noise == 0 {
+		e.out = append(e.out, s...)
+		return
+	}
+	for s != "" {
+		line, rest, ok := strings.Cut(s, "\n")
+		if ok {
+			line += "\n"
+		}
+		s = rest
+		body := strings.TrimRight(line, "\r\n")
+		if body == "" || e.rng.Float64() >= e.noise {
+			e.out = append(e.out, line...)
+			continue
+		}
+		e.cnt.Corrupted++
+		i := e.rng.IntN(len(body))
+		b := []byte(line)
+		if e.rng.IntN(2) == 0 {
+			b = append(b[:i], b[i+1:]...) // a byte lost
+		} else {
+			c := byte(e.rng.IntN(254))
+			if c >= '\n' {
+				c++
+			}
+			if c >= '\r' {
+				c++
+			}
+			if c == b[i] {
+				c ^= 0x80
+			}
+			b[i] = c // a byte garbled; never into a line end
+		}
+		e.logf("noise: %q sent as %q", line, b)
+		e.out = append(e.out, b...)
+	}
+}
+
+// pinState is the Pn: field: the input pins active, in the firmware's
+// order (probe, limits, door, reset, hold, cycle start).
+func (e *Emulator) pinState() string {
+	limits := e.limitPins()
+	var b strings.Builder
+	for _, p := range "PXYZDRHS" {
+		on := strings.ContainsRune(e.pins, p)
+		switch p {
+		case 'X':
+			on = on || limits&1 != 0
+		case 'Y':
+			on = on || limits&2 != 0
+		}
+		if on {
+			b.WriteRune(p)
+		}
+	}
+	return b.String()
 }
 
 // reportStatusMessage answers a line: "ok" or "error:N".
@@ -76,10 +132,7 @@ func (e *Emulator) reportRealtimeStatus() {
 	}
 	// Machine position on the step grid. Work offsets are always zero, so
 	// WPos has the same numbers.
-	var pos [3]float64
-	for i := range pos {
-		pos[i] = float64(toSteps(e.pos[i])) / stepsPerMM
-	}
+	pos := e.quantized()
 	if e.set.statusReportMask&rtStatusPositionType != 0 {
 		b.WriteString("|MPos:")
 	} else {
@@ -94,6 +147,9 @@ func (e *Emulator) reportRealtimeStatus() {
 		spindle = e.gc.spindleSpeed * float64(e.sOvr) / 100
 	}
 	b.WriteString("|FS:" + printFloat(e.vel*60, 0) + "," + printFloat(spindle, 0))
+	if pins := e.pinState(); pins != "" {
+		b.WriteString("|Pn:" + pins)
+	}
 	busy := e.state == stHoming || e.state == stCycle || e.state == stHold || e.state == stJog
 	if e.wcoCounter > 0 {
 		e.wcoCounter--

@@ -59,7 +59,22 @@ type homingMove struct {
 	done     bool
 }
 
-func toSteps(mm float64) int64 { return int64(math.Round(mm * stepsPerMM)) }
+// toSteps converts a position on an axis in mm to whole steps as the
+// firmware does (plan_buffer_line): lround(target*steps_per_mm) in 32-bit
+// floating point, the AVR's float and double.
+func (e *Emulator) toSteps(axis int, mm float64) int64 {
+	return int64(math.Round(float64(float32(float32(mm) * float32(e.set.stepsPerMM[axis])))))
+}
+
+// fromSteps converts steps on an axis to mm.
+func (e *Emulator) fromSteps(axis int, steps int64) float64 {
+	return float64(steps) / e.set.stepsPerMM[axis]
+}
+
+// gridMM returns the position on the step grid nearest mm.
+func (e *Emulator) gridMM(axis int, mm float64) float64 {
+	return e.fromSteps(axis, e.toSteps(axis, mm))
+}
 
 func (e *Emulator) planReset() { e.planner = e.planner[:0] }
 
@@ -67,7 +82,7 @@ func (e *Emulator) planReset() { e.planner = e.planner[:0] }
 func (e *Emulator) quantized() [3]float64 {
 	var q [3]float64
 	for i, v := range e.pos {
-		q[i] = float64(toSteps(v)) / stepsPerMM
+		q[i] = e.gridMM(i, v)
 	}
 	return q
 }
@@ -75,7 +90,7 @@ func (e *Emulator) quantized() [3]float64 {
 // planSyncPosition sets the planner position to the machine position.
 func (e *Emulator) planSyncPosition() {
 	for i := range e.plPos {
-		e.plPos[i] = toSteps(e.pos[i])
+		e.plPos[i] = e.toSteps(i, e.pos[i])
 	}
 }
 
@@ -85,8 +100,8 @@ func (e *Emulator) planBufferLine(target [3]float64, feed float64, rapid, jog bo
 	var st [3]int64
 	var q [3]float64
 	for i := range target {
-		st[i] = toSteps(target[i])
-		q[i] = float64(st[i]) / stepsPerMM
+		st[i] = e.toSteps(i, target[i])
+		q[i] = e.fromSteps(i, st[i])
 	}
 	if st == e.plPos {
 		return
@@ -156,11 +171,12 @@ func (e *Emulator) stWakeUp() {
 }
 
 // stKill stops the steppers at once (st_go_idle): the stage stays where it
-// is this instant.
+// is this instant, at its last whole step.
 func (e *Emulator) stKill() {
 	e.seg = nil
 	e.homing = nil
 	e.vel = 0
+	e.pos = e.quantized()
 }
 
 // stHold makes the steppers decelerate to rest (feed hold).
@@ -237,6 +253,7 @@ func (e *Emulator) advance() {
 				e.planner = e.planner[1:]
 			} else {
 				e.setAlong(s, d)
+				e.pos = e.quantized() // the steppers stop on a step
 			}
 			e.holdStop()
 			return

@@ -2,7 +2,10 @@ package grblsim
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -44,33 +47,120 @@ const (
 	rtStatusBufferState  = 1 << 1 // Bf:
 )
 
-// restoreSettings loads the defaults, derived from the Config. $10=3
-// (MPos and Bf:); the firmware's default is 1.
+// restoreSettings loads the defaults: GRBL 1.1h's own (defaults.h,
+// DEFAULTS_GENERIC), then what the Config sets (see Config).
 func (e *Emulator) restoreSettings() {
 	c := e.cfg
-	e.travel = c.Travel
 	e.set = settings{
 		pulseMicroseconds: 10,
 		stepperIdleLock:   25,
-		statusReportMask:  rtStatusPositionType | rtStatusBufferState,
+		statusReportMask:  rtStatusPositionType,
 		junctionDeviation: 0.01,
 		arcTolerance:      0.002,
-		softLimits:        c.HomingRequired,
-		homing:            c.HomingRequired,
 		homingFeedRate:    25,
 		homingSeekRate:    500,
 		homingDebounce:    250,
 		homingPulloff:     1,
 		rpmMax:            1000,
-		stepsPerMM:        [3]float64{stepsPerMM, stepsPerMM, stepsPerMM},
-		maxRate:           [3]float64{c.MaxRate, c.MaxRate, c.MaxRate},
-		accel:             [3]float64{c.Accel, c.Accel, c.Accel},
-		maxTravel: [3]float64{
-			(c.Travel.Max.X - c.Travel.Min.X).Millimetres(),
-			(c.Travel.Max.Y - c.Travel.Min.Y).Millimetres(),
-			50,
-		},
+		stepsPerMM:        [3]float64{250, 250, 250},
+		maxRate:           [3]float64{500, 500, 500},
+		accel:             [3]float64{10, 10, 10},
+		maxTravel:         [3]float64{200, 200, 200},
 	}
+	e.forceOrigin = c.ForceSetOrigin
+	set := map[int]float64{}
+	if t := c.Travel; t != (motion.Rect{}) {
+		if t.Min.X >= 0 && t.Min.Y >= 0 {
+			e.forceOrigin = true
+			set[23] = 3 // home to the - ends: space 0..$13x
+			set[130], set[131] = t.Max.X.Millimetres(), t.Max.Y.Millimetres()
+		} else {
+			set[23] = 0
+			set[130], set[131] = (-t.Min.X).Millimetres(), (-t.Min.Y).Millimetres()
+			if t.Max.X > 0 || t.Max.Y > 0 {
+				set[130], set[131] = (t.Max.X - t.Min.X).Millimetres(), (t.Max.Y - t.Min.Y).Millimetres()
+			}
+		}
+	}
+	if c.MaxRate > 0 {
+		set[110], set[111], set[112] = c.MaxRate, c.MaxRate, c.MaxRate
+	}
+	if c.Accel > 0 {
+		set[120], set[121], set[122] = c.Accel, c.Accel, c.Accel
+	}
+	if c.HomingRequired {
+		set[22], set[20] = 1, 1
+	}
+	maps.Copy(set, c.Settings)
+	// $22 first: $20=1 needs homing enabled.
+	keys := slices.Sorted(maps.Keys(set))
+	if i := slices.Index(keys, 22); i > 0 {
+		keys = append([]int{22}, slices.Delete(keys, i, i+1)...)
+	}
+	for _, n := range keys {
+		if st := e.storeGlobalSetting(n, set[n]); st != statusOK {
+			panic(fmt.Sprintf("grblsim: Config sets $%d=%g: error:%d", n, set[n], st))
+		}
+	}
+}
+
+// axisSpace returns machine space on an axis: where its soft limits are,
+// what homing leaves between the switch and the far end.
+func (e *Emulator) axisSpace(axis int) (lo, hi float64) {
+	t := e.set.maxTravel[axis]
+	if e.forceOrigin && e.set.homingDirMask&(1<<axis) != 0 {
+		return 0, t
+	}
+	return -t, 0
+}
+
+// switchAt returns where an axis's limit switch triggers, in machine
+// coordinates after homing, and whether it is at the + end.
+func (e *Emulator) switchAt(axis int) (at float64, plus bool) {
+	t, p := e.set.maxTravel[axis], e.set.homingPulloff
+	minus := e.set.homingDirMask&(1<<axis) != 0
+	switch {
+	case e.forceOrigin && minus:
+		return -p, false
+	case e.forceOrigin:
+		return p, true
+	case minus:
+		return -t, false
+	}
+	return 0, true
+}
+
+// homedRest returns the machine position (X, Y) where the homing cycle
+// leaves the stage: pull-off away from the switch (limits_go_home), on the
+// step grid.
+func (e *Emulator) homedRest() [2]float64 {
+	var r [2]float64
+	for axis := range r {
+		sw, plus := e.switchAt(axis)
+		switch {
+		case e.forceOrigin:
+			r[axis] = 0
+		case plus:
+			r[axis] = e.gridMM(axis, sw-e.set.homingPulloff)
+		default:
+			r[axis] = e.gridMM(axis, sw+e.set.homingPulloff)
+		}
+	}
+	return r
+}
+
+// limitPins returns the limit switches the stage is on (bit per axis).
+func (e *Emulator) limitPins() uint {
+	var pins uint
+	for axis := range 2 {
+		x := e.pos[axis] + e.off[axis]
+		sw, plus := e.switchAt(axis)
+		const eps = 1e-6
+		if plus && x >= sw-eps || !plus && x <= sw+eps {
+			pins |= 1 << axis
+		}
+	}
+	return pins
 }
 
 // storeGlobalSetting is settings_store_global_setting.
@@ -87,20 +177,28 @@ func (e *Emulator) storeGlobalSetting(param int, value float64) int {
 		}
 		switch set {
 		case 0:
-			// Positions are always on a 1 µm grid here; the value is only reported.
+			if value <= 0 {
+				return stInvalidStatement // the firmware would divide by zero
+			}
+			// The firmware keeps the step counts: the stage stays put, its
+			// position in mm changes.
+			steps := e.toSteps(axis, e.pos[axis])
 			s.stepsPerMM[axis] = value
+			if axis < 2 {
+				x := e.pos[axis] + e.off[axis]
+				e.pos[axis] = float64(steps) / value
+				e.off[axis] = x - e.pos[axis]
+			} else {
+				e.pos[axis] = float64(steps) / value
+			}
+			e.planSyncPosition()
+			e.gcSyncPosition()
 		case 1:
 			s.maxRate[axis] = value
 		case 2:
 			s.accel[axis] = value
 		case 3:
 			s.maxTravel[axis] = value
-			switch axis {
-			case 0:
-				e.travel.Max.X = e.travel.Min.X + motion.MM(value)
-			case 1:
-				e.travel.Max.Y = e.travel.Min.Y + motion.MM(value)
-			}
 		}
 		return statusOK
 	}
@@ -253,7 +351,11 @@ func (e *Emulator) systemExecuteLine(ctx context.Context, line string) int {
 		return statusOK
 	case 'I':
 		if at(2) == 0 {
-			e.emit("[VER:1.1h.20190830:" + e.buildInfo + "]\r\n[OPT:V,15,128]\r\n")
+			opt := "V"
+			if e.forceOrigin {
+				opt += "Z"
+			}
+			e.emit("[VER:1.1h.20190830:" + e.buildInfo + "]\r\n[OPT:" + opt + ",15,128]\r\n")
 			return statusOK
 		}
 		if at(2) != '=' {
