@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type fakeGrbl struct {
 	critPause   bool          // between ALARM:1/2 and its MSG: 0x18 is discarded
 	mute        bool          // drop all output
 	statusDelay time.Duration
+	statusOwed  bool // a '?' came during homing
 
 	// Script knobs (set before start or under mu).
 	moveDur   time.Duration // duration of any G1 move
@@ -168,6 +170,9 @@ func (f *fakeGrbl) realtime(b byte) {
 	f.advanceLocked()
 	switch b {
 	case '?':
+		if f.state == "Home" {
+			f.statusOwed = true // answered when homing ends, as GRBL does
+		}
 		if f.critical || f.state == "Home" {
 			f.mu.Unlock()
 			return
@@ -317,7 +322,7 @@ func (f *fakeGrbl) handle(line string, resetCh chan struct{}) []string {
 	alarmed := state == "Alarm"
 	switch {
 	case line == "$$":
-		return []string{"$0=10", "$22=1", "$110=500.000", "$130=200.000", "ok"}
+		return append(slices.Clone(fakeSettings), "ok")
 	case line == "$X":
 		if alarmed {
 			f.mu.Lock()
@@ -338,9 +343,15 @@ func (f *fakeGrbl) handle(line string, resetCh chan struct{}) []string {
 			return nil
 		}
 		f.mu.Lock()
+		var replies []string
+		if f.statusOwed {
+			f.statusOwed = false
+			f.pos = [3]float64{}
+			replies = append(replies, f.statusLocked()) // still Home, at the homed position
+		}
 		f.state, f.pos = "Idle", [3]float64{}
 		f.mu.Unlock()
-		return []string{"ok"}
+		return append(replies, "ok")
 	case strings.HasPrefix(line, "$"):
 		return []string{"ok"}
 	case alarmed:
@@ -394,12 +405,28 @@ func (f *fakeGrbl) handle(line string, resetCh chan struct{}) []string {
 	return []string{"ok"}
 }
 
+// fakeSettings are what the fake answers to $$: 1 µm steps, so that every
+// target is on the step grid.
+var fakeSettings = []string{
+	"$0=10", "$10=1", "$13=0", "$20=0", "$21=0", "$22=1", "$23=0", "$27=1.000",
+	"$100=1000.000", "$101=1000.000", "$110=500.000", "$111=500.000",
+	"$120=10.000", "$121=10.000", "$130=200.000", "$131=200.000",
+}
+
 // Accessors for tests.
 
+// Lines returns the lines the fake took, but for the $$ and $I of the
+// driver's Connect.
 func (f *fakeGrbl) Lines() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]string(nil), f.lines...)
+	var out []string
+	for _, l := range f.lines {
+		if l != "$$" && l != "$I" {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (f *fakeGrbl) MaxRx() int {

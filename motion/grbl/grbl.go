@@ -18,21 +18,33 @@
 // returning (0, nil), which is how go.bug.st/serial reports a read timeout,
 // is not an end of file.
 //
-// A line whose reply does not come in time (an error wrapping
-// motion.ErrTimeout) leaves the pairing of replies with lines in doubt: the
-// driver then refuses further lines, also with motion.ErrTimeout, until a
-// soft reset (Reset) clears the stream. Real-time commands keep working.
+// A line whose reply does not come while the controller is busy or not
+// responding (an error wrapping motion.ErrTimeout) leaves the pairing of
+// replies with lines in doubt: the driver then refuses further lines, also
+// with motion.ErrTimeout, until a soft reset (Reset) clears the stream.
+// Real-time commands keep working. A reply lost on a noisy link while the
+// controller is idle is not such a case: see "Noise on the link".
+//
+// # Noise on the link
+//
+// Garbled lines are counted (Noise) and logged at most once per
+// NoiseLogInterval (Config.Warnf); a garbled or missing status report costs
+// one poll, a lost ok or error:N a few (noise.go has the rules). Only a
+// controller that answers no status request twice in a row is not
+// responding.
 //
 // # Waiting for motion
 //
 // MoveTo sends "G21 G90 G53 G1 X.. Y.. F..", then "G4 P0", whose ok GRBL
-// sends only once the planner is empty. While waiting it polls '?' every
-// PollInterval, so an alarm, a lost link, a mute controller (no status
-// reply within ReplyTimeout) or a lost reply (controller idle for
-// ReplyTimeout with the line still unanswered) ends the wait. It returns nil
-// only after a status report requested after that ok says Idle at the
-// target (±1 µm). Cancelling its context writes '!' (feed hold) at once from
-// a context.AfterFunc; the driver never resets by itself after a hold. GRBL
+// sends only once the planner is empty. GRBL moves in whole steps of
+// $100/$101, read at Connect (see Machine): MoveTo sends the step nearest
+// the target and confirms the move against it. While waiting it polls '?'
+// every PollInterval, so an alarm, a lost link or a mute controller (two
+// status requests in a row unanswered within ReplyTimeout) ends the wait.
+// It returns nil only after a status report requested after that ok says
+// Idle at the step nearest the target (±1 µm for the rounding of the
+// report). Cancelling its context writes '!' (feed hold) at once from a
+// context.AfterFunc; the driver never resets by itself after a hold. GRBL
 // executes no line while in Hold:0, so after a hold the caller resumes or
 // resets (Hold, then Reset, is the controlled stop that keeps position).
 //
@@ -51,11 +63,14 @@
 // even '?', until a soft reset; the driver then reports Status as Alarm from
 // its last known position instead of waiting.
 //
-// # Assumptions about the controller's settings
+// # The controller's settings
 //
-// Reports are taken in millimetres ($13=0). $10=1 (report MPos) is
-// recommended; with WPos reports the driver converts using the last WCO the
-// controller reported.
+// Connect reads the settings ($$) and build options ($I) the driver needs
+// (Machine): steps per mm, travel, homing and status report settings. A
+// controller reporting in inches ($13=1) is refused. $10=1 (report MPos)
+// is GRBL's default; with WPos reports the driver converts using the last
+// WCO the controller reported. $10=3 adds Bf:, with which a reply lost on
+// a noisy link is recovered in two polls instead of ReplyTimeout.
 package grbl
 
 import (
@@ -115,10 +130,17 @@ type Config struct {
 	HoldPollInterval time.Duration
 	// HomingTimeout bounds the homing cycle ($H). Default 60 s.
 	HomingTimeout time.Duration
-	// Logf, if set, receives diagnostics: malformed or unexpected lines,
-	// dropped events. It is called from the reader goroutine and from
-	// callers' goroutines and must not block for long.
+	// Logf, if set, receives diagnostics (a debug log): malformed or
+	// unexpected lines, dropped events. It is called from the reader
+	// goroutine and from callers' goroutines and must not block for long.
 	Logf func(format string, args ...any)
+	// Warnf, if set, receives what an operator should hear of: noise on
+	// the link, at most once per NoiseLogInterval. Default: Logf. It is
+	// called as Logf is.
+	Warnf func(format string, args ...any)
+	// NoiseLogInterval is the least time between two noise lines given to
+	// Warnf. Default 1 min.
+	NoiseLogInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -133,8 +155,12 @@ func (c Config) withDefaults() Config {
 	def(&c.HoldTimeout, 5*time.Second)
 	def(&c.HoldPollInterval, 5*time.Millisecond)
 	def(&c.HomingTimeout, 60*time.Second)
+	def(&c.NoiseLogInterval, time.Minute)
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
+	}
+	if c.Warnf == nil {
+		c.Warnf = c.Logf
 	}
 	return c
 }
@@ -178,9 +204,10 @@ type Event struct {
 // the first, bounded by its own context); Status, Halt, Hold, Resume and
 // Reset may be called while a MoveTo is in progress.
 type Stage struct {
-	port io.ReadWriteCloser
-	cfg  Config
-	logf func(string, ...any)
+	port  io.ReadWriteCloser
+	cfg   Config
+	logf  func(string, ...any)
+	warnf func(string, ...any)
 
 	wmu  sync.Mutex    // serialises writes to port
 	wseq atomic.Uint64 // number of writes so far; orders status requests after commands
@@ -221,6 +248,13 @@ type Stage struct {
 	wco       [3]motion.Distance
 	haveWCO   bool
 	dropped   int
+
+	machine     Machine // what the settings say, once read (haveMachine)
+	haveMachine bool
+
+	noise       NoiseStats
+	noiseLogged time.Time // when noise was last given to Warnf
+	noiseAtLog  int       // noise events counted by then
 }
 
 var _ motion.Stage = (*Stage)(nil)
@@ -233,6 +267,7 @@ func New(port io.ReadWriteCloser, cfg Config) *Stage {
 		port:       port,
 		cfg:        cfg,
 		logf:       cfg.Logf,
+		warnf:      cfg.Warnf,
 		sendSem:    make(chan struct{}, 1),
 		moveSem:    make(chan struct{}, 1),
 		events:     make(chan Event, eventBuffer),
@@ -247,10 +282,13 @@ func New(port io.ReadWriteCloser, cfg Config) *Stage {
 // Connect starts the reader goroutine and waits for the controller's banner
 // ("Grbl 1.1x ['$' for help]"). If none arrives within ConnectTimeout it
 // sends a soft reset (0x18) to provoke one and waits ConnectTimeout again.
-// It then records the firmware version and asks for a status report to learn
-// whether the controller is in alarm (see Alarm). Firmware other than 1.1 is
-// refused. It blocks; cancelling ctx abandons the wait. Call it once; after a
-// failed Connect, Close the Stage.
+// It then records the firmware version, asks for a status report to learn
+// whether the controller is in alarm (see Alarm), and reads its settings
+// (see Machine). Firmware other than 1.1, and a controller reporting in
+// inches ($13=1), are refused. A controller that does not answer $$ now
+// (held, door open: error:8) is not: Machine and MoveTo read the settings
+// once it does. It blocks; cancelling ctx abandons the wait. Call it
+// once; after a failed Connect, Close the Stage.
 func (s *Stage) Connect(ctx context.Context) error {
 	s.mu.Lock()
 	if s.err != nil {
@@ -286,6 +324,16 @@ func (s *Stage) Connect(ctx context.Context) error {
 	}
 	if err := s.settle(ctx); err != nil {
 		return fmt.Errorf("grbl: connect: %w", err)
+	}
+	if err := s.readMachine(ctx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("grbl: connect: %w", err)
+		}
+		s.logf("grbl: connect: %v; read again when needed", err)
+		return nil
+	}
+	if m, _ := s.Machine(ctx); m.ReportInches {
+		return errors.New("grbl: connect: the controller reports positions in inches ($13=1); set $13=0")
 	}
 	return nil
 }
@@ -484,6 +532,7 @@ func (s *Stage) readLoop() {
 			}
 			if len(line) >= maxReplyLen {
 				s.logf("grbl: discarding over-long line starting %q", line[:32])
+				s.garbled(string(line[:32]) + "…")
 				line, discarding = line[:0], true
 				continue
 			}
@@ -511,9 +560,13 @@ func (s *Stage) readLoop() {
 
 // handleLine dispatches one received line. Called only by the reader.
 func (s *Stage) handleLine(raw string) {
+	s.mu.Lock()
+	s.noise.Lines++
+	s.mu.Unlock()
 	r, err := ParseResponse(raw)
 	if err != nil {
 		s.logf("grbl: skipping malformed line: %v", err)
+		s.garbled(raw)
 		return
 	}
 	now := time.Now()
@@ -550,12 +603,34 @@ func (s *Stage) handleLine(raw string) {
 		s.onMessage(r.Text)
 		s.emit(Event{Kind: EventMessage, At: now, Line: r.Line, Text: r.Text})
 	case RespFeedback:
+		s.mu.Lock()
+		if len(s.queue) > 0 && s.queue[0].feedback != nil {
+			s.queue[0].feedback[r.Key] = r.Text
+		}
+		s.mu.Unlock()
 		s.emit(Event{Kind: EventFeedback, At: now, Line: r.Line, Key: r.Key, Text: r.Text})
 	case RespStartup:
 		if r.Code != 0 {
 			s.logf("grbl: startup line %q failed: %v", r.Text, newError(r.Code, r.Text))
 		}
 		s.emit(Event{Kind: EventStartup, At: now, Line: r.Line, Text: r.Text, Code: r.Code})
+	}
+}
+
+// garbled handles a line that is not a GRBL 1.1 message (see "Noise on the
+// link"): it counts it, and if it was probably the report an outstanding
+// status request waits for, finishes that request so that it is asked
+// again at once.
+func (s *Stage) garbled(raw string) {
+	s.mu.Lock()
+	msg := s.noteNoiseLocked(noiseGarbled, raw)
+	if r := s.statusReq; r != nil && r.seq.Load() != 0 && looksLikeReport(raw) {
+		s.noteNoiseLocked(noiseStatusLost, "garbled")
+		s.finishStatusLocked(r, motion.Status{}, errGarbledReport)
+	}
+	s.mu.Unlock()
+	if msg != "" {
+		s.warnf("%s", msg)
 	}
 }
 

@@ -364,6 +364,10 @@ func TestMuteController(t *testing.T) {
 	require.NoError(t, s.Send(ctxTimeout(t, time.Second), "G21"))
 }
 
+// TestLostOKDetected: an ok lost on the link while the controller is idle
+// (no Bf: in its reports) costs ReplyTimeout: the line fails with
+// ErrReplyLost, and the stream is still in step, so the next line needs no
+// reset.
 func TestLostOKDetected(t *testing.T) {
 	s, _ := connected(t, testConfig(nil), func(f *fakeGrbl) {
 		f.onLine = func(_ *fakeGrbl, l string) ([]string, bool) {
@@ -375,11 +379,12 @@ func TestLostOKDetected(t *testing.T) {
 	})
 	start := time.Now()
 	err := s.Send(ctxTimeout(t, 5*time.Second), "G20")
-	require.ErrorIs(t, err, motion.ErrTimeout)
+	require.ErrorIs(t, err, ErrReplyLost)
 	assert.Less(t, time.Since(start), 2*time.Second)
-	require.ErrorIs(t, s.Send(ctxTimeout(t, time.Second), "G21"), motion.ErrTimeout, "out of step: refused")
-	require.NoError(t, s.Reset(ctxTimeout(t, 2*time.Second)))
-	require.NoError(t, s.Send(ctxTimeout(t, time.Second), "G21"))
+	require.NoError(t, s.Send(ctxTimeout(t, time.Second), "G21"), "in step: no reset needed")
+	n := s.Noise()
+	assert.Equal(t, 1, n.RepliesLost)
+	assert.Zero(t, n.Garbled)
 }
 
 func TestLinkClosedDuringMove(t *testing.T) {
@@ -506,7 +511,10 @@ func TestSettings(t *testing.T) {
 	s, _ := connected(t, testConfig(nil), nil)
 	m, err := s.Settings(ctxTimeout(t, time.Second))
 	require.NoError(t, err)
-	assert.Equal(t, map[int]string{0: "10", 22: "1", 110: "500.000", 130: "200.000"}, m)
+	assert.Len(t, m, len(fakeSettings))
+	assert.Equal(t, "10", m[0])
+	assert.Equal(t, "500.000", m[110])
+	assert.Equal(t, "200.000", m[130])
 	info, ok := Setting(110)
 	require.True(t, ok)
 	assert.Equal(t, "X-axis maximum rate", info.Name)
@@ -523,7 +531,9 @@ func TestHomeDoesNotPoll(t *testing.T) {
 	require.NotNil(t, s.Alarm())
 	before := len(f.RT('?'))
 	require.NoError(t, s.Home(ctxTimeout(t, 5*time.Second)))
-	assert.Equal(t, before, len(f.RT('?')), "no '?' during homing")
+	// One '?' with $H, answered when the cycle ends (maybe one more if
+	// the first came before the cycle began); no polling every 10 ms.
+	assert.LessOrEqual(t, len(f.RT('?'))-before, 3, "no polling during homing")
 	assert.Nil(t, s.Alarm())
 	require.NoError(t, s.MoveTo(ctxTimeout(t, 2*time.Second), motion.Point{X: motion.MM(1)}, 100))
 }

@@ -12,7 +12,8 @@ import (
 )
 
 // positionTolerance is how far (per axis) a reported position may be from
-// a move's target: GRBL reports whole micrometres.
+// the one predicted for a move's target: GRBL reports whole micrometres,
+// rounded in 32-bit floating point.
 const positionTolerance = 1 * motion.Micrometre
 
 // Status sends '?' and returns the next status report. Concurrent callers
@@ -31,12 +32,16 @@ func (s *Stage) Status(ctx context.Context) (motion.Status, error) {
 }
 
 // MoveTo moves to the absolute machine position p (G53, millimetres) at feed
-// rate f (mm/min) and blocks until a status report says Idle at p (±1 µm).
-// See the package documentation for how it waits. It refuses to start while
-// an alarm is latched (error wrapping the *Alarm, motion.ErrAlarm), and
-// fails with the *Alarm if one arrives during the move, with an *Error
-// (motion.ErrRejected) if the controller rejects the line, with
-// motion.ErrReset if the controller is reset meanwhile.
+// rate f (mm/min) and blocks until a status report says Idle at the
+// position GRBL reaches for p: the nearest whole step of $100/$101 (Reach),
+// ±1 µm. See the package documentation for how it waits. A move shorter
+// than half a step leaves the stage where it is; MoveTo then returns nil
+// (the stage is as close to p as it gets) and logs it: a caller that
+// should tell an operator compares Reach(p) with the position. It
+// refuses to start while an alarm is latched (error wrapping the *Alarm,
+// motion.ErrAlarm), and fails with the *Alarm if one arrives during the
+// move, with an *Error (motion.ErrRejected) if the controller rejects the
+// line, with motion.ErrReset if the controller is reset meanwhile.
 //
 // Cancelling ctx writes feed hold ('!') immediately and returns an error
 // wrapping context.Cause(ctx); the stage then decelerates and stays in
@@ -66,23 +71,40 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	if alarm != nil {
 		return alarm
 	}
+	m, err := s.Machine(ctx)
+	if err != nil {
+		s.logf("grbl: move to %v: %v; judging arrival to the micrometre", p, err)
+		m = Machine{}
+	}
 	// The abort: feed hold the moment ctx is cancelled, not at the next
 	// poll.
 	defer abortOnCancel(ctx, func() { _ = s.Halt() })()
-	line := fmt.Sprintf("G21 G90 G53 G1 X%s Y%s F%s", motion.FormatMM(p.X), motion.FormatMM(p.Y), formatFeed(f))
+	// The step nearest p, written out in full: GRBL then rounds it to
+	// the same step, whatever its arithmetic does with a target halfway
+	// between two.
+	want := m.Reach(p)
+	if last, at := s.LastStatus(); !at.IsZero() && last.XY() == want && want != p {
+		s.logf("grbl: move to %v is less than half a step (%s mm) from the stage at %v: it stays there", p, fmtSetting(m.Step(0)), want)
+	}
+	line := fmt.Sprintf("G21 G90 G53 G1 X%s Y%s F%s", formatTarget(m.Grid(0, p.X.Millimetres())), formatTarget(m.Grid(1, p.Y.Millimetres())), formatFeed(f))
 	ps, err := s.submit(ctx, lineSpec{line: line}, lineSpec{line: "G4 P0"})
 	if err != nil {
 		return s.withAlarm(err)
 	}
 	w := waitSpec{mode: waitMotion, watchAlarm: true, alarmBase: base}
 	for _, pl := range ps {
-		if err := s.awaitReply(ctx, pl, w); err != nil {
+		// A reply lost on the link is no failure here: the position
+		// below confirms the move.
+		if err := s.awaitReply(ctx, pl, w); err != nil && !errors.Is(err, ErrReplyLost) {
 			return s.withAlarm(err)
 		}
 	}
 	// The planner is empty. Confirm with a report requested from now on.
 	// GRBL also answers a G4 cut short by a soft reset (before its banner):
-	// a reset seen by the time the report arrives fails the move.
+	// a reset seen by the time the report arrives fails the move. A
+	// position off the target is asked for once more before it fails the
+	// move: noise can garble a digit into another valid report.
+	elsewhere := 0
 	return s.pollUntil(ctx, s.wseq.Load(), s.cfg.PollInterval, func(st motion.Status) (bool, error) {
 		s.mu.Lock()
 		reset := s.banners != banners
@@ -92,10 +114,17 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 		}
 		switch st.State {
 		case motion.StateIdle:
-			if !near(st.XY(), p) {
-				return true, fmt.Errorf("controller idle at %v, not at the target", st.XY())
+			if near(st.XY(), want) {
+				return true, nil
 			}
-			return true, nil
+			if elsewhere++; elsewhere < 2 {
+				return false, nil
+			}
+			if m.StepsPerMM[0] > 0 {
+				return true, fmt.Errorf("controller idle at %v, not at the target %v (on the step grid of %s/%s steps/mm)",
+					st.XY(), want, fmtSetting(m.StepsPerMM[0]), fmtSetting(m.StepsPerMM[1]))
+			}
+			return true, fmt.Errorf("controller idle at %v, not at the target", st.XY())
 		case motion.StateAlarm:
 			if a := s.Alarm(); a != nil {
 				return true, a
@@ -126,6 +155,33 @@ func near(a, b motion.Point) bool {
 		return y - x
 	}
 	return d(a.X, b.X) <= positionTolerance && d(a.Y, b.Y) <= positionTolerance
+}
+
+// Reach returns the position a move to p ends at as the controller
+// reports it: p on the controller's step grid ($100, $101; see Machine),
+// to the micrometre. While the settings are unknown it returns p. It does
+// not block or talk to the controller.
+func (s *Stage) Reach(p motion.Point) motion.Point {
+	s.mu.Lock()
+	m := s.machine
+	s.mu.Unlock()
+	return m.Reach(p)
+}
+
+// formatTarget formats a target on the step grid (mm) for an axis word:
+// three decimals, more where the step needs them (GRBL reads 8 digits at
+// most): "12.34375", "-20.004", "150.000".
+func formatTarget(mm float64) string {
+	intDigits := len(strconv.FormatFloat(math.Trunc(math.Abs(mm)), 'f', 0, 64))
+	dec := min(max(8-intDigits, 3), 6)
+	s := strconv.FormatFloat(mm, 'f', dec, 64)
+	for dec > 3 && strings.HasSuffix(s, "0") {
+		s, dec = s[:len(s)-1], dec-1
+	}
+	if s == "-0.000" {
+		s = "0.000"
+	}
+	return s
 }
 
 // checkFeed accepts a feed rate for an F word: positive and finite.
@@ -168,7 +224,8 @@ func abortOnCancel(ctx context.Context, abort func()) (end func()) {
 
 // Home runs the homing cycle ($H) and blocks until it ends, for at most
 // HomingTimeout. The driver does not poll during homing (GRBL ignores '?'
-// then). An alarm during homing (ALARM:8, ALARM:9, ...) fails Home with the
+// then) but for one '?' sent with $H, which GRBL answers when the cycle
+// ends: an ok lost on the link then costs ReplyTimeout. An alarm during homing (ALARM:8, ALARM:9, ...) fails Home with the
 // *Alarm. A successful Home clears the alarm latch.
 //
 // GRBL 1.1 ignores feed hold during homing, so cancelling ctx sends a soft
@@ -197,7 +254,19 @@ func (s *Stage) home(ctx context.Context, line string) error {
 	if err != nil {
 		return err
 	}
-	err = s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.HomingTimeout, watchAlarm: true, alarmBase: base})
+	// GRBL ignores '?' during homing, but answers one that came during
+	// the cycle once it has ended, just before the ok of $H. Asked now,
+	// it lets an ok lost on the link cost ReplyTimeout after the cycle
+	// rather than HomingTimeout.
+	end := s.joinStatus()
+	err = s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.HomingTimeout, watchAlarm: true, alarmBase: base, cycleEnd: end})
+	if errors.Is(err, ErrReplyLost) {
+		// Homed or not, the controller says: a homed one is not in
+		// alarm (a failed cycle raised one, which awaitReply returns).
+		if serr := s.settle(ctx); serr == nil && s.Alarm() == nil {
+			return nil
+		}
+	}
 	if err != nil && ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
 		// Cancelled: the abort's reset fails the $H line (ErrReset, or
 		// the ALARM:6 it raises); the caller must still see its cause.
@@ -298,7 +367,13 @@ func (s *Stage) Reset(ctx context.Context) error {
 // ReplyTimeout once the line is next in turn). After ALARM:1/ALARM:2 GRBL
 // needs a Reset first.
 func (s *Stage) Unlock(ctx context.Context) error {
-	if _, err := s.command(ctx, lineSpec{line: "$X"}); err != nil {
+	if _, _, err := s.command(ctx, lineSpec{line: "$X"}); err != nil {
+		if errors.Is(err, ErrReplyLost) {
+			// Unlocked or not, the controller says.
+			if serr := s.settle(ctx); serr == nil && s.Alarm() == nil {
+				return nil
+			}
+		}
 		return fmt.Errorf("grbl: unlock: %w", err)
 	}
 	return nil
@@ -309,24 +384,25 @@ func (s *Stage) Unlock(ctx context.Context) error {
 // only when Idle or in Alarm. It blocks for at most ReplyTimeout once the
 // line is next in turn.
 func (s *Stage) Settings(ctx context.Context) (map[int]string, error) {
-	set, err := s.command(ctx, lineSpec{line: "$$", collect: true})
+	set, _, err := s.command(ctx, lineSpec{line: "$$", collect: true})
 	if err != nil {
 		return nil, fmt.Errorf("grbl: settings: %w", err)
 	}
 	return set, nil
 }
 
-// command sends one non-motion line and waits strictly for its reply. It
-// returns the settings collected for a line with collect set.
-func (s *Stage) command(ctx context.Context, ls lineSpec) (map[int]string, error) {
+// command sends one non-motion line and waits strictly for its reply. For
+// a line with collect set it returns what it collected: the settings
+// ("$N=value") and the feedback lines ("[KEY:text]", keyed by KEY).
+func (s *Stage) command(ctx context.Context, ls lineSpec) (map[int]string, map[string]string, error) {
 	ps, err := s.submit(ctx, ls)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := s.awaitReply(ctx, ps[0], waitSpec{mode: waitStrict, timeout: s.cfg.ReplyTimeout}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ps[0].settings, nil
+	return ps[0].settings, ps[0].feedback, nil
 }
 
 // Send sends one line (G-code or $-command) through the character-counting
@@ -360,7 +436,7 @@ func (s *Stage) Send(ctx context.Context, line string) error {
 		w := waitSpec{mode: waitStrict, timeout: s.cfg.HomingTimeout, watchAlarm: true, alarmBase: base}
 		return s.wrapSend(l, s.awaitReply(ctx, ps[0], w))
 	case strings.HasPrefix(u, "$") && !strings.HasPrefix(u, "$J="):
-		_, err := s.command(ctx, lineSpec{line: l})
+		_, _, err := s.command(ctx, lineSpec{line: l})
 		return s.wrapSend(l, err)
 	}
 	ps, err := s.submit(ctx, lineSpec{line: l})

@@ -23,13 +23,15 @@ type pending struct {
 	head        chan struct{} // closed when it becomes the oldest unanswered line (or completes)
 	done        chan struct{} // closed when answered or failed; err then holds the result
 	alarmSeq    uint64        // Stage.alarmSeq when it was queued
+	seq         uint64        // the write sequence number of the line (set when queued)
 	homing      bool          // a $H line: '?' is ignored while it runs
 	clearsAlarm bool          // $X or $H...: its ok clears the alarm latch
 
 	// Guarded by Stage.mu; read without it once done is closed.
 	headClosed bool
 	err        error
-	settings   map[int]string // non-nil: collect "$N=value" lines ($$)
+	settings   map[int]string    // non-nil: collect "$N=value" lines ($$)
+	feedback   map[string]string // non-nil: collect "[KEY:text]" lines ($I)
 }
 
 // answered reports whether p has its result (done is closed).
@@ -45,7 +47,7 @@ func (p *pending) answered() bool {
 // lineSpec describes a line to submit.
 type lineSpec struct {
 	line    string
-	collect bool // collect $N=value lines until its ok
+	collect bool // collect $N=value and [KEY:text] lines until its ok
 	homing  bool
 }
 
@@ -82,6 +84,10 @@ type waitSpec struct {
 	timeout    time.Duration // waitStrict: the limit; waitMotion: extra idle allowance
 	watchAlarm bool          // fail with the *Alarm once an alarm newer than alarmBase latches
 	alarmBase  uint64
+	// cycleEnd (waitStrict, homing) is a status request GRBL answers when
+	// the homing cycle has ended, just before the ok of $H: from its
+	// report on, the ok is due within ReplyTimeout.
+	cycleEnd *statusReq
 }
 
 // checkLine validates a line before it is sent: at most MaxLineLen
@@ -157,6 +163,7 @@ func (s *Stage) submit(ctx context.Context, specs ...lineSpec) ([]*pending, erro
 			}
 			if !s.resetting && s.queued+p.n <= RxBufferSize {
 				p.alarmSeq = s.alarmSeq
+				p.seq = s.wseq.Load() + 1 // the write below; writes happen under wmu only
 				s.enqueueLocked(p)
 				s.mu.Unlock()
 				if testHookQueued != nil {
@@ -204,7 +211,7 @@ func newPending(ls lineSpec) *pending {
 		clearsAlarm: clearsAlarm(ls.line),
 	}
 	if ls.collect {
-		p.settings = map[int]string{}
+		p.settings, p.feedback = map[int]string{}, map[string]string{}
 	}
 	return p
 }
@@ -260,6 +267,25 @@ func (s *Stage) failAllLocked(reason error) {
 	s.wakeLocked()
 }
 
+// repliesLost completes with ErrReplyLost every line still waiting for its
+// reply that was written before write number before: the controller is
+// known to have answered them all (see "Noise on the link").
+func (s *Stage) repliesLost(before uint64) {
+	var msgs []string
+	s.mu.Lock()
+	for len(s.queue) > 0 && s.queue[0].seq < before {
+		p := s.popLocked()
+		s.completeLocked(p, fmt.Errorf("grbl: line %q: %w (the controller answered it: the stream is in step)", p.line, ErrReplyLost))
+		if msg := s.noteNoiseLocked(noiseReplyLost, "line "+quoteShort(p.line)); msg != "" {
+			msgs = append(msgs, msg)
+		}
+	}
+	s.mu.Unlock()
+	for _, m := range msgs {
+		s.warnf("%s", m)
+	}
+}
+
 // markDesync records that a reply was lost or is overdue: pairing replies
 // with lines is no longer trustworthy, so lines are refused until a soft
 // reset (banner) clears the stream.
@@ -313,13 +339,21 @@ func (s *Stage) replyWaitFailed(p *pending, err error) error {
 
 // await waits until ready is closed, according to w. It returns nil, or an
 // error: the context's cause, the link error, an *Alarm, or one wrapping
-// motion.ErrTimeout.
+// motion.ErrTimeout. While it polls (waitMotion) it also recovers replies
+// lost on the link (see "Noise on the link").
 func (s *Stage) await(ctx context.Context, ready <-chan struct{}, w waitSpec) error {
 	var strictC <-chan time.Time
+	var strict *time.Timer
 	if w.mode == waitStrict {
-		t := time.NewTimer(w.timeout)
-		defer t.Stop()
-		strictC = t.C
+		strict = time.NewTimer(w.timeout)
+		defer strict.Stop()
+		strictC = strict.C
+	}
+	var cycleEnd <-chan struct{}
+	var cycleAsk <-chan time.Time
+	cycleEnded := false
+	if w.cycleEnd != nil {
+		cycleEnd = w.cycleEnd.done
 	}
 	var tickC <-chan time.Time
 	if w.mode == waitMotion {
@@ -328,11 +362,18 @@ func (s *Stage) await(ctx context.Context, ready <-chan struct{}, w waitSpec) er
 		tickC = tk.C
 	}
 	var (
-		req      *statusReq
-		reqDone  <-chan struct{} // req.done while req is awaited
-		reqLate  <-chan time.Time
-		idleFrom time.Time
+		req       *statusReq
+		reqDone   <-chan struct{} // req.done while req is awaited
+		reqLate   <-chan time.Time
+		misses    int // status requests in a row not answered in time
+		q         quiet
+		stuckFrom time.Time
 	)
+	ask := func() {
+		req = s.joinStatus()
+		reqDone = req.done
+		reqLate = time.After(time.Until(req.start.Add(s.cfg.ReplyTimeout)))
+	}
 	for {
 		s.mu.Lock()
 		alarm, seq, critical, alarmCh, homing := s.alarm, s.alarmSeq, s.critical, s.alarmCh, s.homing > 0
@@ -349,38 +390,141 @@ func (s *Stage) await(ctx context.Context, ready <-chan struct{}, w waitSpec) er
 		case <-s.done:
 			return s.linkErr()
 		case <-alarmCh:
+		case <-cycleEnd:
+			cycleEnd = nil
+			switch r := w.cycleEnd; {
+			case r.err == nil && r.st.State == motion.StateHome:
+				// Reported from the end of the cycle, in state Home.
+				cycleEnded = true
+				strict.Reset(s.cfg.ReplyTimeout)
+			case r.err == nil:
+				// Answered before the cycle began: ask again in a
+				// moment.
+				cycleAsk = time.After(s.cfg.PollInterval)
+			}
+		case <-cycleAsk:
+			cycleAsk = nil
+			w.cycleEnd = s.joinStatus()
+			cycleEnd = w.cycleEnd.done
 		case <-strictC:
+			if cycleEnded {
+				// The cycle ended ReplyTimeout ago: its ok was lost.
+				s.repliesLost(w.cycleEnd.seq.Load())
+				strictC = nil
+				continue // ready is closed now
+			}
+			if s.lostWhileIdle(ctx) {
+				strictC = nil
+				continue // ready is closed now
+			}
 			return fmt.Errorf("no reply within %v: %w", w.timeout, motion.ErrTimeout)
 		case <-tickC:
 			if req == nil && !homing {
-				req = s.joinStatus()
-				reqDone = req.done
-				reqLate = time.After(time.Until(req.start.Add(s.cfg.ReplyTimeout)))
+				ask()
 			}
 		case <-reqLate:
 			reqLate = nil
 			s.finishStatus(req, motion.Status{}, s.statusTimeout())
 		case <-reqDone:
-			st, err := req.st, req.err
+			r := req
 			req, reqDone, reqLate = nil, nil, nil
-			if err != nil {
-				if errors.Is(err, motion.ErrTimeout) {
-					return err
+			switch {
+			case errors.Is(r.err, errGarbledReport):
+				ask() // one poll lost: ask again at once
+				continue
+			case errors.Is(r.err, motion.ErrTimeout):
+				if misses++; misses >= 2 {
+					return r.err
 				}
+				s.noteNoise(noiseStatusLost, "no report within "+s.cfg.ReplyTimeout.String())
+				ask()
+				continue
+			case r.err != nil:
 				continue // a reset discarded the query: ask again at the next tick
 			}
-			if busy(st) {
-				idleFrom = time.Time{}
-				continue
+			misses = 0
+			if before, ok := q.observe(s, r, w.timeout); ok {
+				s.repliesLost(before)
 			}
-			now := time.Now()
-			if idleFrom.IsZero() {
-				idleFrom = now
-			} else if d := now.Sub(idleFrom); d > s.cfg.ReplyTimeout+w.timeout {
-				return fmt.Errorf("controller %v for %v with the reply still missing: %w", st.State, d.Round(time.Millisecond), motion.ErrTimeout)
+			// A controller that is neither busy nor answering (asleep, a
+			// state this driver does not know) will not answer.
+			if st := r.st.State; busy(r.st) || answersPromptly(st) {
+				stuckFrom = time.Time{}
+			} else if stuckFrom.IsZero() {
+				stuckFrom = time.Now()
+			} else if d := time.Since(stuckFrom); d > s.cfg.ReplyTimeout+w.timeout {
+				return fmt.Errorf("controller %v for %v with the reply still missing: %w", st, d.Round(time.Millisecond), motion.ErrTimeout)
 			}
 		}
 	}
+}
+
+// quiet watches status reports for the proof that the controller has
+// answered every line written before some point (see "Noise on the
+// link").
+type quiet struct {
+	n    int       // reports in a row showing nothing left to answer
+	from time.Time // when the first of them arrived
+	seq  uint64    // the write sequence number of its '?'
+}
+
+// observe takes the next report; it returns the write sequence number
+// before which every line has been answered, once that is proven. dwell is
+// how long the awaited line may keep an idle controller from answering.
+func (q *quiet) observe(s *Stage, r *statusReq, dwell time.Duration) (before uint64, ok bool) {
+	st, now := r.st, time.Now()
+	s.mu.Lock()
+	m, haveM := s.machine, s.haveMachine
+	pending := len(s.queue) > 0
+	s.mu.Unlock()
+	bf := haveM && m.BufferReports() && st.BufBlocks >= 0
+	switch {
+	case !pending, !answersPromptly(st.State):
+		*q = quiet{}
+		return 0, false
+	case bf && (st.BufBlocks != m.PlannerBlocks || st.BufBytes != m.RxBuffer):
+		*q = quiet{}
+		return 0, false
+	}
+	if q.n == 0 {
+		q.from, q.seq = now, r.seq.Load()
+	}
+	q.n++
+	if bf {
+		return q.seq, q.n >= 2 && now.Sub(q.from) >= dwell
+	}
+	return q.seq, now.Sub(q.from) > s.cfg.ReplyTimeout+dwell
+}
+
+// answersPromptly reports whether a controller in state st answers every
+// line it has within milliseconds (no motion, no hold).
+func answersPromptly(st motion.State) bool {
+	switch st {
+	case motion.StateIdle, motion.StateAlarm, motion.StateCheck:
+		return true
+	}
+	return false
+}
+
+// lostWhileIdle is asked when a line's reply is overdue in a strict wait:
+// if the controller is idle with nothing buffered (as far as Bf: says),
+// every line written before a fresh status request has been answered, and
+// the ones still waiting lost their replies on the link. It completes them
+// and reports whether it did.
+func (s *Stage) lostWhileIdle(ctx context.Context) bool {
+	after := s.wseq.Load()
+	st, err := s.freshStatus(ctx, after)
+	if err != nil || !answersPromptly(st.State) {
+		return false
+	}
+	s.mu.Lock()
+	m, haveM := s.machine, s.haveMachine
+	s.mu.Unlock()
+	if haveM && m.BufferReports() && st.BufBlocks >= 0 && (st.BufBlocks != m.PlannerBlocks || st.BufBytes != m.RxBuffer) {
+		return false
+	}
+	s.repliesLost(after + 1)
+	return true
 }
 
 // busy reports whether the controller may legitimately hold back replies:
@@ -466,9 +610,10 @@ func (s *Stage) synthStatusLocked() (motion.Status, bool) {
 
 // freshStatus returns a status report whose '?' was written after write
 // number after (so it reflects everything written up to then), sharing an
-// outstanding request when it is recent enough.
+// outstanding request when it is recent enough. A report garbled on the
+// link is asked for again at once, one not answered in time once more.
 func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, error) {
-	resets := 0
+	resets, garbled, misses := 0, 0, 0
 	for {
 		s.mu.Lock()
 		if s.err != nil {
@@ -487,8 +632,16 @@ func (s *Stage) freshStatus(ctx context.Context, after uint64) (motion.Status, e
 			return st, err
 		}
 		if err := r.err; err != nil {
-			if errors.Is(err, motion.ErrReset) && resets < 3 {
+			switch {
+			case errors.Is(err, motion.ErrReset) && resets < 3:
 				resets++
+				continue
+			case errors.Is(err, errGarbledReport) && garbled < 8:
+				garbled++
+				continue
+			case errors.Is(err, motion.ErrTimeout) && misses < 1:
+				misses++
+				s.noteNoise(noiseStatusLost, "no report within "+s.cfg.ReplyTimeout.String())
 				continue
 			}
 			return motion.Status{}, err
