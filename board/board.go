@@ -64,10 +64,20 @@ type StageConfig struct {
 	Port string // e.g. /dev/serial/by-id/usb-Arduino…-if00 or /dev/ttyUSB0
 	Baud int    // default 115200
 	GRBL grbl.Config
+	// Travel, if not zero, is the box of machine coordinates the stage is
+	// to reach ([stage] travel_min_mm, travel_max_mm): OpenStage refuses a
+	// controller whose machine space does not hold it (see
+	// grbl.Machine.CheckTravel).
+	Travel motion.Rect
 }
 
 // OpenStage opens the serial port, connects the GRBL driver and waits for the
-// controller's banner. It blocks until connected or ctx ends.
+// controller's banner. It blocks until connected or ctx ends. With
+// cfg.Travel set it checks the travel against the controller's settings
+// ($130, $131, $22, $23, $27): a travel that does not fit is an error
+// naming both. A controller that cannot show its settings now (held:
+// error:8) is not refused; the check is then skipped, with a warning to
+// cfg.GRBL.Warnf.
 func OpenStage(ctx context.Context, cfg StageConfig) (*grbl.Stage, error) {
 	if cfg.Baud == 0 {
 		cfg.Baud = 115200
@@ -79,6 +89,21 @@ func OpenStage(ctx context.Context, cfg StageConfig) (*grbl.Stage, error) {
 	st := grbl.New(port, cfg.GRBL)
 	if err := st.Connect(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("board: stage on %s: %w", cfg.Port, err), st.Close())
+	}
+	if cfg.Travel != (motion.Rect{}) {
+		m, err := st.Machine(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, errors.Join(fmt.Errorf("board: stage on %s: %w", cfg.Port, err), st.Close())
+		case err != nil:
+			if cfg.GRBL.Warnf != nil {
+				cfg.GRBL.Warnf("board: stage on %s: travel not checked against the controller's settings: %v", cfg.Port, err)
+			}
+		default:
+			if err := m.CheckTravel(cfg.Travel); err != nil {
+				return nil, errors.Join(fmt.Errorf("board: stage on %s: stage.travel_min_mm, stage.travel_max_mm: %w", cfg.Port, err), st.Close())
+			}
+		}
 	}
 	return st, nil
 }
@@ -99,7 +124,7 @@ func OpenSim(ctx context.Context, cfg SimConfig) (*Board, error) {
 	}
 	b := &Board{Sim: sb, Camera: sb.Camera, Limits: cfg.Sim.Limits()}
 	b.closers = append(b.closers, sb.Close)
-	st, err := OpenStage(ctx, StageConfig{Port: sb.PTY, GRBL: cfg.GRBL})
+	st, err := OpenStage(ctx, StageConfig{Port: sb.PTY, GRBL: cfg.GRBL, Travel: cfg.Sim.Limits().Travel})
 	if err != nil {
 		return nil, errors.Join(err, b.Close())
 	}
@@ -126,6 +151,7 @@ type options struct {
 	simLogf    func(format string, args ...any)
 	stageRetry time.Duration
 	stageLog   *logging.Log
+	grblLog    *logging.Log
 }
 
 // WithSysfsPWMRoot makes Open look for light.pwm_chip under root instead of
@@ -149,12 +175,25 @@ func WithStageRetryInterval(d time.Duration) Option {
 // ReopeningStage) to l.
 func WithStageLog(l *logging.Log) Option { return func(o *options) { o.stageLog = l } }
 
+// WithGRBLLog sends the GRBL driver's diagnostics to l: noise on the link
+// as warnings (at most one a minute), the rest (malformed or unexpected
+// lines, ...) at debug level.
+func WithGRBLLog(l *logging.Log) Option { return func(o *options) { o.grblLog = l } }
+
+// GRBLLog returns c with its diagnostics going to l (see WithGRBLLog).
+func GRBLLog(c grbl.Config, l *logging.Log) grbl.Config {
+	c.Logf, c.Warnf = l.Debugf, l.Warnf
+	return c
+}
+
 // Open opens the devices the configuration names: the light's GPIO lines
 // and its sysfs PWM channel (light.pwm_chip), the stop inputs, the stage's
 // serial port (GRBL) and the V4L2 camera ([camera] device, streaming from
 // here on), in that order. Every failure names the device, what was
-// expected and what was found. It blocks until the stage has connected or
-// ctx ends. Close releases everything it opened.
+// expected and what was found; a [stage] travel that the controller's
+// machine space does not hold is refused, naming both (see OpenStage). It
+// blocks until the stage has connected or ctx ends. Close releases
+// everything it opened.
 //
 // A real stage is a *ReopeningStage: when its serial port disappears (USB
 // adapter unplugged) calls fail with motion.ErrLinkLost until the port is
@@ -261,7 +300,10 @@ func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, erro
 		}
 	}
 
-	sc := StageConfig{Port: cfg.Stage.Port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage)}
+	sc := StageConfig{Port: cfg.Stage.Port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage), Travel: cfg.Stage.Travel()}
+	if o.grblLog != nil {
+		sc.GRBL = GRBLLog(sc.GRBL, o.grblLog)
+	}
 	if cfg.Stage.Port == config.SimDevice {
 		// The emulator's pty: a path that never comes back once closed
 		// (and whose number another pty may take), so no reopening.

@@ -25,6 +25,12 @@ type Stage interface {
 	// error wrapping motion.ErrLinkLost (the link was lost) or
 	// grbl.ErrClosed (Close was called).
 	Err() error
+	// Noise returns the noise seen on the link to the controller (see
+	// grbl.NoiseStats); it does not block.
+	Noise() grbl.NoiseStats
+	// Reach returns where a move to p ends as the controller reports it:
+	// p on its step grid (see grbl.Stage.Reach); it does not block.
+	Reach(p motion.Point) motion.Point
 }
 
 var (
@@ -55,6 +61,8 @@ type ReopenConfig struct {
 // link is what a ReopeningStage needs of a connected driver (*grbl.Stage).
 type link interface {
 	Stage
+	// Machine returns the controller's settings.
+	Machine(ctx context.Context) (grbl.Machine, error)
 	// Done is closed when the driver becomes unusable (link lost or
 	// closed); Err then says which.
 	Done() <-chan struct{}
@@ -101,6 +109,8 @@ type ReopeningStage struct {
 	closed     bool
 	last       motion.Status // the last driver's last report, while down
 	lastAt     time.Time
+	noise      grbl.NoiseStats // the noise of the links lost so far
+	machine    grbl.Machine    // the last driver's settings, for Reach while down
 	watchers   map[int]func(motion.LinkEvent)
 	nextID     int
 	reconnects int
@@ -293,6 +303,42 @@ func (s *ReopeningStage) LastStatus() (motion.Status, time.Time) {
 	return d.LastStatus()
 }
 
+// Noise returns the noise seen on every link this stage has had, the
+// current one included. It does not block.
+func (s *ReopeningStage) Noise() grbl.NoiseStats {
+	s.mu.Lock()
+	d, n := s.cur, s.noise
+	s.mu.Unlock()
+	if d == nil {
+		return n
+	}
+	return n.Add(d.Noise())
+}
+
+// Reach returns where a move to p ends (see grbl.Stage.Reach), by the
+// settings of the current link, or the last one while it is down. It does
+// not block.
+func (s *ReopeningStage) Reach(p motion.Point) motion.Point {
+	s.mu.Lock()
+	d, m := s.cur, s.machine
+	s.mu.Unlock()
+	if d == nil {
+		return m.Reach(p)
+	}
+	return d.Reach(p)
+}
+
+// Machine returns the controller's settings on the current link (see
+// grbl.Stage.Machine); while the link is down it fails at once.
+func (s *ReopeningStage) Machine(ctx context.Context) (grbl.Machine, error) {
+	d, err := s.driver()
+	if err != nil {
+		return grbl.Machine{}, err
+	}
+	m, err := d.Machine(ctx)
+	return m, s.wrap(err)
+}
+
 // Err returns nil while the link is up; while it is down an error wrapping
 // motion.ErrLinkLost (naming the port, reconnecting); after Close one
 // wrapping grbl.ErrClosed.
@@ -339,6 +385,8 @@ func (s *ReopeningStage) supervise(cur link) {
 			cause = fmt.Errorf("%w: %w", motion.ErrLinkLost, cause)
 		}
 		st, at := cur.LastStatus()
+		noise := cur.Noise()
+		m, merr := cur.Machine(context.Background()) // known: the link is down, nothing is asked
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -346,6 +394,10 @@ func (s *ReopeningStage) supervise(cur link) {
 		}
 		s.cur, s.lost, s.attemptErr = nil, cause, nil
 		s.last, s.lastAt = st, at
+		s.noise = s.noise.Add(noise)
+		if merr == nil {
+			s.machine = m
+		}
 		s.mu.Unlock()
 		_ = cur.Close() // the port is closed already; this waits for the reader
 		since := time.Now()

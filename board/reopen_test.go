@@ -42,6 +42,12 @@ func (l *logBuf) count(sub string) int {
 	return strings.Count(l.b.String(), sub)
 }
 
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func (l *logBuf) log() *logging.Log {
 	return logging.New(l, logging.Options{Level: logging.Debug}).For("stage")
 }
@@ -285,6 +291,10 @@ func (f *fakeLink) Status(context.Context) (motion.Status, error) {
 }
 
 func (f *fakeLink) LastStatus() (motion.Status, time.Time) { return motion.Status{}, time.Time{} }
+
+func (f *fakeLink) Noise() grbl.NoiseStats { return grbl.NoiseStats{} }
+
+func (f *fakeLink) Machine(context.Context) (grbl.Machine, error) { return grbl.Machine{}, nil }
 
 func (f *fakeLink) Close() error {
 	f.mu.Lock()
