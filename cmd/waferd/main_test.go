@@ -115,6 +115,7 @@ func TestRunCompletes(t *testing.T) {
 	assert.Contains(t, out.String(), "site 1/")
 	assert.Contains(t, out.String(), ": completed,")
 	assert.Contains(t, out.String(), "wafer map: "+data)
+	assert.NotContains(t, errb.String(), "noise on the link", "a clean link: no noise in the log")
 	m := readRun(t, data)
 	assert.Equal(t, "completed", m["state"])
 	assert.Equal(t, true, m["complete"])

@@ -99,10 +99,10 @@ func openMachine(ctx context.Context, cfg *config.Config, o machineOptions) (*wi
 	if cfg.Sim.Enabled {
 		m.board, err = board.OpenSim(openCtx, board.SimConfig{
 			Sim:  sim.Config{TimeScale: cfg.Sim.TimeScale, Logf: o.logs.For("grblsim").Debugf},
-			GRBL: board.GRBLConfig(cfg.Stage),
+			GRBL: board.GRBLLog(board.GRBLConfig(cfg.Stage), o.logs.For("grbl")),
 		})
 	} else {
-		m.board, err = board.Open(openCtx, cfg, board.WithSimLog(o.logs.For("grblsim").Debugf), board.WithStageLog(o.logs.For("stage")))
+		m.board, err = board.Open(openCtx, cfg, board.WithSimLog(o.logs.For("grblsim").Debugf), board.WithStageLog(o.logs.For("stage")), board.WithGRBLLog(o.logs.For("grbl")))
 	}
 	if err != nil {
 		return nil, errors.Join(err, m.closeHW())

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/waferd/waferd/sim"
+	"github.com/waferd/waferd/sim/grblsim"
+)
+
+// TestServeLogsRealStageNoise: waferd serve with a real stage (a port
+// path, not "sim": here a GRBL emulator of the test's own behind a pty)
+// logs the driver's diagnostics: noise on the stage link is a warning in
+// its log, where before only "stage not responding" ever appeared.
+func TestServeLogsRealStageNoise(t *testing.T) {
+	emu := grblsim.New(sim.EmulatorConfig(sim.Config{TimeScale: 20}))
+	t.Cleanup(func() { emu.Close() })
+	port, err := emu.OpenPTY()
+	require.NoError(t, err)
+	data := t.TempDir()
+	p := filepath.Join(t.TempDir(), "waferd.toml")
+	doc := "[stage]\nport = \"" + port + "\"\n[light]\nchip = \"sim\"\n[camera]\ndevice = \"sim\"\nwidth = 64\nheight = 64\n[data]\ndir = \"" + data + "\"\n"
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o644))
+
+	cmd := exec.Command(waferdBin, "serve", "--config", p, "--console", "stdio")
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var mu sync.Mutex
+	var log []string
+	seen := func(sub string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range log {
+			if strings.Contains(l, sub) {
+				return true
+			}
+		}
+		return false
+	}
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			mu.Lock()
+			log = append(log, sc.Text())
+			mu.Unlock()
+		}
+	}()
+	exited := make(chan error, 1)
+	go func() {
+		<-scanned
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	require.Eventually(t, func() bool { return seen("board: ") }, 30*time.Second, 5*time.Millisecond, "no start-up")
+	assert.False(t, seen("noise"), "a clean link makes no noise")
+	// The daemon polls the stage: garble a third of its replies for a
+	// moment.
+	emu.InjectNoise(0.3)
+	require.Eventually(t, func() bool { return seen("grbl: noise on the link") }, 10*time.Second, 5*time.Millisecond)
+	emu.InjectNoise(0)
+	require.NoError(t, stdin.Close())
+	select {
+	case err := <-exited:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not exit at the end of input")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	joined := strings.Join(log, "\n")
+	assert.Contains(t, joined, "grbl: noise on the link")
+	assert.NotContains(t, joined, "Faulted", "noise is not a fault:\n%s", joined)
+}
