@@ -9,10 +9,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/sim"
 	"github.com/waferd/waferd/sim/grblsim"
+	"github.com/waferd/waferd/systemd"
 )
 
 // stockEmu is a GRBL 1.1h controller as shipped but for homing enabled
@@ -23,7 +25,8 @@ func stockEmu() grblsim.Config {
 
 // TestOpenRefusesTravelOutsideController: start-up refuses a configured
 // travel that the controller's machine space does not hold, naming both;
-// a travel that fits opens, and the stage reaches its corners.
+// the example configuration's travel fits a stock controller, and the
+// stage reaches its corners.
 func TestOpenRefusesTravelOutsideController(t *testing.T) {
 	emu := grblsim.New(stockEmu())
 	t.Cleanup(func() { emu.Close() })
@@ -44,14 +47,17 @@ func TestOpenRefusesTravelOutsideController(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	}
 
-	// The stock example: -200..-1 mm (on a fresh controller: the refused
-	// one would want a soft reset to show its banner again).
+	// The shipped example configuration's travel, for a stock controller
+	// (on a fresh controller: the refused one would want a soft reset to
+	// show its banner again).
+	example, err := config.Parse("waferd.toml", []byte(systemd.ExampleConfig))
+	require.NoError(t, err)
 	emu = grblsim.New(stockEmu())
 	t.Cleanup(func() { emu.Close() })
 	port, err = emu.OpenPTY()
 	require.NoError(t, err)
 	cfg.Stage.Port = port
-	cfg.Stage.TravelMinMM, cfg.Stage.TravelMaxMM = [2]float64{-200, -200}, [2]float64{-1, -1}
+	cfg.Stage.TravelMinMM, cfg.Stage.TravelMaxMM = example.Stage.TravelMinMM, example.Stage.TravelMaxMM
 	require.NoError(t, cfg.Validate())
 	ctx := openCtx(t)
 	b, err := Open(ctx, cfg)

@@ -47,7 +47,11 @@ type Stage struct {
 	ReplyTimeoutMS   int    `toml:"reply_timeout_ms"`
 	ConnectTimeoutMS int    `toml:"connect_timeout_ms"`
 	HomingTimeoutMS  int    `toml:"homing_timeout_ms"`
-	// TravelMinMM and TravelMaxMM bound the reachable stage positions, mm.
+	// TravelMinMM and TravelMaxMM bound the reachable stage positions in
+	// machine coordinates, mm. The default, 0..300, is the simulated
+	// board's; a stock GRBL's machine space is -$130..0 (see
+	// systemd/waferd.toml), and start-up refuses a travel outside the
+	// controller's (board.OpenStage).
 	TravelMinMM [2]float64 `toml:"travel_min_mm"`
 	TravelMaxMM [2]float64 `toml:"travel_max_mm"`
 	// MaxFeedMMMin is the fastest feed a recipe may use, mm/min.
@@ -123,7 +127,8 @@ type Sim struct {
 }
 
 // Default returns the configuration every key defaults to (the values in
-// systemd/waferd.toml, with no GPIO lines fitted).
+// systemd/waferd.toml, with no GPIO lines fitted, but for the stage's
+// travel, which that file sets for a stock GRBL controller).
 func Default() *Config {
 	return &Config{
 		Stage: Stage{Baud: 115200, PollMS: 100, ReplyTimeoutMS: 2000, ConnectTimeoutMS: 2500, HomingTimeoutMS: 60000,

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/systemd"
 )
 
@@ -19,6 +20,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	assert.Equal(t, "GPIO27", c.Button.Line)
 	assert.Equal(t, "/var/lib/waferd", c.Data.Dir)
 	assert.False(t, c.Sim.Enabled)
+	// For a stock GRBL 1.1h ($130=$131=200, homing to the + ends, 1 mm
+	// pull-off): inside -200..0, a pull-off from the switches.
+	assert.Equal(t, motion.Rect{Min: motion.Point{X: motion.MM(-200), Y: motion.MM(-200)}, Max: motion.Point{X: motion.MM(-1), Y: motion.MM(-1)}}, c.Stage.Travel())
 }
 
 func TestDefaultsWithSim(t *testing.T) {
