@@ -63,6 +63,8 @@ type link interface {
 	Stage
 	// Machine returns the controller's settings.
 	Machine(ctx context.Context) (grbl.Machine, error)
+	// SetOrigin declares where the stage stands (no homing).
+	SetOrigin(ctx context.Context, p motion.Point) error
 	// Done is closed when the driver becomes unusable (link lost or
 	// closed); Err then says which.
 	Done() <-chan struct{}
@@ -337,6 +339,20 @@ func (s *ReopeningStage) Machine(ctx context.Context) (grbl.Machine, error) {
 	}
 	m, err := d.Machine(ctx)
 	return m, s.wrap(err)
+}
+
+// SetOrigin declares where the stage stands, on a controller without
+// homing (see grbl.Stage.SetOrigin), on the current link: a reconnection
+// loses it. While the link is down it fails at once.
+func (s *ReopeningStage) SetOrigin(ctx context.Context, p motion.Point) error {
+	s.mu.Lock()
+	d := s.cur
+	s.mu.Unlock()
+	if d == nil {
+		_, err := s.driver()
+		return err
+	}
+	return s.wrap(d.SetOrigin(ctx, p))
 }
 
 // Err returns nil while the link is up; while it is down an error wrapping

@@ -296,6 +296,8 @@ func (f *fakeLink) Noise() grbl.NoiseStats { return grbl.NoiseStats{} }
 
 func (f *fakeLink) Machine(context.Context) (grbl.Machine, error) { return grbl.Machine{}, nil }
 
+func (f *fakeLink) SetOrigin(context.Context, motion.Point) error { return nil }
+
 func (f *fakeLink) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -251,6 +251,10 @@ type Stage struct {
 
 	machine     Machine // what the settings say, once read (haveMachine)
 	haveMachine bool
+	// origin is where machine zero is in the controller's own coordinates
+	// (SetOrigin); zero unless set. Positions the Stage reports and takes
+	// are the controller's minus origin.
+	origin motion.Point
 
 	noise       NoiseStats
 	noiseLogged time.Time // when noise was last given to Warnf
@@ -675,6 +679,8 @@ func (s *Stage) onStatus(r Response, now time.Time) {
 			st.MPos[i] += s.wco[i]
 		}
 	}
+	st.MPos[0] -= s.origin.X
+	st.MPos[1] -= s.origin.Y
 	s.last, s.lastAt = st, now
 	if st.State == motion.StateAlarm && s.alarm == nil {
 		s.latchAlarmLocked(newAlarm(0))

@@ -162,3 +162,36 @@ func TestConnectRefusesInches(t *testing.T) {
 	err := s.Connect(ctxTimeout(t, 2*time.Second))
 	require.ErrorContains(t, err, "$13=1")
 }
+
+// TestSimSetOrigin: on a stage without homing ($22=0) an operator jogs to
+// a mark and declares where it is: positions are then counted from it, on
+// the controller's step grid, and moves go where they should.
+func TestSimSetOrigin(t *testing.T) {
+	s, e := simStage(t, grblsim.Config{Settings: settings(250, nil)}, simConfig())
+	ctx := ctxTimeout(t, 20*time.Second)
+	require.NoError(t, s.MoveTo(ctx, motion.Point{X: motion.MM(12.345), Y: motion.MM(-6.789)}, 6000)) // the jog to the mark
+	mark := e.Position()
+	require.NoError(t, s.SetOrigin(ctx, motion.Point{X: motion.MM(100), Y: motion.MM(50)}))
+	st, err := s.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, motion.Point{X: motion.MM(100), Y: motion.MM(50)}, st.XY())
+	last, _ := s.LastStatus()
+	assert.Equal(t, st.XY(), last.XY())
+
+	p := motion.Point{X: motion.MM(105.001), Y: motion.MM(47.5)}
+	require.NoError(t, s.MoveTo(ctx, p, 6000))
+	st, err = s.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, s.Reach(p), st.XY())
+	assert.InDelta(t, 5.001, (e.Position().X - mark.X).Millimetres(), 0.002+0.001, "moved 5 mm from the mark, to the step")
+	assert.InDelta(t, -2.5, (e.Position().Y - mark.Y).Millimetres(), 0.001)
+
+	// Again, somewhere else: the new origin replaces the old.
+	require.NoError(t, s.SetOrigin(ctx, motion.Point{}))
+	st, err = s.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, motion.Point{}, st.XY())
+
+	h, _ := simStage(t, stageEmu(), simConfig())
+	require.ErrorIs(t, h.SetOrigin(ctx, motion.Point{}), ErrHomingEnabled)
+}

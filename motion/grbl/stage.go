@@ -82,11 +82,15 @@ func (s *Stage) moveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 	// The step nearest p, written out in full: GRBL then rounds it to
 	// the same step, whatever its arithmetic does with a target halfway
 	// between two.
-	want := m.Reach(p)
+	s.mu.Lock()
+	origin := s.origin
+	s.mu.Unlock()
+	c := p.Add(origin) // in the controller's coordinates
+	want := m.Reach(c).Add(motion.Point{X: -origin.X, Y: -origin.Y})
 	if last, at := s.LastStatus(); !at.IsZero() && last.XY() == want && want != p {
 		s.logf("grbl: move to %v is less than half a step (%s mm) from the stage at %v: it stays there", p, fmtSetting(m.Step(0)), want)
 	}
-	line := fmt.Sprintf("G21 G90 G53 G1 X%s Y%s F%s", formatTarget(m.Grid(0, p.X.Millimetres())), formatTarget(m.Grid(1, p.Y.Millimetres())), formatFeed(f))
+	line := fmt.Sprintf("G21 G90 G53 G1 X%s Y%s F%s", formatTarget(m.Grid(0, c.X.Millimetres())), formatTarget(m.Grid(1, c.Y.Millimetres())), formatFeed(f))
 	ps, err := s.submit(ctx, lineSpec{line: line}, lineSpec{line: "G4 P0"})
 	if err != nil {
 		return s.withAlarm(err)
@@ -163,9 +167,55 @@ func near(a, b motion.Point) bool {
 // not block or talk to the controller.
 func (s *Stage) Reach(p motion.Point) motion.Point {
 	s.mu.Lock()
-	m := s.machine
+	m, o := s.machine, s.origin
 	s.mu.Unlock()
-	return m.Reach(p)
+	return m.Reach(p.Add(o)).Add(motion.Point{X: -o.X, Y: -o.Y})
+}
+
+// ErrHomingEnabled: SetOrigin on a controller that homes.
+var ErrHomingEnabled = errors.New("grbl: the controller homes ($22=1): machine coordinates come from homing")
+
+// SetOrigin declares that the stage, standing still, is at p in machine
+// coordinates: from then on every position the Stage reports and takes
+// (Status, LastStatus, MoveTo, Reach) is shifted so. It is for a stage
+// without homing switches ($22=0), whose controller counts from wherever
+// it powered up: an operator jogs to a mark and says where the mark is.
+// The shift is the driver's, not the controller's (GRBL cannot set its
+// machine position without homing), and lives as long as this Stage:
+// after a reconnection, or an alarm that loses position (ALARM:3 after a
+// reset while moving), it must be set again. On a controller that homes it
+// fails with ErrHomingEnabled, and while the stage is not Idle with an
+// error saying so. It blocks for one status report.
+func (s *Stage) SetOrigin(ctx context.Context, p motion.Point) error {
+	m, err := s.Machine(ctx)
+	if err != nil {
+		return fmt.Errorf("grbl: set origin: %w", err)
+	}
+	if m.Homing {
+		return fmt.Errorf("grbl: set origin: %w", ErrHomingEnabled)
+	}
+	if err := s.acquire(ctx, s.moveSem); err != nil {
+		return fmt.Errorf("grbl: set origin: %w", err)
+	}
+	defer func() { <-s.moveSem }()
+	st, err := s.freshStatus(ctx, s.wseq.Load())
+	if err != nil {
+		return fmt.Errorf("grbl: set origin: %w", err)
+	}
+	if st.State != motion.StateIdle {
+		return fmt.Errorf("grbl: set origin: the controller reports %s: it must be Idle", st.StateName())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// st is in the coordinates of the origin in force: the controller's
+	// position is st + origin.
+	ctrl := st.XY().Add(s.origin)
+	next := motion.Point{X: ctrl.X - p.X, Y: ctrl.Y - p.Y}
+	d := motion.Point{X: next.X - s.origin.X, Y: next.Y - s.origin.Y}
+	s.origin = next
+	s.last.MPos[0] -= d.X
+	s.last.MPos[1] -= d.Y
+	return nil
 }
 
 // formatTarget formats a target on the step grid (mm) for an axis word:
