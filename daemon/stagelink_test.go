@@ -20,6 +20,7 @@ import (
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
+	"github.com/waferd/waferd/sim"
 	"github.com/waferd/waferd/sim/grblsim"
 	"github.com/waferd/waferd/stop"
 )
@@ -87,7 +88,7 @@ func (r *usbRig) plug(t *testing.T) {
 	if r.emu != nil {
 		r.emu.Close()
 	}
-	r.emu = grblsim.New(grblsim.Config{TimeScale: 10, HomingRequired: true})
+	r.emu = grblsim.New(sim.EmulatorConfig(sim.Config{TimeScale: 10}))
 	pty, err := r.emu.OpenPTY()
 	require.NoError(t, err)
 	require.NoError(t, os.Symlink(pty, r.link))

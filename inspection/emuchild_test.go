@@ -47,7 +47,7 @@ func runEmulatorChild(scale string) int {
 		fmt.Fprintf(os.Stderr, "emulator child: time scale %q: %v\n", scale, err)
 		return 2
 	}
-	e := grblsim.New(grblsim.Config{Travel: sim.Travel, TimeScale: ts, HomingRequired: true})
+	e := grblsim.New(sim.EmulatorConfig(sim.Config{TimeScale: ts}))
 	var mu sync.Mutex
 	out := func(format string, args ...any) {
 		mu.Lock()

@@ -412,11 +412,6 @@ func TestInjectedFaults(t *testing.T) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
 				assert.ErrorContains(t, out.Err, "not finished within")
 			}},
-		{name: "an ok is dropped", scale: 5, state: machine.Aborted, reason: "fault: stage", next: true,
-			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectDropOK(1) }),
-			check: func(t *testing.T, g *stopRig, out inspection.Result) {
-				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
-			}},
 		{name: "alarm mid-move", scale: 5, state: machine.Aborted, reason: "fault: stage", next: true,
 			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectAlarm(1) }),
 			check: func(t *testing.T, g *stopRig, out inspection.Result) {
