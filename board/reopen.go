@@ -31,6 +31,11 @@ type Stage interface {
 	// Reach returns where a move to p ends as the controller reports it:
 	// p on its step grid (see grbl.Stage.Reach); it does not block.
 	Reach(p motion.Point) motion.Point
+	// Machine returns the controller's settings (see grbl.Machine).
+	Machine(ctx context.Context) (grbl.Machine, error)
+	// SetOrigin declares where a stage without homing stands (see
+	// grbl.Stage.SetOrigin).
+	SetOrigin(ctx context.Context, p motion.Point) error
 }
 
 var (
@@ -61,10 +66,6 @@ type ReopenConfig struct {
 // link is what a ReopeningStage needs of a connected driver (*grbl.Stage).
 type link interface {
 	Stage
-	// Machine returns the controller's settings.
-	Machine(ctx context.Context) (grbl.Machine, error)
-	// SetOrigin declares where the stage stands (no homing).
-	SetOrigin(ctx context.Context, p motion.Point) error
 	// Done is closed when the driver becomes unusable (link lost or
 	// closed); Err then says which.
 	Done() <-chan struct{}
