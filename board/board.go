@@ -69,6 +69,9 @@ type StageConfig struct {
 	// controller whose machine space does not hold it (see
 	// grbl.Machine.CheckTravel).
 	Travel motion.Rect
+	// Homing, if set, is whether the stage homes ([stage] homing):
+	// OpenStage refuses a controller whose $22 says otherwise.
+	Homing *bool
 }
 
 // OpenStage opens the serial port, connects the GRBL driver and waits for the
@@ -90,22 +93,37 @@ func OpenStage(ctx context.Context, cfg StageConfig) (*grbl.Stage, error) {
 	if err := st.Connect(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("board: stage on %s: %w", cfg.Port, err), st.Close())
 	}
-	if cfg.Travel != (motion.Rect{}) {
+	if cfg.Travel != (motion.Rect{}) || cfg.Homing != nil {
 		m, err := st.Machine(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil, errors.Join(fmt.Errorf("board: stage on %s: %w", cfg.Port, err), st.Close())
 		case err != nil:
 			if cfg.GRBL.Warnf != nil {
-				cfg.GRBL.Warnf("board: stage on %s: travel not checked against the controller's settings: %v", cfg.Port, err)
+				cfg.GRBL.Warnf("board: stage on %s: travel and homing not checked against the controller's settings: %v", cfg.Port, err)
 			}
 		default:
-			if err := m.CheckTravel(cfg.Travel); err != nil {
+			if err := checkHoming(cfg.Homing, m); err != nil {
+				return nil, errors.Join(fmt.Errorf("board: stage on %s: stage.homing: %w", cfg.Port, err), st.Close())
+			}
+			if err := m.CheckTravel(cfg.Travel); err != nil && cfg.Travel != (motion.Rect{}) {
 				return nil, errors.Join(fmt.Errorf("board: stage on %s: stage.travel_min_mm, stage.travel_max_mm: %w", cfg.Port, err), st.Close())
 			}
 		}
 	}
 	return st, nil
+}
+
+// checkHoming refuses a controller whose homing ($22) is not what the
+// configuration says (want; nil: not checked).
+func checkHoming(want *bool, m grbl.Machine) error {
+	switch {
+	case want == nil || *want == m.Homing:
+		return nil
+	case *want:
+		return errors.New("the configuration says the stage homes (homing = true), but the controller's homing cycle is disabled ($22=0): enable it on the controller ($22=1) if the stage has homing switches, or set homing = false and set the origin from the console")
+	}
+	return errors.New("the configuration says the stage has no homing (homing = false), but the controller homes ($22=1): set homing = true, or disable homing on the controller ($22=0)")
 }
 
 // SimConfig sets up the simulated board.
@@ -300,7 +318,8 @@ func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, erro
 		}
 	}
 
-	sc := StageConfig{Port: cfg.Stage.Port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage), Travel: cfg.Stage.Travel()}
+	homing := cfg.Stage.Homing
+	sc := StageConfig{Port: cfg.Stage.Port, Baud: cfg.Stage.Baud, GRBL: GRBLConfig(cfg.Stage), Travel: cfg.Stage.Travel(), Homing: &homing}
 	if o.grblLog != nil {
 		sc.GRBL = GRBLLog(sc.GRBL, o.grblLog)
 	}
@@ -372,6 +391,7 @@ func openSimParts(cfg *config.Config, b *Board, o options) (*sim.Board, error) {
 		FrameWidth: cfg.Camera.Width, FrameHeight: cfg.Camera.Height,
 		PixelSize: max(motion.Distance(math.Round(cfg.Camera.PixelUM)), motion.Micrometre),
 		Travel:    cfg.Stage.Travel(),
+		NoHoming:  !cfg.Stage.Homing,
 		Logf:      o.simLogf,
 	}
 	if !parts.Stage {

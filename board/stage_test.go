@@ -190,3 +190,49 @@ func TestRun61LinkCut(t *testing.T) {
 	require.ErrorIs(t, err, motion.ErrLinkLost)
 	assert.Equal(t, 20, done)
 }
+
+// TestOpenRefusesHomingThatDisagrees: start-up refuses a controller whose
+// homing ($22) is not what [stage] homing says, naming both; a stage
+// without homing ($22=0) opens with homing = false and takes an origin.
+func TestOpenRefusesHomingThatDisagrees(t *testing.T) {
+	noHoming := grblsim.Config{TimeScale: 50, Settings: map[int]float64{110: 6000, 111: 6000, 120: 500, 121: 500}}
+	for _, c := range []struct {
+		emu    grblsim.Config
+		homing bool
+		want   string
+	}{
+		{noHoming, true, "stage.homing: the configuration says the stage homes (homing = true), but the controller's homing cycle is disabled ($22=0)"},
+		{stockEmu(), false, "stage.homing: the configuration says the stage has no homing (homing = false), but the controller homes ($22=1)"},
+	} {
+		emu := grblsim.New(c.emu)
+		t.Cleanup(func() { emu.Close() })
+		port, err := emu.OpenPTY()
+		require.NoError(t, err)
+		cfg := simConfig(t)
+		cfg.Stage.Port, cfg.Stage.Homing = port, c.homing
+		cfg.Stage.TravelMinMM, cfg.Stage.TravelMaxMM = [2]float64{-200, -200}, [2]float64{-1, -1}
+		cfg.Light.PWMChip = ""
+		cfg.Button.Line, cfg.EStop.Line = "", ""
+		_, err = Open(openCtx(t), cfg)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "board: stage on "+port+": "+c.want)
+	}
+
+	emu := grblsim.New(noHoming)
+	t.Cleanup(func() { emu.Close() })
+	port, err := emu.OpenPTY()
+	require.NoError(t, err)
+	cfg := simConfig(t)
+	cfg.Stage.Port, cfg.Stage.Homing = port, false
+	cfg.Light.PWMChip = ""
+	cfg.Button.Line, cfg.EStop.Line = "", ""
+	ctx := openCtx(t)
+	b, err := Open(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	require.NoError(t, b.Stage.SetOrigin(ctx, motion.Point{X: motion.MM(100), Y: motion.MM(50)}))
+	require.NoError(t, b.Stage.MoveTo(ctx, motion.Point{X: motion.MM(110), Y: motion.MM(40)}, 6000))
+	st, err := b.Stage.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, motion.Point{X: motion.MM(110), Y: motion.MM(40)}, st.XY())
+}

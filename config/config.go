@@ -47,6 +47,11 @@ type Stage struct {
 	ReplyTimeoutMS   int    `toml:"reply_timeout_ms"`
 	ConnectTimeoutMS int    `toml:"connect_timeout_ms"`
 	HomingTimeoutMS  int    `toml:"homing_timeout_ms"`
+	// Homing says the stage has homing switches and the controller homes
+	// ($22=1). false: a stage without them; an operator jogs to a mark
+	// and sets the origin from the console (origin X Y), and start-up
+	// refuses a controller whose $22 says otherwise.
+	Homing bool `toml:"homing"`
 	// TravelMinMM and TravelMaxMM bound the reachable stage positions in
 	// machine coordinates, mm. The default, 0..300, is the simulated
 	// board's; a stock GRBL's machine space is -$130..0 (see
@@ -131,7 +136,7 @@ type Sim struct {
 // travel, which that file sets for a stock GRBL controller).
 func Default() *Config {
 	return &Config{
-		Stage: Stage{Baud: 115200, PollMS: 100, ReplyTimeoutMS: 2000, ConnectTimeoutMS: 2500, HomingTimeoutMS: 60000,
+		Stage: Stage{Baud: 115200, PollMS: 100, ReplyTimeoutMS: 2000, ConnectTimeoutMS: 2500, HomingTimeoutMS: 60000, Homing: true,
 			TravelMaxMM: [2]float64{300, 300}, MaxFeedMMMin: 6000},
 		Runner: Runner{HoldTimeoutMS: 5000, ResetTimeoutMS: 3000, CaptureTimeoutMS: 2000},
 		Light:  Light{PWMFreqHz: 20000},

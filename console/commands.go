@@ -25,7 +25,7 @@ var handlers map[string]handler
 func init() {
 	handlers = map[string]handler{
 		"help": cmdHelp, "version": cmdVersion, "status": cmdStatus, "config": cmdConfig,
-		"home": cmdHome, "move": cmdMove, "jog": cmdJog, "light": cmdLight, "capture": cmdCapture,
+		"home": cmdHome, "origin": cmdOrigin, "move": cmdMove, "jog": cmdJog, "light": cmdLight, "capture": cmdCapture,
 		"run": cmdRun, "stop": cmdStop, "reset": cmdReset, "runs": cmdRuns, "show": cmdShow,
 		"log": cmdLog, "watch": cmdWatch, "wait": cmdWait, "selftest": cmdSelfTest, "stats": cmdStats,
 	}
@@ -102,8 +102,11 @@ func statusLines(st control.Status) []string {
 	}
 	add("machine", "%s", machine)
 	trust := "position trusted"
-	if !st.Trusted {
+	switch {
+	case !st.Trusted && st.Homes:
 		trust = "position NOT trusted: home first"
+	case !st.Trusted:
+		trust = "position NOT trusted: no homing switches: jog to the mark, then origin X Y"
 	}
 	if st.StageErr != nil {
 		add("stage", "not answering (%s); %s", oneLine(st.StageErr.Error()), trust)
@@ -202,12 +205,36 @@ func (s *session) position(ctx context.Context, verb string) {
 }
 
 func cmdHome(s *session, ctx context.Context, _ Command) {
+	if busy := s.m.Busy(); busy != "" {
+		s.errorf("home refused: %s in progress (stop it, or wait for it to end)", busy)
+		return
+	}
 	s.print("homing...")
 	if err := s.m.Home(ctx); err != nil {
 		s.failed("home", err)
 		return
 	}
 	s.position(ctx, "homed")
+}
+
+func cmdOrigin(s *session, ctx context.Context, c Command) {
+	p := point(c.Args)
+	q := fmt.Sprintf("origin: the stage stands at X %s Y %s mm from now on? Make sure it is exactly on the mark: the machine trusts it, and a wrong origin drives the stage into its ends. [y/N] ",
+		motion.FormatMM(p.X), motion.FormatMM(p.Y))
+	ok, err := s.confirm(ctx, q)
+	switch {
+	case err != nil:
+		s.printf("origin: not set (%s)", oneLine(err.Error()))
+		return
+	case !ok:
+		s.print("origin: not set")
+		return
+	}
+	if err := s.m.SetOrigin(ctx, p); err != nil {
+		s.failed("origin", err)
+		return
+	}
+	s.position(ctx, "origin set")
 }
 
 func point(a []string) motion.Point {
@@ -613,6 +640,9 @@ func cmdStats(s *session, _ context.Context, _ Command) {
 		ended = []string{"none"}
 	}
 	lines = append(lines, fmt.Sprintf("operations completed (runs, homing, moves, ...): %d; ended by a stop: %s", st.Completed, strings.Join(ended, ", ")))
+	if noise := s.m.LinkNoise(); noise != "" {
+		lines = append(lines, "stage link: "+noise)
+	}
 	lines = append(lines, histogram("stop latency, request to stage at rest", st.ToRest)...)
 	lines = append(lines, histogram("stop latency, request to outcome recorded", st.ToEnd)...)
 	s.print(lines...)

@@ -35,6 +35,10 @@ var commands = []spec{
 	{name: "config", summary: "the configuration in effect (TOML)"},
 	{name: "home", summary: "run the stage's homing cycle",
 		help: "Needed before move and jog after start-up, a reset or a lost position. stop aborts it."},
+	{name: "origin", usage: "X Y", summary: "a stage without homing: it stands at X Y mm (confirmed)", min: 2, max: 2,
+		help: "For a stage without homing switches (stage.homing = false): jog to a known mark, then say where the mark is. " +
+			"After a y the position is trusted: a wrong origin drives the stage into its ends.",
+		check: func(a []string) error { return numbers("origin", "X Y", a) }},
 	{name: "move", usage: "X Y", summary: "move to X Y mm (machine coordinates)", min: 2, max: 2,
 		help:  "Refused outside the travel, before homing and during a run. stop holds the stage at once.",
 		check: func(a []string) error { return numbers("move", "X Y", a) }},

@@ -533,3 +533,30 @@ func TestScript(t *testing.T) {
 	}
 	assert.Less(t, strings.Index(out, "completed, 21/21"), strings.Index(out, "RUN "), "wait waited for the run:\n%s", out)
 }
+
+// TestOriginSession: on a stage without homing switches, home is refused
+// with what to do instead; origin asks for a confirmation, and only a y
+// makes the position trusted.
+func TestOriginSession(t *testing.T) {
+	ring := logging.NewRing(200)
+	r := daemontest.New(t, daemontest.Options{LogRing: ring, Config: func(c *config.Config) { c.Stage.Homing = false }})
+	r.Stage.NoHoming()
+	m := &testMachine{Rig: r, d: r.D, cfg: r.Config, store: r.Store}
+	tm := serialConsole(t, m, "ttyTEST")
+	tm.send("status\r")
+	tm.expect(`position NOT trusted: no homing switches: jog to the mark, then origin X Y`)
+	tm.send("home\r")
+	tm.expect(`error: home refused: the stage has no homing switches \(stage.homing = false\): jog to the mark and set its position with origin X Y\r\n`)
+	tm.send("origin 120 80\r")
+	tm.expect(`origin: the stage stands at X 120\.000 Y 80\.000 mm from now on\? .*a wrong origin drives the stage into its ends\. \[y/N\] `)
+	tm.send("n\r")
+	tm.expect(`origin: not set\r\n`)
+	assert.False(t, m.d.Machine.Trusted())
+	tm.send("origin 120 80\r")
+	tm.expect(`\[y/N\] `)
+	tm.send("y\r")
+	tm.expect(`origin set: stage Idle at X 120\.000 Y 80\.000 mm\r\n`)
+	assert.True(t, m.d.Machine.Trusted())
+	tm.send("jog 1 1\r")
+	tm.expect(`jogged: stage Idle at X 121\.000 Y 81\.000 mm\r\n`)
+}

@@ -31,6 +31,8 @@ type Machine interface {
 	// when idle) without asking any device.
 	Busy() string
 	Home(ctx context.Context) error
+	// SetOrigin declares where a stage without homing switches stands.
+	SetOrigin(ctx context.Context, p motion.Point) error
 	MoveTo(ctx context.Context, p motion.Point) error
 	Jog(ctx context.Context, delta motion.Point) error
 	// SetLight switches the light on at level (0: the console level) or
@@ -55,6 +57,9 @@ type Machine interface {
 	LoadRun(id string) (results.Run, error)
 	Logs(n int) []string
 	Stats() machine.Stats
+	// LinkNoise describes the noise seen on the stage's link ("" when not
+	// counted).
+	LinkNoise() string
 	ConfigText() (string, error)
 	// Subscribe returns the events from now on and a function that ends
 	// the subscription. A subscriber that falls behind loses events.
@@ -71,8 +76,12 @@ type Status struct {
 	// Stage is the stage's status report (StageErr if it did not answer).
 	Stage    motion.Status
 	StageErr error
-	// Trusted: the stage position is known (homed and not lost since).
+	// Trusted: the stage position is known (homed, or its origin set, and
+	// not lost since).
 	Trusted bool
+	// Homes: the stage has homing switches ([stage] homing); without them
+	// the position is trusted once an origin is set (SetOrigin).
+	Homes bool
 	Travel  motion.Rect
 	Light   LightState
 	// LightLevel is the level a console's "light on" uses.

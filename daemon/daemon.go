@@ -50,6 +50,14 @@ type Devices struct {
 	// SetRecipe, if set, is called before each run with its recipe (the
 	// simulated board puts that recipe's wafer under its camera).
 	SetRecipe func(*recipe.Recipe) error
+	// Reach, if set, says where a move to p ends: p on the controller's
+	// step grid (board.Stage.Reach). Console moves too small to change it
+	// are refused, saying so. It must not block.
+	Reach func(p motion.Point) motion.Point
+	// LinkNoise, if set, describes the noise seen on the stage's link, for
+	// the console's stats ("3 garbled of 2000 lines, ..."). It must not
+	// block.
+	LinkNoise func() string
 }
 
 // Options configure a Daemon.
@@ -193,7 +201,7 @@ func New(o Options) (*Daemon, error) {
 				o.OnStep(s, site)
 			}
 		},
-		Config: inspection.Config{CaptureTimeout: config.MS(cfg.Runner.CaptureTimeoutMS)},
+		Config: inspection.Config{CaptureTimeout: config.MS(cfg.Runner.CaptureTimeoutMS), NoHoming: !cfg.Stage.Homing},
 	}
 	if w, ok := o.Devices.Stage.(motion.LinkWatcher); ok {
 		w.WatchLink(d.onStageLink)

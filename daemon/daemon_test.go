@@ -434,3 +434,59 @@ func TestResetStageOnAnIdleMachine(t *testing.T) {
 	assert.False(t, r.D.Machine.Trusted())
 	require.NoError(t, r.D.Reset(ctx), "nothing to reset: no error")
 }
+
+// TestStageWithoutHoming: with [stage] homing = false nothing moves on an
+// untrusted position (home, moves and runs are refused, saying to set the
+// origin); the origin, once set, is trusted until a stop loses it.
+func TestStageWithoutHoming(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{Config: func(c *config.Config) { c.Stage.Homing = false }})
+	r.Stage.NoHoming()
+	ctx := context.Background()
+	require.ErrorIs(t, r.D.Home(ctx), daemon.ErrNoHoming)
+	err := r.D.MoveTo(ctx, mm(10, 10))
+	require.ErrorIs(t, err, daemon.ErrNotHomed)
+	assert.ErrorContains(t, err, "set the origin first (origin X Y)")
+	require.ErrorIs(t, r.D.StartRun(ctx, r.Recipe), daemon.ErrNotHomed)
+	require.ErrorIs(t, r.D.SetOrigin(ctx, mm(400, 0)), daemon.ErrOutsideTravel)
+	assert.Empty(t, r.Stage.Calls(), "nothing touched the stage")
+
+	require.NoError(t, r.D.SetOrigin(ctx, mm(150, 140)))
+	assert.True(t, r.D.Machine.Trusted())
+	assert.Equal(t, mm(150, 140), r.D.Status(ctx).Stage.XY())
+	require.NoError(t, r.D.Jog(ctx, mm(1, -2)))
+	assert.Equal(t, mm(151, 138), r.D.Status(ctx).Stage.XY())
+	require.NoError(t, r.D.StartRun(ctx, r.Recipe))
+	assert.Equal(t, machine.Completed, result(t, r).Outcome, "no homing step: %s", r.D.Last().Reason)
+	assert.NotContains(t, r.Stage.Calls(), "Home")
+
+	// An e-stop loses the position: runs are refused again.
+	require.NoError(t, r.D.StartRun(ctx, r.Recipe))
+	daemontest.Press(t, r.EStopPin, gpio.High)
+	require.NoError(t, r.D.WaitRun(ctx))
+	daemontest.Press(t, r.EStopPin, gpio.Low)
+	require.Eventually(t, func() bool { return r.D.Reset(ctx) == nil }, 5*time.Second, 5*time.Millisecond)
+	require.ErrorIs(t, r.D.StartRun(ctx, r.Recipe), daemon.ErrNotHomed)
+
+	// A stage that homes refuses an origin.
+	h := daemontest.New(t, daemontest.Options{})
+	require.ErrorIs(t, h.D.SetOrigin(ctx, mm(1, 1)), motion.ErrHomes)
+}
+
+// TestAMoveBelowOneStepIsRefused: a console move or jog that would not
+// change the position on the controller's step grid (4 µm here, GRBL's
+// 250 steps/mm) is refused, saying why, instead of reporting a move that
+// did not happen.
+func TestAMoveBelowOneStepIsRefused(t *testing.T) {
+	grid := func(p motion.Point) motion.Point {
+		step := func(d motion.Distance) motion.Distance { return (d + 2) / 4 * 4 }
+		return motion.Point{X: step(p.X), Y: step(p.Y)}
+	}
+	r := daemontest.New(t, daemontest.Options{Reach: grid})
+	ctx := context.Background()
+	require.NoError(t, r.D.Home(ctx))
+	require.NoError(t, r.D.MoveTo(ctx, mm(20, 30)))
+	err := r.D.Jog(ctx, mm(0.001, 0))
+	require.Error(t, err)
+	assert.Equal(t, "daemon: jog to (20.001, 30.000)mm refused: it is less than one step of the controller from where the stage is ((20.000, 30.000)mm): the stage would not move", err.Error())
+	require.NoError(t, r.D.Jog(ctx, mm(0.004, 0)), "one step moves")
+}

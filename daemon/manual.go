@@ -65,9 +65,16 @@ func (d *Daemon) operate(ctx context.Context, what string, op func(c *machine.Cl
 	return &OperationError{What: what, Ending: c.End(err)}
 }
 
+// ErrNoHoming: the stage has no homing switches ([stage] homing = false).
+var ErrNoHoming = errors.New("the stage has no homing switches (stage.homing = false)")
+
 // Home runs the stage's homing cycle. It blocks until homing ends; Stop
-// aborts it (GRBL: soft reset, position untrusted).
+// aborts it (GRBL: soft reset, position untrusted). A stage without
+// homing switches refuses (ErrNoHoming): its origin is set (SetOrigin).
 func (d *Daemon) Home(ctx context.Context) error {
+	if !d.opts.Config.Stage.Homing {
+		return fmt.Errorf("daemon: home refused: %w: jog to the mark and set its position with origin X Y", ErrNoHoming)
+	}
 	return d.operate(ctx, "home", func(c *machine.Claim) error {
 		c.PositionLost()
 		if err := d.opts.Devices.Stage.Home(c.Context()); err != nil {
@@ -96,7 +103,7 @@ func (d *Daemon) move(ctx context.Context, what string, target func(motion.Point
 	travel := d.opts.Devices.Limits.Travel
 	return d.operate(ctx, what, func(c *machine.Claim) error {
 		if !c.Trusted() {
-			return fmt.Errorf("daemon: %s refused: %w (home the stage first)", what, ErrNotHomed)
+			return fmt.Errorf("daemon: %s refused: %w (%s)", what, ErrNotHomed, d.trustHint())
 		}
 		st, err := d.stageStatus(c.Context())
 		if err != nil {
@@ -104,14 +111,57 @@ func (d *Daemon) move(ctx context.Context, what string, target func(motion.Point
 		}
 		if st.State == motion.StateAlarm {
 			c.PositionLost()
-			return fmt.Errorf("daemon: %s refused: %w: the stage is in alarm (home the stage first)", what, ErrNotHomed)
+			return fmt.Errorf("daemon: %s refused: %w: the stage is in alarm (%s)", what, ErrNotHomed, d.trustHint())
 		}
-		p := target(st.XY())
+		at := st.XY()
+		p := target(at)
+		if reach := d.opts.Devices.Reach; reach != nil && p != at && reach(p) == reach(at) {
+			return fmt.Errorf("daemon: %s to %v refused: it is less than one step of the controller from where the stage is (%v): the stage would not move", what, p, at)
+		}
 		if travel != (motion.Rect{}) && !travel.Contains(p) {
 			return fmt.Errorf("daemon: %s to %v refused: %w (X %s..%s, Y %s..%s mm)", what, p, ErrOutsideTravel,
 				motion.FormatMM(travel.Min.X), motion.FormatMM(travel.Max.X), motion.FormatMM(travel.Min.Y), motion.FormatMM(travel.Max.Y))
 		}
 		return machine.Fault("stage", d.opts.Devices.Stage.MoveTo(c.Context(), p, d.manualFeed()))
+	})
+}
+
+// trustHint says how the position becomes trusted: homing, or the origin.
+func (d *Daemon) trustHint() string {
+	if d.opts.Config.Stage.Homing {
+		return "home the stage first"
+	}
+	return "this stage has no homing: jog to the mark and set the origin first (origin X Y)"
+}
+
+// SetOrigin declares that the stage, standing still, is at p (machine
+// coordinates), for a stage without homing switches ([stage] homing =
+// false): from then on the position is trusted, and moves and runs go
+// where they are told. A wrong p drives the stage off by as much, into its
+// ends: the console asks for a confirmation. It holds the machine's claim
+// for the declaration and refuses a stage that homes (ErrNoHoming's
+// converse: the error wraps motion.ErrHomes) and a target outside the
+// travel.
+func (d *Daemon) SetOrigin(ctx context.Context, p motion.Point) error {
+	if d.opts.Config.Stage.Homing {
+		return fmt.Errorf("daemon: origin refused: %w: the stage homes (stage.homing = true): use home", motion.ErrHomes)
+	}
+	travel := d.opts.Devices.Limits.Travel
+	if travel != (motion.Rect{}) && !travel.Contains(p) {
+		return fmt.Errorf("daemon: origin %v refused: %w (X %s..%s, Y %s..%s mm)", p, ErrOutsideTravel,
+			motion.FormatMM(travel.Min.X), motion.FormatMM(travel.Max.X), motion.FormatMM(travel.Min.Y), motion.FormatMM(travel.Max.Y))
+	}
+	return d.operate(ctx, "origin", func(c *machine.Claim) error {
+		err := d.opts.Devices.Stage.SetOrigin(c.Context(), p)
+		switch {
+		case errors.Is(err, motion.ErrLinkLost) || errors.Is(err, motion.ErrTimeout):
+			return machine.Fault("stage", err)
+		case err != nil:
+			return fmt.Errorf("daemon: origin refused: %w", err)
+		}
+		c.Homed()
+		d.log.Warnf("origin set from a console: the stage is at %v from now on; position trusted", p)
+		return nil
 	})
 }
 

@@ -52,6 +52,10 @@ func (d *Daemon) beginRun(ctx context.Context, rec *recipe.Recipe) (*machine.Cla
 	if err != nil {
 		return nil, err
 	}
+	if !d.opts.Config.Stage.Homing && !c.Trusted() {
+		c.Release()
+		return nil, fmt.Errorf("daemon: run refused: %w (%s)", ErrNotHomed, d.trustHint())
+	}
 	if f := d.opts.Devices.SetRecipe; f != nil {
 		if err := f(rec); err != nil {
 			c.Release()

@@ -17,7 +17,7 @@ func (d *Daemon) Status(ctx context.Context) control.Status {
 	cancel()
 	s := control.Status{
 		Machine: d.Machine.State(), LatchReason: d.Machine.LatchReason(), Busy: d.Machine.Busy(),
-		Stage: st, StageErr: serr, Trusted: d.Machine.Trusted(),
+		Stage: st, StageErr: serr, Trusted: d.Machine.Trusted(), Homes: d.opts.Config.Stage.Homing,
 		Travel: d.opts.Devices.Limits.Travel, Light: d.light.state(),
 		Camera: d.opts.Devices.Camera.Info(), Watchdog: d.Heartbeats(),
 	}
@@ -41,3 +41,12 @@ func (d *Daemon) Busy() string { return d.Machine.Busy() }
 
 // Stats returns the machine's stop statistics.
 func (d *Daemon) Stats() machine.Stats { return d.Machine.Stats() }
+
+// LinkNoise describes the noise seen on the stage's link ("" when the
+// stage does not count it).
+func (d *Daemon) LinkNoise() string {
+	if f := d.opts.Devices.LinkNoise; f != nil {
+		return f()
+	}
+	return ""
+}

@@ -85,6 +85,9 @@ type Config struct {
 	// to measure what the pipeline gains and to rule it out when
 	// debugging; production runs leave it false.
 	Serial bool
+	// NoHoming: the stage has no homing switches. A run on an untrusted
+	// position then fails before it moves, instead of homing.
+	NoHoming bool
 }
 
 // Runner runs recipes, one at a time (the machine's claim guarantees it).

@@ -182,6 +182,9 @@ func (w *work) ensureHomed(ctx context.Context) error {
 	if w.c.Trusted() {
 		return nil
 	}
+	if r.Config.NoHoming {
+		return errors.New("position not trusted, and the stage has no homing switches: set the origin first")
+	}
 	r.step(StepHoming, -1)
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)

@@ -228,6 +228,12 @@ type Stage interface {
 	Reset(ctx context.Context) error
 	// Unlock clears an alarm lock without homing (position stays untrusted).
 	Unlock(ctx context.Context) error
+	// SetOrigin declares that the stage, standing still, is at p: for a
+	// stage without homing switches, whose controller counts from wherever
+	// it powered up. From then on positions are reported and taken so. A
+	// stage that homes refuses (an error wrapping ErrHomes), and so does
+	// one that is moving. It blocks for one status report.
+	SetOrigin(ctx context.Context, p Point) error
 	// Close releases the link. It does not move the stage.
 	Close() error
 }
@@ -247,4 +253,6 @@ var (
 	// ErrNotReady: the controller is in a state in which it does not
 	// execute the motion it is sent (see Status.Ready).
 	ErrNotReady = errors.New("motion: stage not ready")
+	// ErrHomes: SetOrigin on a stage whose origin comes from homing.
+	ErrHomes = errors.New("motion: the stage homes: its origin comes from homing")
 )

@@ -60,8 +60,14 @@ var StageSettings = map[int]float64{
 // travel on the positive side is a firmware with HOMING_FORCE_SET_ORIGIN,
 // one on the negative side stock GRBL), c's time scale and log.
 func EmulatorConfig(c Config) grblsim.Config {
+	settings := maps.Clone(StageSettings)
+	if c.NoHoming {
+		// No homing switches: no homing cycle, and no soft limits (GRBL
+		// needs homing for them).
+		settings[22], settings[20] = 0, 0
+	}
 	return grblsim.Config{
-		Settings:  maps.Clone(StageSettings),
+		Settings:  settings,
 		Travel:    c.travel(),
 		TimeScale: c.TimeScale,
 		Noise:     c.LinkNoise,
@@ -74,6 +80,10 @@ func EmulatorConfig(c Config) grblsim.Config {
 type Config struct {
 	// TimeScale > 1 runs stage motion faster than real time (tests).
 	TimeScale float64
+	// NoHoming makes the simulated stage one without homing switches
+	// ($22=0): it counts from where it powered up, and its origin is set
+	// from the console ([stage] homing = false).
+	NoHoming bool
 	// FrameWidth and FrameHeight of the synthetic camera in pixels
 	// (default 512×512 at 20 µm per pixel: a 10.24 mm field of view).
 	// Tests use smaller frames to run faster.

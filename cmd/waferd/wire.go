@@ -98,7 +98,7 @@ func openMachine(ctx context.Context, cfg *config.Config, o machineOptions) (*wi
 	defer cancel()
 	if cfg.Sim.Enabled {
 		m.board, err = board.OpenSim(openCtx, board.SimConfig{
-			Sim:  sim.Config{TimeScale: cfg.Sim.TimeScale, Logf: o.logs.For("grblsim").Debugf},
+			Sim:  sim.Config{TimeScale: cfg.Sim.TimeScale, NoHoming: !cfg.Stage.Homing, Logf: o.logs.For("grblsim").Debugf},
 			GRBL: board.GRBLLog(board.GRBLConfig(cfg.Stage), o.logs.For("grbl")),
 		})
 	} else {
@@ -114,7 +114,8 @@ func openMachine(ctx context.Context, cfg *config.Config, o machineOptions) (*wi
 			m.log.Warnf("board: simulated devices: %s", strings.Join(b.Simulated, ", "))
 		}
 	}
-	devs := daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits, Button: b.Button, EStop: b.EStop}
+	devs := daemon.Devices{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Limits: b.Limits, Button: b.Button, EStop: b.EStop,
+		Reach: b.Stage.Reach, LinkNoise: func() string { return b.Stage.Noise().String() }}
 	var builtin iofs.FS
 	if b.Sim != nil && b.Sim.Camera != nil {
 		// The synthetic camera shows the wafer of the recipe being run.

@@ -90,6 +90,9 @@ type Options struct {
 	// LogRing, if set, also keeps the log's lines from info up (the
 	// console's log command).
 	LogRing *logging.Ring
+	// Reach and LinkNoise are passed to daemon.Devices.
+	Reach     func(motion.Point) motion.Point
+	LinkNoise func() string
 }
 
 // New makes a daemon on fake devices (moves take 20 ms, homing 50 ms) and
@@ -132,7 +135,7 @@ func New(t testing.TB, o Options) *Rig {
 	r.D, err = daemon.New(daemon.Options{
 		Config: cfg, Store: store, Logs: logs, LogRing: o.LogRing,
 		Devices: daemon.Devices{Stage: r.Stage, Light: light, Camera: r.Camera, Limits: Limits,
-			Button: r.ButtonPin, EStop: r.EStopPin},
+			Button: r.ButtonPin, EStop: r.EStopPin, Reach: o.Reach, LinkNoise: o.LinkNoise},
 		Notifier: r.Notes, NotifyInterval: 200 * time.Millisecond,
 		OnStep: o.OnStep, Progress: o.Progress,
 	})

@@ -172,8 +172,9 @@ func (s *Stage) Reach(p motion.Point) motion.Point {
 	return m.Reach(p.Add(o)).Add(motion.Point{X: -o.X, Y: -o.Y})
 }
 
-// ErrHomingEnabled: SetOrigin on a controller that homes.
-var ErrHomingEnabled = errors.New("grbl: the controller homes ($22=1): machine coordinates come from homing")
+// ErrHomingEnabled: SetOrigin on a controller that homes; it wraps
+// motion.ErrHomes.
+var ErrHomingEnabled = fmt.Errorf("grbl: the controller homes ($22=1): machine coordinates come from homing: %w", motion.ErrHomes)
 
 // SetOrigin declares that the stage, standing still, is at p in machine
 // coordinates: from then on every position the Stage reports and takes

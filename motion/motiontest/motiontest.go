@@ -46,6 +46,7 @@ type Stage struct {
 
 	holdNeverStops bool
 	mute           bool
+	noHoming       bool
 	onCall         func(call string)
 	halted         chan struct{} // closed and replaced at every Halt and Reset
 }
@@ -143,6 +144,14 @@ func (s *Stage) HoldNever(never bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.holdNeverStops = never
+}
+
+// NoHoming makes the stage one without homing switches: Home fails and
+// SetOrigin works.
+func (s *Stage) NoHoming() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noHoming = true
 }
 
 // Mute makes Status wait for its context instead of answering (a
@@ -247,6 +256,10 @@ func (s *Stage) Home(ctx context.Context) error {
 		return fmt.Errorf("motiontest: home: %w", err)
 	}
 	s.mu.Lock()
+	if s.noHoming {
+		s.mu.Unlock()
+		return fmt.Errorf("motiontest: home: no homing switches: %w", motion.ErrRejected)
+	}
 	if s.state == motion.StateHold {
 		s.mu.Unlock()
 		return fmt.Errorf("motiontest: home: stage held: %w", motion.ErrNotReady)
@@ -445,6 +458,24 @@ func (s *Stage) Unlock(context.Context) error {
 	if s.state == motion.StateAlarm {
 		s.state = motion.StateIdle
 	}
+	return nil
+}
+
+// SetOrigin declares the stage, idle, to be at p; a stage that homes
+// refuses (motion.ErrHomes).
+func (s *Stage) SetOrigin(_ context.Context, p motion.Point) error {
+	if err := s.begin("SetOrigin"); err != nil {
+		return fmt.Errorf("motiontest: set origin: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case !s.noHoming:
+		return fmt.Errorf("motiontest: set origin: %w", motion.ErrHomes)
+	case s.state != motion.StateIdle:
+		return fmt.Errorf("motiontest: set origin: the stage is %v: it must be Idle", s.state)
+	}
+	s.pos = p
 	return nil
 }
 
