@@ -81,9 +81,9 @@ type Status struct {
 	Trusted bool
 	// Homes: the stage has homing switches ([stage] homing); without them
 	// the position is trusted once an origin is set (SetOrigin).
-	Homes bool
-	Travel  motion.Rect
-	Light   LightState
+	Homes  bool
+	Travel motion.Rect
+	Light  LightState
 	// LightLevel is the level a console's "light on" uses.
 	LightLevel float64
 	Camera     camera.Info
