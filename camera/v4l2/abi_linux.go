@@ -155,6 +155,19 @@ type queryCtrl struct {
 	Reserved     [2]uint32
 }
 
+// v4l2_streamparm with its v4l2_captureparm (the union is 200 bytes).
+type streamParm struct {
+	Type         uint32
+	Capability   uint32
+	CaptureMode  uint32
+	Numerator    uint32 // timeperframe: seconds per frame as a fraction
+	Denominator  uint32
+	ExtendedMode uint32
+	ReadBuffers  uint32
+	Reserved     [4]uint32
+	_            [200 - 40]byte
+}
+
 // ioctl requests (linux/videodev2.h).
 var (
 	vidiocQuerycap  = ioc(iocRead, 'V', 0, unsafe.Sizeof(capability{}))
@@ -168,6 +181,7 @@ var (
 	vidiocStreamoff = ioc(iocWrite, 'V', 19, unsafe.Sizeof(int32(0)))
 	vidiocSCtrl     = ioc(iocRead|iocWrite, 'V', 28, unsafe.Sizeof(control{}))
 	vidiocQueryctrl = ioc(iocRead|iocWrite, 'V', 36, unsafe.Sizeof(queryCtrl{}))
+	vidiocSParm     = ioc(iocRead|iocWrite, 'V', 22, unsafe.Sizeof(streamParm{}))
 )
 
 // Constants from linux/videodev2.h and linux/v4l2-controls.h.
@@ -180,6 +194,8 @@ const (
 	bufFlagError              = 0x00000040
 	bufFlagTimestampMask      = 0x0000e000
 	bufFlagTimestampMonotonic = 0x00002000
+
+	capTimePerFrame = 0x1000 // V4L2_CAP_TIMEPERFRAME, in v4l2_captureparm.capability
 
 	ctrlFlagDisabled = 0x0001
 	ctrlFlagReadOnly = 0x0004

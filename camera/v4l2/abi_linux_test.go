@@ -22,6 +22,7 @@ func TestIOCFormula(t *testing.T) {
 		{"VIDIOC_QBUF 32-bit", iocRead | iocWrite, 15, 68, 0xc044560f},
 		{"VIDIOC_S_FMT 64-bit", iocRead | iocWrite, 5, 208, 0xc0d05605},
 		{"VIDIOC_S_FMT 32-bit", iocRead | iocWrite, 5, 204, 0xc0cc5605},
+		{"VIDIOC_S_PARM", iocRead | iocWrite, 22, 204, 0xc0cc5616},
 	} {
 		if got := ioc(c.dir, 'V', c.nr, c.size); got != c.want {
 			t.Errorf("%s: ioc = %#x, want %#x", c.name, got, c.want)
@@ -75,13 +76,16 @@ func TestABI(t *testing.T) {
 		"v4l2_capability": unsafe.Sizeof(capability{}), "v4l2_fmtdesc": unsafe.Sizeof(fmtdesc{}),
 		"v4l2_pix_format": unsafe.Sizeof(pixFormat{}), "v4l2_requestbuffers": unsafe.Sizeof(requestBuffers{}),
 		"v4l2_timecode": unsafe.Sizeof(timecode{}), "v4l2_control": unsafe.Sizeof(control{}),
-		"v4l2_queryctrl": unsafe.Sizeof(queryCtrl{}),
+		"v4l2_queryctrl": unsafe.Sizeof(queryCtrl{}), "v4l2_streamparm": unsafe.Sizeof(streamParm{}),
 	} {
 		w := map[string]uintptr{"v4l2_capability": 104, "v4l2_fmtdesc": 64, "v4l2_pix_format": 48,
-			"v4l2_requestbuffers": 20, "v4l2_timecode": 16, "v4l2_control": 8, "v4l2_queryctrl": 68}[name]
+			"v4l2_requestbuffers": 20, "v4l2_timecode": 16, "v4l2_control": 8, "v4l2_queryctrl": 68, "v4l2_streamparm": 204}[name]
 		if s != w {
 			t.Errorf("sizeof(%s) = %d, want %d", name, s, w)
 		}
+	}
+	if vidiocSParm != 0xc0cc5616 {
+		t.Errorf("VIDIOC_S_PARM = %#x, want 0xc0cc5616", vidiocSParm)
 	}
 	if s := unsafe.Sizeof(buffer{}); s > iocSizeMask {
 		t.Errorf("v4l2_buffer %d bytes does not fit the ioctl size field", s)

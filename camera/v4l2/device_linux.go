@@ -85,6 +85,9 @@ func (c *Camera) setUp(cfg Config) error {
 		return err
 	}
 	d.Exposure = c.setUpExposure(cfg.ManualExposure)
+	if cfg.FrameInterval > 0 {
+		d.FrameInterval, d.FrameIntervalNote = c.setFrameInterval(cfg.FrameInterval)
+	}
 	c.info = camera.Info{Width: d.Width, Height: d.Height, PixelSize: cfg.PixelSize}
 	pool, err := camera.NewPool(d.Width, d.Height)
 	if err != nil {
@@ -160,6 +163,19 @@ func (c *Camera) formats() []string {
 
 // setUpExposure switches to manual exposure if asked and possible. A
 // missing control is reported, not an error.
+// setFrameInterval asks the driver for iv between frames and returns what
+// it chose, or 0 and why not.
+func (c *Camera) setFrameInterval(iv time.Duration) (time.Duration, string) {
+	p := streamParm{Type: bufTypeVideoCapture, Numerator: uint32(iv / time.Microsecond), Denominator: 1_000_000}
+	if err := ioctl(c.fd, vidiocSParm, unsafe.Pointer(&p)); err != nil {
+		return 0, fmt.Sprintf("%s (driver %q): frame interval not settable (VIDIOC_S_PARM: %v)", c.path, c.details.Driver, err)
+	}
+	if p.Capability&capTimePerFrame == 0 || p.Denominator == 0 {
+		return 0, fmt.Sprintf("%s (driver %q): frame interval not settable (no V4L2_CAP_TIMEPERFRAME)", c.path, c.details.Driver)
+	}
+	return time.Duration(uint64(p.Numerator) * uint64(time.Second) / uint64(p.Denominator)), ""
+}
+
 func (c *Camera) setUpExposure(manual bool) Exposure {
 	if !manual {
 		return Exposure{Note: "manual exposure not requested: the camera's exposure settings are left as they are"}

@@ -126,25 +126,26 @@ func TestDeviceChosenSize(t *testing.T) {
 	checkFrame(t, c, f)
 }
 
-// TestDeviceCancelPendingWait cancels captures while they wait for a frame:
-// each must return within 10 ms of the cancellation with the cause, and the
-// next capture must work. Under software emulation on a loaded host (make
-// test-vm sets WAFERD_TEST_SLOW_VM=1) the guest's vCPUs are descheduled for
-// milliseconds at a time, so there 90% of the cancellations must meet the
-// 10 ms bound and all of them 50 ms; on real hardware every one must. With
-// the race detector the latencies are only logged.
+// TestDeviceCancelPendingWait cancels captures while they wait for a frame,
+// with the stream slowed to a frame every 200 ms: every cancelled wait must
+// return the cancellation's cause, and before the next frame is made (the
+// frame a capture that ignored the cancellation would have returned). This
+// holds however slow the host: it is an order, not a time bound. The time
+// from the cancellation to the return is logged as a figure (test-vm runs
+// under software emulation on a shared host).
 func TestDeviceCancelPendingWait(t *testing.T) {
-	// A small frame keeps vivid's pattern generator (a kernel thread,
-	// slow under software emulation) from hogging the VM's CPUs.
-	c := openDevice(t, Config{Width: 320, Height: 180, Format: GREY, PixelSize: 5, SkipFrames: 3})
-	const bound = 10 * time.Millisecond
-	slowVM := os.Getenv("WAFERD_TEST_SLOW_VM") != ""
-	check := !raceEnabled
+	c := openDevice(t, Config{Width: 320, Height: 180, Format: GREY, PixelSize: 5, SkipFrames: -1, FrameInterval: 200 * time.Millisecond})
+	d := c.Details()
+	if d.FrameInterval < 100*time.Millisecond {
+		t.Skipf("the driver did not slow the stream (%v, %s): the order of a cancelled wait and the next frame cannot be told apart", d.FrameInterval, d.FrameIntervalNote)
+	}
+	t.Logf("frame interval %v", d.FrameInterval)
 	cause := errors.New("operator stop")
 	var lats []time.Duration
-	for i := range 20 {
+	for i := range 8 {
+		first := capture(t, c) // a frame has just been made: the next one is an interval away
 		ctx, cancel := context.WithCancelCause(t.Context())
-		delay := time.Duration(5+i) * time.Millisecond
+		delay := time.Duration(5+5*i) * time.Millisecond
 		cancelledAt := make(chan time.Time, 1)
 		timer := time.AfterFunc(delay, func() {
 			cancelledAt <- time.Now()
@@ -154,39 +155,24 @@ func TestDeviceCancelPendingWait(t *testing.T) {
 		returned := time.Now()
 		timer.Stop()
 		cancel(nil)
+		first.Release()
 		if err == nil {
 			f.Release()
-			select {
-			case at := <-cancelledAt:
-				// Only a frame dequeued as the cancellation arrived may
-				// come back after it.
-				if late := returned.Sub(at); late > bound {
-					t.Errorf("capture %d returned a frame %v after the cancellation", i, late)
-				}
-			default: // the frame beat the cancellation
-			}
-			continue
+			t.Fatalf("capture %d returned a frame instead of its cancellation (cancelled %v after the last frame, the next due %v after it)", i, delay, d.FrameInterval)
 		}
 		if !errors.Is(err, cause) {
 			t.Fatalf("capture %d: %v, want the cause %v", i, err, cause)
 		}
-		lat := returned.Sub(<-cancelledAt)
-		lats = append(lats, lat)
-		if check && lat > bound && !slowVM {
-			t.Errorf("capture %d returned %v after the cancellation, want ≤ %v", i, lat, bound)
+		lats = append(lats, returned.Sub(<-cancelledAt))
+		next := capture(t, c)
+		if !returned.Before(next.Time) {
+			t.Errorf("capture %d returned its cancellation at %v, after the next frame (%v): it waited for the frame", i, returned.Format("15:04:05.000000"), next.Time.Format("15:04:05.000000"))
 		}
-		f = capture(t, c)
-		checkFrame(t, c, f)
-		f.Release()
+		checkFrame(t, c, next)
+		next.Release()
 	}
 	slices.Sort(lats)
 	t.Logf("%d pending waits cancelled; returned after %v", len(lats), lats)
-	if len(lats) < 10 {
-		t.Fatalf("only %d of 20 captures were still waiting when cancelled", len(lats))
-	}
-	if p90 := lats[len(lats)*9/10-1]; check && slowVM && (p90 > bound || lats[len(lats)-1] > 5*bound) {
-		t.Errorf("90th percentile %v (want ≤ %v), worst %v (want ≤ %v)", p90, bound, lats[len(lats)-1], 5*bound)
-	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := c.Capture(ctx, 0); !errors.Is(err, context.Canceled) {

@@ -58,6 +58,10 @@ type Config struct {
 	// being exposed when Capture is called is discarded. Negative means
 	// none: the next frame to complete is returned.
 	SkipFrames int
+	// FrameInterval, if positive, asks the driver for this time between
+	// frames (VIDIOC_S_PARM); the driver picks the nearest it has, and
+	// Details().FrameInterval says what it chose (or why not).
+	FrameInterval time.Duration
 }
 
 func (c Config) skipFrames() int {
@@ -104,6 +108,11 @@ type Details struct {
 	Buffers int
 	// Exposure says whether Capture sets the exposure, and if not, why.
 	Exposure Exposure
+	// FrameInterval is the time between frames the driver chose when
+	// Config.FrameInterval asked for one (0: not asked, or not settable:
+	// FrameIntervalNote says why).
+	FrameInterval     time.Duration
+	FrameIntervalNote string
 }
 
 // Exposure describes the manual exposure control.
