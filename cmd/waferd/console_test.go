@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -198,4 +199,101 @@ dir = "` + data + `"
 	}
 	assert.Contains(t, stderr.String(), "simulated devices: light, stage, camera")
 	assert.FileExists(t, filepath.Join(data, "captures", "bringup.png"))
+}
+
+// TestServeConsoleCtrlDOnATerminal: on a terminal, Ctrl-D closes the stdio
+// console only. A run in progress goes on, the daemon keeps running with
+// the terminal given back (signals from Ctrl-C again), and SIGTERM then
+// stops it, the run with it.
+func TestServeConsoleCtrlDOnATerminal(t *testing.T) {
+	data := t.TempDir()
+	master, slave, err := pty.Open()
+	require.NoError(t, err)
+	defer master.Close()
+	cmd := exec.Command(waferdBin, "serve", "--config", simConfig(t, data), "--console", "stdio")
+	cmd.Stdin, cmd.Stdout = slave, slave
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	require.NoError(t, cmd.Start())
+	require.NoError(t, slave.Close())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	exited := false
+	t.Cleanup(func() {
+		if !exited {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	var mu sync.Mutex
+	var got bytes.Buffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			mu.Lock()
+			got.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	expect := func(s string) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return strings.Contains(got.String(), s)
+		}, 30*time.Second, 5*time.Millisecond, "%q; terminal:\n%s\nstderr:\n%s", s, &got, stderr)
+	}
+	expect("waferd> ")
+	_, err = master.WriteString("run demo\r")
+	require.NoError(t, err)
+	expect(" site 2/61 ")
+	_, err = master.Write([]byte{0x04}) // Ctrl-D on an empty line
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return strings.Contains(stderr.String(), "console on the terminal closed (Ctrl-D); waferd keeps running")
+	}, 30*time.Second, 5*time.Millisecond, "stderr:\n%s", stderr)
+	select {
+	case err := <-done:
+		exited = true
+		t.Fatalf("Ctrl-D ended the daemon: %v; stderr:\n%s", err, stderr)
+	case <-time.After(500 * time.Millisecond):
+	}
+	runs, _ := filepath.Glob(filepath.Join(data, "runs", "*", "run.json"))
+	require.Len(t, runs, 1)
+	raw, err := os.ReadFile(runs[0])
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), `"state": "running"`, "the run goes on")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		exited = true
+		require.NoError(t, err, "stderr:\n%s", stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not exit after SIGTERM; stderr:\n%s", stderr)
+	}
+	assert.Equal(t, "canceled", readRun(t, data)["state"])
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

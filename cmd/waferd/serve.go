@@ -120,11 +120,22 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 		switch where {
 		case "stdio":
 			opts.Name, opts.Interactive, opts.CtrlDEOF, opts.LogSink = "stdio", stdio.Interactive, stdio.Interactive, sink
-			opts.OnEOF = func() {
-				log.Noticef("console input ended: shutting down")
-				shutdown(stop.New(stop.Shutdown, "end of console input"))
+			if !stdio.Interactive {
+				// A script on a pipe: its end shuts the daemon down.
+				opts.OnEOF = func() {
+					log.Noticef("console input ended: shutting down")
+					shutdown(stop.New(stop.Shutdown, "end of console input"))
+				}
 			}
-			serve = func(ctx context.Context) error { return console.Serve(ctx, stdio, d, opts) }
+			serve = func(ctx context.Context) error {
+				err := console.Serve(ctx, stdio, d, opts)
+				if errors.Is(err, io.EOF) && stdio.Interactive {
+					// Ctrl-D on a terminal closes this console, not the
+					// daemon: a run in progress goes on.
+					log.Noticef("console on the terminal closed (Ctrl-D); waferd keeps running: Ctrl-C or SIGTERM stops it")
+				}
+				return err
+			}
 		case "pty":
 			p, err := console.OpenPTY()
 			if err != nil {
