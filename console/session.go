@@ -88,9 +88,10 @@ type session struct {
 	port io.ReadWriteCloser
 	out  *outQueue
 
-	mu       sync.Mutex // guards ed and watching
-	ed       Editor
-	watching bool
+	mu         sync.Mutex // guards ed, watching and confirming
+	ed         Editor
+	watching   bool
+	confirming bool // the prompt is a question (confirm): the next line answers it
 
 	lines chan string        // to the executor; closed by the reader when it ends
 	flush chan chan struct{} // asks the event printer to print what it has
@@ -265,6 +266,11 @@ func (s *session) input(ctx context.Context, p []byte) bool {
 		echo = append(echo, s.ed.Output()...)
 		if ev.Kind == None {
 			continue
+		}
+		if s.confirming {
+			// The answer ends the question: the next line gets the
+			// ordinary prompt, not the question again.
+			s.ed.Prompt, s.confirming = s.o.Prompt, false
 		}
 		if ev.Kind != EndOfFile {
 			echo = append(echo, s.ed.Draw()...)
@@ -537,6 +543,10 @@ func sanitize(s string) string {
 func (s *session) setPrompt(p string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.confirming = p != s.o.Prompt
+	if s.ed.Prompt == p {
+		return
+	}
 	e := s.ed.Erase()
 	s.ed.Prompt = p
 	s.out.write([]byte(e + s.ed.Draw()))

@@ -559,4 +559,5 @@ func TestOriginSession(t *testing.T) {
 	assert.True(t, m.d.Machine.Trusted())
 	tm.send("jog 1 1\r")
 	tm.expect(`jogged: stage Idle at X 121\.000 Y 81\.000 mm\r\n`)
+	assert.Equal(t, 2, strings.Count(tm.all(), "[y/N]"), "each question is shown once, not again after its answer")
 }

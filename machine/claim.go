@@ -81,8 +81,12 @@ func (c *Claim) stopLocked(cause *stop.Cause) {
 			c.hurryLocked()
 		}
 		m.emitLocked(Event{Kind: StopEscalated, State: m.state, Cause: cause, Text: c.what})
+	case cause.Reason == c.reason:
+		// The same stop by another path (the console's stop also ends the
+		// command it interrupted, whose context is the claim's parent).
+		m.log.Debugf("stop %v: already stopping for %v", cause, c.reason)
 	default:
-		m.log.Noticef("stop %v ignored: already stopping (%v)", cause, c.reason)
+		m.log.Noticef("stop %v ignored: already stopping (%v, stronger)", cause, c.reason)
 	}
 }
 
