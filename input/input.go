@@ -29,6 +29,15 @@
 // Poll the level is sampled even without an edge, so stale or missed edges
 // are harmless (a missed press edge is acted on at the next Poll).
 //
+// # A line that can no longer be read
+//
+// A pin that also implements Checker (board.Line: its GPIO chip can
+// disappear, e.g. a USB GPIO expander unplugged) is asked at every wake-up
+// whether it can still be read. Once it cannot, its level means nothing:
+// the input counts as active, since for a stop input a spurious stop is the
+// safe failure (the button presses once, the e-stop trips and stays engaged:
+// Released is never closed again), and Run returns the pin's error.
+//
 // Run never calls Halt to interrupt WaitForEdge (racy on gpioioctl lines):
 // it waits at most Poll at a time and checks its context in between, so it
 // returns within Poll of cancellation.
@@ -100,6 +109,13 @@ func (c *Config) check(what string) error {
 	return nil
 }
 
+// Checker is a pin that can tell whether its reads still mean something
+// (board.Line: its GPIO chip may be gone). See the package documentation.
+type Checker interface {
+	// Err returns nil while the pin can be read. Safe for concurrent use.
+	Err() error
+}
+
 // ErrRunning is returned by Run when the same input is already being run.
 var ErrRunning = errors.New("input: Run already in progress")
 
@@ -120,7 +136,7 @@ func (l *line) level() bool {
 // goroutine: change(true) at once on the first reading of the active level
 // (leading edge), change(false) once the line has read inactive with no edge
 // for Debounce. It returns nil when ctx ends, or an error if the pin cannot
-// be configured.
+// be configured or (Checker) can no longer be read.
 func (l *line) run(ctx context.Context, first, change func(active bool)) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("%w on %s", ErrRunning, l.cfg.Pin)
@@ -137,7 +153,30 @@ func (l *line) run(ctx context.Context, first, change func(active bool)) error {
 	// the truth.
 	for i := 0; i < maxDrain && pin.WaitForEdge(drainWait); i++ {
 	}
-	active := l.level()
+	active := false
+	// lost ends Run on a pin that can no longer be read: it counts as
+	// active, and the change is reported if it is one.
+	lost := func() error {
+		c, ok := pin.(Checker)
+		if !ok {
+			return nil
+		}
+		err := c.Err()
+		if err == nil {
+			return nil
+		}
+		if !active {
+			l.active.Store(true)
+			change(true)
+		}
+		return fmt.Errorf("input: %s can no longer be read (counted as active): %w", pin, err)
+	}
+	// Every reading is confirmed by the pin (Checker) before it counts.
+	lvl := l.level()
+	if err := lost(); err != nil {
+		return err
+	}
+	active = lvl
 	l.active.Store(active)
 	first(active)
 
@@ -154,7 +193,11 @@ func (l *line) run(ctx context.Context, first, change func(active bool)) error {
 			left := l.cfg.Debounce - time.Since(since)
 			if left <= 0 {
 				releasing = false
-				if !l.level() {
+				released := !l.level()
+				if err := lost(); err != nil {
+					return err
+				}
+				if released {
 					active = false
 					l.active.Store(false)
 					change(false)
@@ -164,7 +207,11 @@ func (l *line) run(ctx context.Context, first, change func(active bool)) error {
 			wait = min(wait, left)
 		}
 		edge := pin.WaitForEdge(wait)
-		switch lvl := l.level(); {
+		lvl := l.level()
+		if err := lost(); err != nil {
+			return err
+		}
+		switch {
 		case lvl && !active:
 			// The leading edge (or a missed one, seen by sampling): act now.
 			active = true
@@ -208,7 +255,8 @@ func NewButton(cfg Config, onPress func()) (*Button, error) {
 // Run configures the pin and watches it until ctx ends; then it returns nil
 // within Config.Poll. onPress is called from Run's goroutine, so it must not
 // block (Stop(stop.Button) only cancels a context). A non-nil error means the
-// pin could not be configured, or Run was already running.
+// pin could not be configured, could no longer be read (after one last
+// press: see Checker), or Run was already running.
 func (b *Button) Run(ctx context.Context) error {
 	return b.l.run(ctx, func(bool) {}, func(active bool) {
 		if active {
@@ -262,7 +310,8 @@ func NewEStop(cfg Config, onTrip func()) (*EStop, error) {
 // engaged at start-up trips at once); later activations trip on their
 // leading edge, releases are debounced. onTrip is
 // called from Run's goroutine and must not block. A non-nil error means the
-// pin could not be configured, or Run was already running.
+// pin could not be configured, could no longer be read (the e-stop then
+// stays engaged: see Checker), or Run was already running.
 func (e *EStop) Run(ctx context.Context) error {
 	return e.l.run(ctx, e.set, e.set)
 }

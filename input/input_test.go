@@ -455,3 +455,92 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("String() = %q", b.String())
 	}
 }
+
+// lostPin is a test pin that can be made unreadable (Checker), as a
+// board.Line whose GPIO chip has been removed.
+type lostPin struct {
+	*gpiotest.Pin
+	lost atomic.Bool
+}
+
+var errGone = errors.New("chip gone")
+
+func (p *lostPin) Err() error {
+	if p.lost.Load() {
+		return errGone
+	}
+	return nil
+}
+
+// An input that can no longer be read counts as active: the e-stop trips
+// once and stays engaged, the button presses once; Run returns the pin's
+// error within one Poll, with no edge.
+func TestUnreadableInputIsActive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ep := &lostPin{Pin: newPin("ESTOP", gpio.Low)}
+		var trips atomic.Int32
+		e, err := NewEStop(Config{Pin: ep}, func() { trips.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		bp := &lostPin{Pin: newPin("STOP", gpio.Low)}
+		var presses atomic.Int32
+		b, err := NewButton(Config{Pin: bp}, func() { presses.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		eDone, bDone := make(chan error, 1), make(chan error, 1)
+		go func() { eDone <- e.Run(t.Context()) }()
+		go func() { bDone <- b.Run(t.Context()) }()
+		time.Sleep(drainWait)
+		synctest.Wait()
+		if e.Active() || count(&trips) != 0 || count(&presses) != 0 {
+			t.Fatalf("before: Active=%v trips=%d presses=%d, want false 0 0", e.Active(), trips.Load(), presses.Load())
+		}
+		ep.lost.Store(true)
+		bp.lost.Store(true)
+		start := time.Now()
+		for _, done := range []chan error{eDone, bDone} {
+			if err := <-done; !errors.Is(err, errGone) || !strings.Contains(err.Error(), "can no longer be read") {
+				t.Errorf("Run: %v, want the pin's error", err)
+			}
+		}
+		if d := time.Since(start); d > DefaultPoll {
+			t.Errorf("Run returned %v after the line was lost, want ≤ %v", d, DefaultPoll)
+		}
+		if trips.Load() != 1 || !e.Active() || presses.Load() != 1 {
+			t.Errorf("after: trips=%d Active=%v presses=%d, want 1 true 1", trips.Load(), e.Active(), presses.Load())
+		}
+		select {
+		case <-e.Released():
+			t.Error("Released closed after the e-stop line was lost")
+		default:
+		}
+	})
+}
+
+// An e-stop whose line reads released because it was lost is not released.
+func TestUnreadableEStopIsNotReleased(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &lostPin{Pin: newPin("ESTOP", gpio.Low)}
+		e, err := NewEStop(Config{Pin: p}, func() {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- e.Run(t.Context()) }()
+		time.Sleep(drainWait)
+		edges(p.Pin, 0, gpio.High) // engaged
+		if !e.Active() {
+			t.Fatal("not tripped")
+		}
+		p.lost.Store(true)
+		edges(p.Pin, 0, gpio.Low) // reads released, but the line is gone
+		if err := <-done; !errors.Is(err, errGone) {
+			t.Fatalf("Run: %v, want the pin's error", err)
+		}
+		if !e.Active() || e.Trips() != 1 {
+			t.Fatalf("Active=%v trips=%d, want true 1", e.Active(), e.Trips())
+		}
+	})
+}
