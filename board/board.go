@@ -261,16 +261,22 @@ func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, erro
 		}
 		b.simulated("light", detail)
 	} else {
+		// The enable line is requested (as an output, off) by
+		// illumination.New below.
 		en, err := OpenLine("light enable", cfg.Light.Chip, cfg.Light.Line)
 		if err != nil {
 			return fail(err)
 		}
+		b.closers = append(b.closers, en.Close)
 		lc = illumination.Config{Enable: en, ActiveLow: cfg.Light.ActiveLow, SenseActiveLow: cfg.Light.SenseActiveLow}
 		desc := "light " + cfg.Light.Chip + "/" + cfg.Light.Line
 		if cfg.Light.SenseLine != "" {
-			if lc.Sense, err = OpenLine("light sense", cfg.Light.Chip, cfg.Light.SenseLine); err != nil {
+			sense, err := openInput("light sense", cfg.Light.Chip, cfg.Light.SenseLine)
+			if err != nil {
 				return fail(err)
 			}
+			b.closers = append(b.closers, sense.Close)
+			lc.Sense = sense
 			desc += ", sense " + cfg.Light.SenseLine
 		}
 		b.devices = append(b.devices, desc)
@@ -311,9 +317,12 @@ func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, erro
 			*in.pin = simInput{Pin: in.sim, activeLow: in.cfg.ActiveLow}
 			b.simulated(in.what, "")
 		default:
-			if *in.pin, err = OpenLine(in.what, in.cfg.Chip, in.cfg.Line); err != nil {
+			l, err := openInput(in.what, in.cfg.Chip, in.cfg.Line)
+			if err != nil {
 				return fail(err)
 			}
+			b.closers = append(b.closers, l.Close)
+			*in.pin = l
 			b.devices = append(b.devices, in.what+" "+in.cfg.Chip+"/"+in.cfg.Line)
 		}
 	}
@@ -369,6 +378,21 @@ func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, erro
 		MaxFeed: motion.Speed(cfg.Stage.MaxFeedMMMin),
 	}
 	return b, nil
+}
+
+// openInput opens an input line and requests it from the kernel at once, so
+// that a line held by another process stops start-up with an error naming
+// the holder (rather than leaving the input dead when input.Run configures
+// it). Bias and edges are set by the line's user (input.Run).
+func openInput(what, chip, line string) (*Line, error) {
+	l, err := OpenLine(what, chip, line)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.In(gpio.PullNoChange, gpio.NoEdge); err != nil {
+		return nil, errors.Join(fmt.Errorf("board: %s: %w", what, err), l.Close())
+	}
+	return l, nil
 }
 
 // openSimParts starts the simulated devices cfg names "sim", or returns nil
