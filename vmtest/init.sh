@@ -8,12 +8,19 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
+# Pseudo-terminals, for the simulated stage of board's tests.
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+[ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 say() { echo "WAFERD-VM: $*"; }
 
 say "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s)"
 while read -r mod args; do
 	insmod "/lib/modules/$mod" $args || say "insmod $mod failed"
 done < /lib/modules/load.order
+
+# gpio-sim is configured through configfs (board's GPIO tests create
+# their chips there).
+[ -d /sys/kernel/config ] && mount -t configfs configfs /sys/kernel/config
 
 # devtmpfs creates the nodes as the drivers register; give them a moment.
 i=0
