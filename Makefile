@@ -7,7 +7,7 @@ PKGS      := ./...
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build test demo cross lint fuzz install bench clean test-vm
+.PHONY: all build test demo cross lint fuzz install bench clean test-vm test-system
 
 all: lint build test
 
@@ -61,6 +61,12 @@ install: build
 ## the first time: apt-get install/download, cached in vmtest/.cache)
 test-vm:
 	GO=$(GO) vmtest/run.sh
+
+## test-system: the amd64 package under real systemd in a VM: install, start,
+## runs stopped by button, e-stop, systemctl stop and systemd's watchdog,
+## upgrade, purge (vmtest/system.sh; root: mmdebstrap, apt-get)
+test-system:
+	GO=$(GO) vmtest/system.sh
 
 clean:
 	rm -rf $(BIN)
