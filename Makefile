@@ -7,7 +7,7 @@ PKGS      := ./...
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build test demo cross lint fuzz install bench clean test-vm test-system
+.PHONY: all build test demo cross lint fuzz install bench clean test-vm test-vm-arm64 test-system
 
 all: lint build test
 
@@ -61,6 +61,11 @@ install: build
 ## the first time: apt-get install/download, cached in vmtest/.cache)
 test-vm:
 	GO=$(GO) vmtest/run.sh
+
+## test-vm-arm64: the arm64 device tests on Debian's arm64 kernel under
+## qemu-system-aarch64 (virt): vivid, i6300esb, gpio-sim, PL061, 16550 UARTs
+test-vm-arm64:
+	GO=$(GO) vmtest/run-arm64.sh
 
 ## test-system: the amd64 package under real systemd in a VM: install, start,
 ## runs stopped by button, e-stop, systemctl stop and systemd's watchdog,

@@ -21,6 +21,8 @@ done < /lib/modules/load.order
 # gpio-sim is configured through configfs (board's GPIO tests create
 # their chips there).
 [ -d /sys/kernel/config ] && mount -t configfs configfs /sys/kernel/config
+# The kernel's view of the GPIO lines (/sys/kernel/debug/gpio).
+mount -t debugfs debugfs /sys/kernel/debug
 
 # devtmpfs creates the nodes as the drivers register; give them a moment.
 i=0
