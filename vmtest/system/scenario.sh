@@ -94,6 +94,11 @@ systemd-run -q --unit=grblsim $H grbl /dev/ttyS2
 # The scenario's end of the console line: raw, no echo, also between the
 # commands (the line discipline would echo waferd's prompt back to it).
 stty -F /dev/ttyS5 raw -echo 115200
+# Keep the port open between the commands: a closed 8250 receives nothing,
+# qemu then stops sending from waferd's end, and waferd's console writes
+# block once its UART's buffer is full (a writer blocked so kept the
+# shutdown waiting past TimeoutStopSec in one run: see the report).
+sleep infinity </dev/ttyS5 &
 
 # --- start ------------------------------------------------------------------
 t0=$(now)
