@@ -318,7 +318,7 @@ func TestScriptedSession(t *testing.T) {
 	// ask for the status once it has.
 	require.Eventually(t, func() bool { return m.d.Machine.State() == machine.EStop }, 15*time.Second, time.Millisecond)
 	tm.send("status\r")
-	tm.expect(`machine\s+estop \(estop: ESTOP\): reset clears it`)
+	tm.expect(`machine\s+estop \(estop: ESTOP\(3\)\): reset clears it`)
 	tm.send("home\r")
 	tm.expect(`error: home refused: machine latched: machine is estop`)
 	tm.send("reset\r")

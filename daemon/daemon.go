@@ -45,7 +45,10 @@ type Devices struct {
 	Light  illumination.Lamp
 	Camera camera.Camera
 	Limits recipe.Limits
-	// Button and EStop are the stop inputs; nil when not fitted.
+	// Button and EStop are the stop inputs; nil when not fitted. Their
+	// String() names them in stop reasons (board's lines give
+	// "gpiochip0/button"), and input watches a lost line through them:
+	// pass board's pins unwrapped.
 	Button, EStop gpio.PinIn
 	// SetRecipe, if set, is called before each run with its recipe (the
 	// simulated board puts that recipe's wafer under its camera).
@@ -168,7 +171,7 @@ func New(o Options) (*Daemon, error) {
 	var err error
 	if o.Devices.EStop != nil {
 		d.estop, err = input.NewEStop(inputConfig(o.Devices.EStop, cfg.EStop), func() {
-			d.Stop(stop.EStop, o.Devices.EStop.Name())
+			d.Stop(stop.EStop, o.Devices.EStop.String())
 		})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: e-stop: %w", err)
@@ -177,7 +180,7 @@ func New(o Options) (*Daemon, error) {
 	}
 	if o.Devices.Button != nil {
 		d.button, err = input.NewButton(inputConfig(o.Devices.Button, cfg.Button), func() {
-			d.Stop(stop.Button, o.Devices.Button.Name())
+			d.Stop(stop.Button, o.Devices.Button.String())
 		})
 		if err != nil {
 			return nil, fmt.Errorf("daemon: stop button: %w", err)

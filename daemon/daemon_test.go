@@ -55,7 +55,7 @@ func TestButtonBounceIsOneStop(t *testing.T) {
 	}
 	out := result(t, r)
 	assert.Equal(t, machine.Canceled, out.Outcome, "%s %v", out.Reason, out.Err)
-	assert.Equal(t, "button: BUTTON", out.Reason)
+	assert.Equal(t, "button: BUTTON(2)", out.Reason)
 	assert.Equal(t, machine.Idle, r.D.Machine.State())
 	assert.Equal(t, 1, r.D.Stats().Requests[stop.Button], "bounces within the debounce time are one press")
 	// Release; a second press while idle stops nothing and latches nothing.
@@ -69,7 +69,7 @@ func TestEStopLatchesUntilReleasedAndReset(t *testing.T) {
 	daemontest.Press(t, r.EStopPin, gpio.High)
 	out := result(t, r)
 	assert.Equal(t, machine.Aborted, out.Outcome)
-	assert.Equal(t, "estop: ESTOP", out.Reason)
+	assert.Equal(t, "estop: ESTOP(3)", out.Reason)
 	assert.Equal(t, machine.EStop, r.D.Machine.State())
 	assert.Equal(t, gpio.Low, r.Light())
 	assert.NotContains(t, r.Stage.Calls(), "Hold", "an e-stop resets at once")
