@@ -11,6 +11,7 @@ import (
 
 	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
@@ -402,9 +403,16 @@ func cmdRuns(s *session, _ context.Context, c Command) {
 		s.print("no runs recorded")
 		return
 	}
-	lines := []string{fmt.Sprintf("%-32s %-11s %9s %7s  %s", "RUN", "STATE", "SITES", "DEFECTS", "REASON")}
+	// Columns as wide as their widest entry: run ids grow with recipe
+	// names.
+	idW, sitesW := len("RUN"), len("SITES")
 	for _, r := range runs {
-		lines = append(lines, fmt.Sprintf("%-32s %-11s %4d/%-4d %7d  %s", r.ID, r.State, r.SitesDone, r.SitesTotal, r.DefectsTotal, r.Reason))
+		idW = max(idW, len(r.ID))
+		sitesW = max(sitesW, len(fmt.Sprintf("%d/%d", r.SitesDone, r.SitesTotal)))
+	}
+	lines := []string{fmt.Sprintf("%-*s  %-11s  %*s  %7s  %s", idW, "RUN", "STATE", sitesW, "SITES", "DEFECTS", "REASON")}
+	for _, r := range runs {
+		lines = append(lines, fmt.Sprintf("%-*s  %-11s  %*s  %7d  %s", idW, r.ID, r.State, sitesW, fmt.Sprintf("%d/%d", r.SitesDone, r.SitesTotal), r.DefectsTotal, r.Reason))
 	}
 	s.print(lines...)
 	if err != nil {
@@ -484,7 +492,7 @@ func runLines(r results.Run) []string {
 		worst = worst[:5]
 	}
 	for _, st := range worst {
-		d := fmt.Sprintf("site %d die %+d,%+d at (%.3f, %.3f) mm: %d defects", st.Index+1, st.Die[0], st.Die[1], st.XMM, st.YMM, st.Defects)
+		d := fmt.Sprintf("site %d die %s at (%.3f, %.3f) mm: %s", st.Index+1, recipe.DieName(st.Die), st.XMM, st.YMM, plural(st.Defects, "defect"))
 		if st.Error != "" {
 			d += ", failed: " + oneLine(st.Error)
 		}
@@ -703,8 +711,8 @@ func formatEvent(ev control.Event) string {
 		return fmt.Sprintf("run %s started: %d sites (stop stops it)", ev.Recipe, ev.Sites)
 	case control.RunProgress:
 		p := ev.Progress
-		return fmt.Sprintf("%s: site %d/%d die %+d,%+d, %d defects so far, elapsed %v, ETA %v",
-			p.RunID, p.Done, p.Total, p.Site.Die[0], p.Site.Die[1], p.Defects, p.Elapsed.Round(100*time.Millisecond), p.ETA.Round(time.Second))
+		return fmt.Sprintf("%s: site %d/%d die %s, %s so far, elapsed %v, ETA %v",
+			p.RunID, p.Done, p.Total, recipe.DieName(p.Site.Die), plural(p.Defects, "defect"), p.Elapsed.Round(100*time.Millisecond), p.ETA.Round(time.Second))
 	case control.RunEnded:
 		if ev.Err != nil {
 			return fmt.Sprintf("run %s did not start: %s", ev.Recipe, oneLine(ev.Err.Error()))

@@ -305,7 +305,9 @@ func TestScriptedSession(t *testing.T) {
 	assert.False(t, m.Stage.Moving())
 
 	tm.send("runs\r")
-	tm.expect(regexp.QuoteMeta(id) + `\s+canceled\s+` + end[2] + `/` + sites)
+	runs := tm.expect(`(RUN\s+STATE\s+SITES\s+DEFECTS\s+REASON)\r\n(` + regexp.QuoteMeta(id) + `\s+canceled\s+` + end[2] + `/` + sites + `.*)\r\n`)
+	assert.Equal(t, strings.Index(runs[1], "STATE"), strings.Index(runs[2], "canceled"), "columns aligned:\n%s\n%s", runs[1], runs[2])
+	assert.Equal(t, strings.Index(runs[1], "REASON"), strings.Index(runs[2], "operator"), "columns aligned:\n%s\n%s", runs[1], runs[2])
 	tm.send("show last\r")
 	tm.expect(`run\s+` + regexp.QuoteMeta(id))
 	tm.expect(`outcome\s+canceled: operator: console ttyTEST`)

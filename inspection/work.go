@@ -72,7 +72,7 @@ func (w *work) do(parent context.Context) error {
 	// Golden die first: every site is compared against it.
 	golden, err := w.expose(ctx, rec.Reference)
 	if err != nil {
-		return fmt.Errorf("reference die %v: %w", rec.Reference.Die, err)
+		return fmt.Errorf("reference die %s: %w", recipe.DieName(rec.Reference.Die), err)
 	}
 	w.golden = golden
 	r.detector.Prepare(golden)
@@ -81,10 +81,10 @@ func (w *work) do(parent context.Context) error {
 		for _, s := range rec.Sites {
 			f, err := w.expose(ctx, s)
 			if err != nil {
-				return fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+				return fmt.Errorf("site %d die %s: %w", s.Index+1, recipe.DieName(s.Die), err)
 			}
 			if err := w.process(ctx, s, f); err != nil {
-				return fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+				return fmt.Errorf("site %d die %s: %w", s.Index+1, recipe.DieName(s.Die), err)
 			}
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -123,7 +123,7 @@ func (w *work) pipeline(pctx context.Context) error {
 				continue
 			}
 			if err := w.process(pctx, c.site, c.frame); err != nil {
-				procErr = fmt.Errorf("site %d die %v: %w", c.site.Index+1, c.site.Die, err)
+				procErr = fmt.Errorf("site %d die %s: %w", c.site.Index+1, recipe.DieName(c.site.Die), err)
 				cancel(procErr)
 			}
 		}
@@ -133,7 +133,7 @@ func (w *work) pipeline(pctx context.Context) error {
 	for _, s := range w.rec.Sites {
 		f, err := w.expose(pctx, s)
 		if err != nil {
-			acqErr = fmt.Errorf("site %d die %v: %w", s.Index+1, s.Die, err)
+			acqErr = fmt.Errorf("site %d die %s: %w", s.Index+1, recipe.DieName(s.Die), err)
 			cancel(acqErr)
 			break
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/internal/logging"
 )
 
@@ -22,8 +23,8 @@ func newProgress(w io.Writer) *progress {
 }
 
 func (p *progress) site(pr inspection.Progress) {
-	line := fmt.Sprintf("site %d/%d  die %+d,%+d  defects %d  elapsed %s  ETA %s",
-		pr.Done, pr.Total, pr.Site.Die[0], pr.Site.Die[1], pr.Defects,
+	line := fmt.Sprintf("site %d/%d  die %s  defects %d  elapsed %s  ETA %s",
+		pr.Done, pr.Total, recipe.DieName(pr.Site.Die), pr.Defects,
 		pr.Elapsed.Round(time.Second), pr.ETA.Round(time.Second))
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\x1b[K%s", line)

@@ -310,3 +310,7 @@ func serpentine(s []Site) {
 		out = append(out, row...)
 	}
 }
+
+// DieName writes a die's column and row as the console and the logs show
+// them: "+1,-4" (the reference die is "+0,+0").
+func DieName(die [2]int) string { return fmt.Sprintf("%+d,%+d", die[0], die[1]) }
