@@ -104,15 +104,20 @@ func OpenStage(ctx context.Context, cfg StageConfig) (*grbl.Stage, error) {
 			}
 		default:
 			if err := checkHoming(cfg.Homing, m); err != nil {
-				return nil, errors.Join(fmt.Errorf("board: stage on %s: stage.homing: %w", cfg.Port, err), st.Close())
+				return nil, errors.Join(fmt.Errorf("board: stage on %s: stage.homing: %w (%w)", cfg.Port, err, ErrMismatch), st.Close())
 			}
 			if err := m.CheckTravel(cfg.Travel); err != nil && cfg.Travel != (motion.Rect{}) {
-				return nil, errors.Join(fmt.Errorf("board: stage on %s: stage.travel_min_mm, stage.travel_max_mm: %w", cfg.Port, err), st.Close())
+				return nil, errors.Join(fmt.Errorf("board: stage on %s: stage.travel_min_mm, stage.travel_max_mm: %w (%w)", cfg.Port, err, ErrMismatch), st.Close())
 			}
 		}
 	}
 	return st, nil
 }
+
+// ErrMismatch marks a start-up error where the configuration and the
+// controller disagree (travel, homing): a configuration error, which a
+// restart does not fix.
+var ErrMismatch = errors.New("board: the configuration does not match the controller")
 
 // checkHoming refuses a controller whose homing ($22) is not what the
 // configuration says (want; nil: not checked).

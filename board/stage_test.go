@@ -38,7 +38,7 @@ func TestOpenRefusesTravelOutsideController(t *testing.T) {
 	cfg.Button.Line, cfg.EStop.Line = "", ""
 	// The example configuration of the simulated board: 0..300 mm.
 	_, err = Open(openCtx(t), cfg)
-	require.Error(t, err)
+	require.ErrorIs(t, err, ErrMismatch, "a configuration error")
 	for _, want := range []string{
 		"board: stage on " + port + ": stage.travel_min_mm, stage.travel_max_mm: grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm",
 		"does not fit the controller's machine space X [-200.000, 0.000] Y [-200.000, 0.000] mm",
@@ -214,7 +214,7 @@ func TestOpenRefusesHomingThatDisagrees(t *testing.T) {
 		cfg.Light.PWMChip = ""
 		cfg.Button.Line, cfg.EStop.Line = "", ""
 		_, err = Open(openCtx(t), cfg)
-		require.Error(t, err)
+		require.ErrorIs(t, err, ErrMismatch, "a configuration error")
 		assert.Contains(t, err.Error(), "board: stage on "+port+": "+c.want)
 	}
 

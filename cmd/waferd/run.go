@@ -102,6 +102,9 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 			return exitCanceled
 		}
 		log.Errorf("%v", err)
+		if errors.Is(err, board.ErrMismatch) {
+			return exitUsage
+		}
 		return exitFailed
 	}
 	defer m.close()

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/console"
 	"github.com/waferd/waferd/inspection/results"
@@ -94,8 +95,11 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	m, err := openMachine(ctx, cfg, machineOptions{store: store, logs: logs, ring: ring, stdout: stdout})
 	if err != nil {
 		log.Errorf("%v", err)
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return 0 // a signal during start-up: nothing started, a clean exit
+		case errors.Is(err, board.ErrMismatch):
+			return exitUsage // the configuration must change: not retried by systemd
 		}
 		return exitFailed
 	}

@@ -86,3 +86,22 @@ func TestServeLogsRealStageNoise(t *testing.T) {
 	assert.Contains(t, joined, "grbl: noise on the link")
 	assert.NotContains(t, joined, "Faulted", "noise is not a fault:\n%s", joined)
 }
+
+// TestServeRefusesATravelTheControllerCannotReach: a configured travel
+// that a stock controller's machine space does not hold is a configuration
+// error: exit status 2 (not retried by systemd), with one message naming
+// the keys and the controller's settings.
+func TestServeRefusesATravelTheControllerCannotReach(t *testing.T) {
+	emu := grblsim.New(grblsim.Config{TimeScale: 20, HomingRequired: true}) // GRBL 1.1h as shipped: -200..0 mm
+	t.Cleanup(func() { emu.Close() })
+	port, err := emu.OpenPTY()
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "waferd.toml")
+	doc := "[stage]\nport = \"" + port + "\"\ntravel_max_mm = [300.0, 300.0]\n[light]\nchip = \"sim\"\n[camera]\ndevice = \"sim\"\nwidth = 64\nheight = 64\n[data]\ndir = \"" + t.TempDir() + "\"\n"
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o644))
+	out, err := exec.Command(waferdBin, "serve", "--config", p).CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "%s", out)
+	assert.Equal(t, 2, ee.ExitCode(), "%s", out)
+	assert.Contains(t, string(out), "stage.travel_min_mm, stage.travel_max_mm: grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm does not fit the controller's machine space X [-200.000, 0.000] Y [-200.000, 0.000] mm")
+}

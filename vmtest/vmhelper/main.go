@@ -38,6 +38,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/waferd/waferd/sim"
 	"github.com/waferd/waferd/sim/grblsim"
 )
 
@@ -91,7 +92,12 @@ func serveGRBL(port string) error {
 	if err != nil {
 		return err
 	}
-	emu := grblsim.New(grblsim.Config{HomingRequired: true})
+	// The simulated board's stage profile (a 300 mm table whose machine
+	// space is 0..300 mm), as waferd's default travel expects, locked
+	// until homed.
+	cfg := sim.EmulatorConfig(sim.Config{TimeScale: 1})
+	cfg.HomingRequired = true
+	emu := grblsim.New(cfg)
 	emu.OnRealtime(func(b byte, at time.Time) {
 		name := map[byte]string{'!': "!", '~': "~", '?': "?", 0x18: "reset"}[b]
 		if name == "?" {
