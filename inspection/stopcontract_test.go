@@ -321,7 +321,7 @@ func (l *failingLight) On(level float64) error {
 // run asks for the status after claiming the machine and before creating
 // its record.
 type stopOnStatus struct {
-	motion.Stage // no TryFeedHold: Stop cancels the run directly
+	motion.Stage
 	hook         func()
 }
 

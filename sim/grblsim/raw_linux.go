@@ -2,8 +2,8 @@ package grblsim
 
 import (
 	"os"
-	"syscall"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // makeRaw puts the terminal f in raw mode (cfmakeraw): no echo, no line
@@ -15,21 +15,19 @@ func makeRaw(f *os.File) error {
 	}
 	var ioErr error
 	err = sc.Control(func(fd uintptr) {
-		var t syscall.Termios
-		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TCGETS, uintptr(unsafe.Pointer(&t))); e != 0 {
-			ioErr = e
+		t, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+		if err != nil {
+			ioErr = err
 			return
 		}
-		t.Iflag &^= syscall.IGNBRK | syscall.BRKINT | syscall.PARMRK | syscall.ISTRIP | syscall.INLCR | syscall.IGNCR | syscall.ICRNL | syscall.IXON
-		t.Oflag &^= syscall.OPOST
-		t.Lflag &^= syscall.ECHO | syscall.ECHONL | syscall.ICANON | syscall.ISIG | syscall.IEXTEN
-		t.Cflag &^= syscall.CSIZE | syscall.PARENB
-		t.Cflag |= syscall.CS8
-		t.Cc[syscall.VMIN] = 1
-		t.Cc[syscall.VTIME] = 0
-		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TCSETS, uintptr(unsafe.Pointer(&t))); e != 0 {
-			ioErr = e
-		}
+		t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+		t.Oflag &^= unix.OPOST
+		t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+		t.Cflag &^= unix.CSIZE | unix.PARENB
+		t.Cflag |= unix.CS8
+		t.Cc[unix.VMIN] = 1
+		t.Cc[unix.VTIME] = 0
+		ioErr = unix.IoctlSetTermios(int(fd), unix.TCSETS, t)
 	})
 	if err != nil {
 		return err
