@@ -36,7 +36,7 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	recipePath := fs.String("recipe", "", "recipe `file` (TOML) to run")
 	cfgPath := fs.String("config", "", "configuration `file` of the machine (TOML; see systemd/waferd.toml); without it, the simulated board")
 	useSim := fs.Bool("sim", false, "the simulated board (the default without --config; with --config, that configuration on the simulated board)")
-	dataDir := fs.String("data", ".", "data `directory`; runs are written under DIR/runs/")
+	dataDir := fs.String("data", "", "data `directory`; runs are written under DIR/runs/ (default: [data] dir with --config, else .)")
 	timeScale := fs.Float64("time-scale", 1, "simulated board only: stage motion this many times faster than real time")
 	logLevel := fs.String("log-level", "", "log `level`: error, warning, notice, info (default) or debug")
 	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
@@ -61,6 +61,9 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	if _, err := logging.ParseLevel(*logLevel); err != nil {
 		fmt.Fprintf(stderr, "waferd run: --log-level: %v\n", err)
 		return exitUsage
+	}
+	if *cfgPath == "" && *dataDir == "" {
+		*dataDir = "."
 	}
 	cfg, err := loadConfig(*cfgPath, *useSim, *dataDir, *logLevel)
 	if err != nil {

@@ -105,3 +105,25 @@ func TestServeRefusesATravelTheControllerCannotReach(t *testing.T) {
 	assert.Equal(t, 2, ee.ExitCode(), "%s", out)
 	assert.Contains(t, string(out), "stage.travel_min_mm, stage.travel_max_mm: grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm does not fit the controller's machine space X [-200.000, 0.000] Y [-200.000, 0.000] mm")
 }
+
+// TestRunOnAConfiguredMachine: waferd run --config runs on the hardware a
+// configuration names, as waferd serve does: here a stage on a serial port
+// path (a GRBL emulator of the test's own behind a pty) with the synthetic
+// camera and light of the simulated board.
+func TestRunOnAConfiguredMachine(t *testing.T) {
+	emu := grblsim.New(sim.EmulatorConfig(sim.Config{TimeScale: 20}))
+	t.Cleanup(func() { emu.Close() })
+	port, err := emu.OpenPTY()
+	require.NoError(t, err)
+	data := t.TempDir()
+	p := filepath.Join(t.TempDir(), "waferd.toml")
+	doc := "[stage]\nport = \"" + port + "\"\n[light]\nchip = \"sim\"\n[camera]\ndevice = \"sim\"\nwidth = 160\nheight = 160\npixel_um = 20.0\n[data]\ndir = \"" + data + "\"\n"
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o644))
+	out, err := exec.Command(waferdBin, "run", "--config", p, "--recipe", writeRecipe(t, smallRecipe)).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), ": completed,")
+	assert.Contains(t, string(out), "opening the board")
+	m := readRun(t, data)
+	assert.Equal(t, "completed", m["state"])
+	assert.Equal(t, m["sites_total"], m["sites_done"])
+}
