@@ -73,9 +73,11 @@ func (c *Claim) stopLocked(cause *stop.Cause) {
 		}
 		m.stats.begin()
 		m.emitLocked(Event{Kind: StopRequested, State: m.state, Cause: cause, Text: c.what})
-		m.log.Warnf("stop requested: %v (%s)", cause, c.what)
+		what := c.what
+		m.later(func() { m.log.Warnf("stop requested: %v (%s)", cause, what) })
 	case cause.Reason > c.reason:
-		m.log.Warnf("stop escalated from %v to %v", c.reason, cause)
+		from := c.reason
+		m.later(func() { m.log.Warnf("stop escalated from %v to %v", from, cause) })
 		c.reason = cause.Reason
 		if cause.Reason.Immediate() {
 			c.hurryLocked()
@@ -84,9 +86,10 @@ func (c *Claim) stopLocked(cause *stop.Cause) {
 	case cause.Reason == c.reason:
 		// The same stop by another path (the console's stop also ends the
 		// command it interrupted, whose context is the claim's parent).
-		m.log.Debugf("stop %v: already stopping for %v", cause, c.reason)
+		m.later(func() { m.log.Debugf("stop %v: already stopping for it", cause) })
 	default:
-		m.log.Noticef("stop %v ignored: already stopping (%v, stronger)", cause, c.reason)
+		stronger := c.reason
+		m.later(func() { m.log.Noticef("stop %v ignored: already stopping (%v, stronger)", cause, stronger) })
 	}
 }
 
@@ -98,7 +101,8 @@ func (c *Claim) lateStopLocked(cause *stop.Cause) {
 		c.late, c.lateWhy = cause.Reason, why(cause)
 		return
 	}
-	c.m.log.Noticef("stop %v after %s ended: nothing to stop", cause, c.what)
+	m, what := c.m, c.what
+	m.later(func() { m.log.Noticef("stop %v after %s ended: nothing to stop", cause, what) })
 }
 
 func (c *Claim) hurryLocked() {
@@ -174,7 +178,7 @@ func (c *Claim) End(err error) Ending {
 	m.mu.Lock()
 	if c.done || c.stopping {
 		e := c.ending
-		m.mu.Unlock()
+		m.unlock()
 		return e
 	}
 	var fe *FaultError
@@ -183,7 +187,7 @@ func (c *Claim) End(err error) Ending {
 	case err == nil:
 		c.done = true
 		c.ending = Ending{Outcome: Completed, After: Idle}
-		m.mu.Unlock()
+		m.unlock()
 		return c.ending
 	case c.ctx.Err() != nil && context.Cause(c.ctx) != nil:
 		// The parent context ended and the operation saw it before the
@@ -202,7 +206,7 @@ func (c *Claim) End(err error) Ending {
 	}
 	c.stopping = true
 	m.setLocked(Stopping, c.what)
-	m.mu.Unlock()
+	m.unlock()
 
 	escalated, stopErr := m.safeStop(c)
 	if stopErr != nil {
@@ -210,7 +214,7 @@ func (c *Claim) End(err error) Ending {
 	}
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	e := Ending{Reason: c.reason, Err: errors.Join(err, stopErr), Escalated: escalated}
 	switch {
 	case c.reason == stop.None:
@@ -249,7 +253,7 @@ func (c *Claim) Release() {
 	e := c.End(nil)
 	m := c.m
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.claim != c {
 		return
 	}

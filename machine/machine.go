@@ -85,6 +85,21 @@ type Machine struct {
 	closed   bool   // Close was called: no new claims
 	last     Last   // the last operation released
 	stats    stats
+	logs     []func() // messages made under mu, written by unlock
+}
+
+// later keeps a log call made under m.mu for unlock to make: a slow log
+// (a full journal pipe) never holds up a stop, which takes the lock.
+func (m *Machine) later(log func()) { m.logs = append(m.logs, log) }
+
+// unlock releases m.mu, then writes the log messages made under it.
+func (m *Machine) unlock() {
+	logs := m.logs
+	m.logs = nil
+	m.mu.Unlock()
+	for _, log := range logs {
+		log()
+	}
 }
 
 // Last is how the last operation that held the machine ended.
@@ -193,7 +208,7 @@ func (m *Machine) LinkDown() bool {
 // *stop.Cause if it has one, else as an operator stop).
 func (m *Machine) Claim(ctx context.Context, what string) (*Claim, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	switch {
 	case m.closed:
 		return nil, fmt.Errorf("machine: %s refused: %w", what, ErrClosed)
@@ -229,7 +244,7 @@ func (m *Machine) Stop(reason stop.Reason, detail string) {
 		return
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	m.stopLocked(stop.New(reason, detail))
 }
 
@@ -244,11 +259,11 @@ func (m *Machine) stopLocked(cause *stop.Cause) {
 		// End takes before the safe stop touches the stage, so a halt can
 		// never follow the safe stop's reset (GRBL would stay in Hold:0).
 		if err := m.cfg.Stage.Halt(); err != nil {
-			m.log.Errorf("stop: halting the stage: %v", err)
+			m.later(func() { m.log.Errorf("stop: halting the stage: %v", err) })
 		}
 	}
 	if err := m.cfg.Light.Halt(); err != nil {
-		m.log.Errorf("stop: switching the light off: %v", err)
+		m.later(func() { m.log.Errorf("stop: switching the light off: %v", err) })
 	}
 	switch {
 	case c != nil && !c.done:
@@ -256,13 +271,14 @@ func (m *Machine) stopLocked(cause *stop.Cause) {
 	case c != nil:
 		c.lateStopLocked(cause) // finished, about to release the machine
 	case m.state == EStop:
-		m.log.Noticef("stop %v while in e-stop: nothing to stop", cause)
+		m.later(func() { m.log.Noticef("stop %v while in e-stop: nothing to stop", cause) })
 	case cause.Reason == stop.EStop:
 		m.latchLocked(EStop, why(cause))
 	case cause.Reason.Latches() && m.state == Idle:
 		m.latchLocked(Faulted, why(cause))
 	default:
-		m.log.Noticef("stop %v while %s: nothing to stop", cause, m.state)
+		st := m.state
+		m.later(func() { m.log.Noticef("stop %v while %s: nothing to stop", cause, st) })
 	}
 }
 
@@ -283,7 +299,7 @@ func (m *Machine) stopFromParent(c *Claim, parent context.Context) {
 		cause = stop.New(stop.Operator, "context: "+context.Cause(parent).Error())
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.claim == c && !c.done {
 		m.stopLocked(cause)
 	}
@@ -295,13 +311,13 @@ func (m *Machine) stopFromParent(c *Claim, parent context.Context) {
 // of the safe stop still runs. Without a stop in progress it does nothing.
 func (m *Machine) Hurry(detail string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	c := m.claim
 	if c == nil || c.done || c.reason == stop.None && !c.stopping {
-		m.log.Noticef("hurry (%s) ignored: no stop in progress", detail)
+		m.later(func() { m.log.Noticef("hurry (%s) ignored: no stop in progress", detail) })
 		return
 	}
-	m.log.Warnf("stop hurried (%s): abandoning the controlled hold", detail)
+	m.later(func() { m.log.Warnf("stop hurried (%s): abandoning the controlled hold", detail) })
 	c.hurryLocked()
 }
 
@@ -334,11 +350,11 @@ func (m *Machine) Reset(ctx context.Context) error {
 		return fmt.Errorf("machine: reset: machine stays %s: %w", st, err)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if m.state != st {
 		return fmt.Errorf("machine: reset: machine changed to %s meanwhile", m.state)
 	}
-	m.log.Noticef("machine reset from %s (%s)", st, why)
+	m.later(func() { m.log.Noticef("machine reset from %s (%s)", st, why) })
 	m.latchWhy = ""
 	m.setLocked(Idle, "reset")
 	return nil
@@ -374,7 +390,7 @@ func (m *Machine) Wait(ctx context.Context) error {
 // the machine in an unknown state. m.mu must be held.
 func (m *Machine) setLocked(next State, detail string) {
 	if err := transition(m.state, next); err != nil {
-		m.log.Errorf("%v", err)
+		m.later(func() { m.log.Errorf("%v", err) })
 		return
 	}
 	m.state = next
@@ -384,12 +400,12 @@ func (m *Machine) setLocked(next State, detail string) {
 // latchLocked latches s (Faulted or EStop) for why.
 func (m *Machine) latchLocked(s State, why string) {
 	if err := transition(m.state, s); err != nil {
-		m.log.Errorf("%v", err)
+		m.later(func() { m.log.Errorf("%v", err) })
 		return
 	}
 	m.latchWhy = why
 	m.setLocked(s, why)
-	m.log.Errorf("machine %s: %s; clear with reset", s, why)
+	m.later(func() { m.log.Errorf("machine %s: %s; clear with reset", s, why) })
 }
 
 func (m *Machine) emitLocked(e Event) {

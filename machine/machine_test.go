@@ -16,6 +16,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/waferd/waferd/illumination"
+	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/motiontest"
 	"github.com/waferd/waferd/stop"
@@ -402,4 +403,49 @@ func TestStatsAndEvents(t *testing.T) {
 		}
 		assert.Equal(t, []string{"1:running", "2:running", "1:stopping", "1:idle", "1:running", "1:idle"}, kinds)
 	})
+}
+
+// blockingWriter blocks every Write until released: a journal pipe that
+// nobody drains.
+type blockingWriter struct{ release chan struct{} }
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return len(p), nil
+}
+
+// TestAStuckLogNeverHoldsUpAStop: the machine writes its log after it has
+// let go of its lock, so a stop whose log line cannot be written has halted
+// the devices already, and the next stop (an e-stop) is not held up by it.
+func TestAStuckLogNeverHoldsUpAStop(t *testing.T) {
+	r := newRig(t)
+	w := &blockingWriter{release: make(chan struct{})}
+	r.m.log = logging.New(w, logging.Options{Level: logging.Debug}).For("machine")
+	c, err := r.m.Claim(context.Background(), "move")
+	require.NoError(t, err)
+	r.lightOn(t)
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		r.m.Stop(stop.Operator, "console") // blocks writing its log line
+	}()
+	require.Eventually(t, func() bool { return len(r.stage.Calls()) > 0 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, gpio.Low, r.pin.Read(), "halted before the log line")
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		r.m.Stop(stop.EStop, "mushroom")
+	}()
+	require.Eventually(t, func() bool { return len(r.stage.Calls()) > 0 && c.Context().Err() != nil }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		r.m.mu.Lock()
+		defer r.m.mu.Unlock()
+		return c.reason == stop.EStop
+	}, 5*time.Second, time.Millisecond, "the e-stop got the lock while the first stop's log was stuck")
+	close(w.release)
+	<-first
+	<-second
+	c.End(context.Cause(c.Context()))
+	c.Release()
+	assert.Equal(t, EStop, r.m.State())
 }
