@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,8 +80,8 @@ func TestServeConsolePTY(t *testing.T) {
 	cmd := exec.Command(waferdBin, "serve", "--config", simConfig(t, data), "--console", "pty")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -91,35 +93,14 @@ func TestServeConsolePTY(t *testing.T) {
 		}
 	})
 	first, err := bufio.NewReader(stdout).ReadString('\n')
-	require.NoError(t, err, "stderr:\n%s", &stderr)
+	require.NoError(t, err, "stderr:\n%s", stderr)
 	m := regexp.MustCompile(`^console on (/dev/pts/\d+) \(connect: screen /dev/pts/\d+ 115200\)\n$`).FindStringSubmatch(first)
 	require.NotNil(t, m, first)
 
 	f, err := os.OpenFile(m[1], os.O_RDWR|syscall.O_NOCTTY, 0)
 	require.NoError(t, err)
 	defer f.Close()
-	var mu sync.Mutex
-	var got bytes.Buffer
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := f.Read(buf)
-			mu.Lock()
-			got.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	expect := func(s string) {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return strings.Contains(got.String(), s)
-		}, 30*time.Second, 5*time.Millisecond, "%q; terminal:\n%s", s, &got)
-	}
+	expect := readTerminal(t, f, stderr)
 	_, err = f.WriteString("status\r")
 	require.NoError(t, err)
 	expect("machine   idle\r\n")
@@ -136,9 +117,9 @@ func TestServeConsolePTY(t *testing.T) {
 	select {
 	case err := <-done:
 		exited = true
-		require.NoError(t, err, "stderr:\n%s", &stderr)
+		require.NoError(t, err, "stderr:\n%s", stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("serve did not exit after SIGTERM; stderr:\n%s", &stderr)
+		t.Fatalf("serve did not exit after SIGTERM; stderr:\n%s", stderr)
 	}
 	run := readRun(t, data)
 	assert.Equal(t, "canceled", run["state"])
@@ -226,28 +207,7 @@ func TestServeConsoleCtrlDOnATerminal(t *testing.T) {
 			<-done
 		}
 	})
-	var mu sync.Mutex
-	var got bytes.Buffer
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			mu.Lock()
-			got.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	expect := func(s string) {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return strings.Contains(got.String(), s)
-		}, 30*time.Second, 5*time.Millisecond, "%q; terminal:\n%s\nstderr:\n%s", s, &got, stderr)
-	}
+	expect := readTerminal(t, master, stderr)
 	expect("waferd> ")
 	_, err = master.WriteString("run demo\r")
 	require.NoError(t, err)
@@ -278,6 +238,28 @@ func TestServeConsoleCtrlDOnATerminal(t *testing.T) {
 		t.Fatalf("serve did not exit after SIGTERM; stderr:\n%s", stderr)
 	}
 	assert.Equal(t, "canceled", readRun(t, data)["state"])
+}
+
+// readTerminal reads the engineer's end of a terminal in the background
+// and returns a function that waits (at most 30 s) until what was read
+// contains s; a failure shows the terminal and logs (what String says).
+func readTerminal(t *testing.T, f io.Reader, logs fmt.Stringer) func(s string) {
+	got := &lockedBuffer{}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := f.Read(buf)
+			got.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return func(s string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return strings.Contains(got.String(), s) }, 30*time.Second, 5*time.Millisecond,
+			"%q; terminal:\n%s\nlog:\n%s", s, got, logs)
+	}
 }
 
 // lockedBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
