@@ -322,7 +322,7 @@ func (l *failingLight) On(level float64) error {
 // its record.
 type stopOnStatus struct {
 	motion.Stage
-	hook         func()
+	hook func()
 }
 
 func (s *stopOnStatus) Status(ctx context.Context) (motion.Status, error) {
