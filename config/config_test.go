@@ -40,7 +40,7 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		"[sim]\nenabled = \"yes\"\n":                                                                         "bad.toml:2: sim.enabled:",
 		"[sim]\nenabled = true\n[log]\nlevel = \"loud\"\n":                                                   `bad.toml:4: log.level: logging: unknown level "loud"`,
 		"[sim]\nenabled = true\n[data]\ndir = \"relative\"\n":                                                `bad.toml:4: data.dir: must be an absolute path`,
-		"[stage]\nbaud = 115200\n":                                                                           "bad.toml: stage.port: no serial port given",
+		"[stage]\nbaud = 115200\n":                                                                           "bad.toml:1: stage.port: no serial port given",
 	}
 	for doc, want := range cases {
 		_, err := Parse("bad.toml", []byte(doc))
@@ -111,7 +111,7 @@ line = "button"
 	assert.Equal(t, SimDevice, c.Camera.Device)
 
 	for doc, want := range map[string]string{
-		"[stage]\nport = \"sim\"\n[light]\nchip = \"gpiochip0\"\n":              `s.toml: light.line: no enable line given for the light (or set chip = "sim")`,
+		"[stage]\nport = \"sim\"\n[light]\nchip = \"gpiochip0\"\n":              `s.toml:3: light.line: no enable line given for the light (or set chip = "sim")`,
 		"[sim]\nenabled = true\n[watchdog]\nhardware_device = \"sim\"\n":        `s.toml:4: watchdog.hardware_device: there is no simulated hardware watchdog: leave it empty ("") for none`,
 		"[sim]\nenabled = true\n[watchdog]\nhardware_device = \"watchdog0\"\n":  `s.toml:4: watchdog.hardware_device: must be an absolute device path such as /dev/watchdog0 (got "watchdog0")`,
 		"[sim]\nenabled = true\n[light]\npwm_chip = \"sim\"\npwm_freq_hz = 0\n": "s.toml:5: light.pwm_freq_hz: must be > 0 (got 0)",

@@ -1,20 +1,47 @@
-// Package tomlfile decodes TOML configuration files strictly: unknown keys
-// and badly typed values are errors that name the file, the line and the key,
-// and later validation can ask on which line a key was written so its errors
-// can do the same.
+// Package tomlfile decodes TOML configuration files strictly: the file must
+// be a regular file of at most MaxSize bytes, and every problem (a syntax
+// error, a key defined twice, an unknown key, a value of the wrong type, an
+// array of the wrong length, a NaN or an infinity) is an error that names
+// the file, the line and the key, and says what was expected and what was
+// found. Later validation can ask on which line a key was written so that
+// its errors can do the same.
+//
+// Decoding goes through a generic TOML tree (go-toml's map[string]any) and
+// then into the target struct by this package's own rules, so that no
+// message of a decoder's reflection ("cannot decode TOML string into struct
+// field ...") reaches a user.
 package tomlfile
 
 import (
-	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"math"
 	"os"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
 
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
+
+// MaxSize is the largest file Load reads, in bytes: 1 MiB. The largest
+// documents we expect are recipes that list their sites: a [[site]] table
+// takes 26 bytes ("[[site]]\ndie = [-12, 34]\n\n"), so a recipe of 10,000
+// sites is 260 KB (measured on the demo recipe with 10,000 [[site]]
+// tables), and 1 MiB leaves room for a comment on every site. The daemon's
+// configuration, every key commented, is 9 KB.
+const MaxSize = 1 << 20
+
+// MaxErrors is how many problems one error lists; more are counted.
+const MaxErrors = 20
 
 // Error is a problem at a place in a TOML file.
 type Error struct {
@@ -24,6 +51,8 @@ type Error struct {
 	Msg  string
 }
 
+// Error formats e on one line: "FILE:LINE: KEY: MSG". Control characters
+// are escaped, so that no input can break the line.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
@@ -35,6 +64,33 @@ func (e *Error) Error() string {
 		b.WriteString(e.Key + ": ")
 	}
 	b.WriteString(e.Msg)
+	return printable(b.String())
+}
+
+// printable escapes control and invalid characters of s.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) && r != ' ' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case !unicode.IsPrint(r) && r != ' ':
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
 	return b.String()
 }
 
@@ -45,58 +101,112 @@ type File struct {
 	lines map[string]int
 }
 
-// Load reads and decodes the TOML file at path into v (a pointer to a
-// struct), rejecting unknown keys. All problems found are returned, joined.
+// ReadFile reads the file at path, refusing anything but a regular file of
+// at most MaxSize bytes (a device such as /dev/zero, a FIFO or a directory
+// would otherwise be read without end, block or fail obscurely). Errors are
+// one line that names the file.
+func ReadFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := regular(path, fi); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path) // not a FIFO: does not block
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// Checked again on what was opened: the path may have changed.
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	if err := regular(path, fi); err != nil {
+		return nil, err
+	}
+	// Read at most one byte more than allowed: a file that grows while it
+	// is read (or reports no size, as in /proc) is still bounded.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxSize {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("more than %d bytes, over the limit of 1 MiB for a TOML file", MaxSize)}
+	}
+	return data, nil
+}
+
+func regular(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return &Error{File: path, Msg: "not a regular file (" + kind(fi.Mode()) + "): give a TOML file"}
+	}
+	if fi.Size() > MaxSize {
+		return &Error{File: path, Msg: fmt.Sprintf("%d bytes, over the limit of %d bytes (1 MiB) for a TOML file", fi.Size(), MaxSize)}
+	}
+	return nil
+}
+
+
+func kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "mode " + m.Type().String()
+}
+
+// Load reads the TOML file at path (see ReadFile) and decodes it into v, a
+// pointer to a struct, as Decode does.
 func Load(path string, v any) (*File, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	return Decode(path, data, v)
 }
 
-// Decode decodes data (named name in errors) into v, rejecting unknown keys.
+// Decode decodes data (named name in errors) into v, a pointer to a struct
+// whose fields carry `toml:"key"` tags. Only the keys present in data are
+// set, so v may hold defaults. The field types understood are bool, string,
+// the integer and float kinds, fixed-size arrays of them (the TOML array
+// must have exactly that length), structs (tables) and slices of structs
+// (arrays of tables). Every problem found is returned (see Join); v is then
+// partly assigned and must not be used.
 func Decode(name string, data []byte, v any) (*File, error) {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		panic(fmt.Sprintf("tomlfile: Decode needs a pointer to a struct, not %T", v))
+	}
 	f := &File{Name: name}
 	var err error
-	if f.lines, err = keyLines(data); err != nil {
-		var pe *unstable.ParserError
-		if errors.As(err, &pe) {
-			return nil, f.parseError(data, pe)
-		}
-		return nil, &Error{File: name, Msg: err.Error()}
+	var onLine map[int]string
+	if f.lines, onLine, err = f.keyLines(data); err != nil {
+		return nil, err
 	}
-	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var sm *toml.StrictMissingError
+	var tree map[string]any
+	if err := toml.Unmarshal(data, &tree); err != nil {
 		var de *toml.DecodeError
-		switch {
-		case errors.As(err, &sm):
-			errs := make([]error, 0, len(sm.Errors))
-			for i := range sm.Errors {
-				line, _ := sm.Errors[i].Position()
-				errs = append(errs, &Error{File: name, Line: line, Key: strings.Join(sm.Errors[i].Key(), "."), Msg: "unknown key"})
-			}
-			return nil, errors.Join(errs...)
-		case errors.As(err, &de):
+		if errors.As(err, &de) {
 			line, _ := de.Position()
-			return nil, &Error{File: name, Line: line, Key: strings.Join(de.Key(), "."), Msg: strings.TrimPrefix(de.Error(), "toml: ")}
-		default:
-			return nil, &Error{File: name, Msg: err.Error()}
+			return nil, &Error{File: name, Line: line, Key: onLine[line], Msg: strings.TrimPrefix(de.Error(), "toml: ")}
 		}
+		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	}
+	d := decoder{f: f}
+	d.table(rv.Elem(), tree, "")
+	if len(d.errs) > 0 {
+		return nil, Join(d.errs)
 	}
 	return f, nil
-}
-
-func (f *File) parseError(data []byte, pe *unstable.ParserError) error {
-	line := 0
-	if len(pe.Highlight) > 0 {
-		// Highlight is a sub-slice of data: its capacity gives its offset.
-		if off := cap(data) - cap(pe.Highlight); off >= 0 && off <= len(data) {
-			line = 1 + bytes.Count(data[:off], []byte("\n"))
-		}
-	}
-	return &Error{File: f.Name, Line: line, Key: strings.Join(pe.Key, "."), Msg: "syntax: " + pe.Message}
 }
 
 // Line returns the line on which key (dotted, with [i] for the i-th entry of
@@ -108,24 +218,93 @@ func (f *File) Line(key string) int {
 	return f.lines[key]
 }
 
-// Errorf returns an *Error at key's line.
+// near returns the line of key or, when it was not written on a line of
+// its own (a key inside an inline table, an array element), of the nearest
+// enclosing key that was.
+func (f *File) near(key string) int {
+	for key != "" {
+		if l := f.Line(key); l > 0 {
+			return l
+		}
+		i := strings.LastIndexAny(key, ".[")
+		if i < 0 {
+			break
+		}
+		key = key[:i]
+	}
+	return 0
+}
+
+// Errorf returns an *Error at key's line (or its nearest enclosing key's).
 func (f *File) Errorf(key, format string, args ...any) error {
 	name := ""
 	if f != nil {
 		name = f.Name
 	}
-	return &Error{File: name, Line: f.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: name, Line: f.near(key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
-// keyLines maps every key path to the line it appears on. Table headers map
-// the table's own path ("wafer", "site[0]").
-func keyLines(data []byte) (map[string]int, error) {
-	lines := make(map[string]int)
+// Join joins errs into one error, one problem per line: sorted by line
+// (errors without a line first, in their order), at most MaxErrors of them
+// and then a count of the others. It returns nil if errs is empty.
+func Join(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	lineOf := func(err error) int {
+		var e *Error
+		if errors.As(err, &e) {
+			return e.Line
+		}
+		return 0
+	}
+	errs = slices.Clone(errs)
+	slices.SortStableFunc(errs, func(a, b error) int { return cmp.Compare(lineOf(a), lineOf(b)) })
+	if n := len(errs); n > MaxErrors {
+		errs = append(errs[:MaxErrors], fmt.Errorf("… and %d more problems", n-MaxErrors))
+	}
+	return errors.Join(errs...)
+}
+
+// keyPart writes one key of a dotted path as TOML would: bare when it can
+// be, quoted otherwise.
+func keyPart(k string) string {
+	if k == "" {
+		return `""`
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return strconv.Quote(k)
+		}
+	}
+	return k
+}
+
+func join(table, key string) string {
+	if table == "" {
+		return key
+	}
+	return table + "." + key
+}
+
+// keyLines maps every key path to the line it appears on (table headers map
+// the table's own path: "wafer", "site[0]"), and every line holding a
+// key/value to its key. A key or table defined twice is an error naming
+// both lines.
+func (f *File) keyLines(data []byte) (lines map[string]int, onLine map[int]string, err error) {
+	lines = make(map[string]int)
+	onLine = make(map[int]string)
 	arrays := make(map[string]int) // array-of-tables path → count so far
 	var p unstable.Parser
 	p.Reset(data)
 	lineOf := func(n *unstable.Node) (line int) {
-		if n == nil || len(n.Data) == 0 {
+		if n == nil {
+			return 0
+		}
+		if n.Raw.Length > 0 {
+			return p.Shape(n.Raw).Start.Line
+		}
+		if len(n.Data) == 0 {
 			return 0
 		}
 		// Data of plain keys references the input; a key with escapes is
@@ -137,38 +316,303 @@ func keyLines(data []byte) (map[string]int, error) {
 		}()
 		return p.Shape(p.Range(n.Data)).Start.Line
 	}
-	keyPath := func(it unstable.Iterator) (string, *unstable.Node) {
+	keyPath := func(it unstable.Iterator) (string, int) {
 		var parts []string
-		var first *unstable.Node
+		line := 0
 		for it.Next() {
-			if first == nil {
-				first = it.Node()
+			if line == 0 {
+				line = lineOf(it.Node())
 			}
-			parts = append(parts, string(it.Node().Data))
+			parts = append(parts, keyPart(string(it.Node().Data)))
 		}
-		return strings.Join(parts, "."), first
+		return strings.Join(parts, "."), line
+	}
+	var errs []error
+	define := func(path string, line int, what string) {
+		if first, dup := lines[path]; dup {
+			msg := what + " defined twice"
+			if first > 0 {
+				msg += " (first on line " + strconv.Itoa(first) + ")"
+			}
+			errs = append(errs, &Error{File: f.Name, Line: line, Key: path, Msg: msg})
+			return
+		}
+		lines[path] = line
 	}
 	table := ""
 	for p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
 		case unstable.Table:
-			path, first := keyPath(e.Children())
+			path, line := keyPath(e.Children())
 			table = path
-			lines[table] = lineOf(first)
+			define(table, line, "table ["+path+"]")
 		case unstable.ArrayTable:
-			path, first := keyPath(e.Children())
+			path, line := keyPath(e.Children())
 			i := arrays[path]
 			arrays[path] = i + 1
-			table = path + "[" + strconv.Itoa(i) + "]"
-			lines[table] = lineOf(first)
-		case unstable.KeyValue:
-			path, first := keyPath(e.Key())
-			if table != "" {
-				path = table + "." + path
+			if _, ok := lines[path]; !ok {
+				lines[path] = line
 			}
-			lines[path] = lineOf(first)
+			table = path + "[" + strconv.Itoa(i) + "]"
+			lines[table] = line
+		case unstable.KeyValue:
+			path, line := keyPath(e.Key())
+			path = join(table, path)
+			define(path, line, "key")
+			if _, taken := onLine[line]; !taken && line > 0 {
+				onLine[line] = path
+			}
 		}
 	}
-	return lines, p.Error()
+	if err := p.Error(); err != nil {
+		var pe *unstable.ParserError
+		if errors.As(err, &pe) {
+			return nil, nil, f.parseError(data, pe)
+		}
+		return nil, nil, &Error{File: f.Name, Msg: err.Error()}
+	}
+	if len(errs) > 0 {
+		return nil, nil, Join(errs)
+	}
+	return lines, onLine, nil
+}
+
+func (f *File) parseError(data []byte, pe *unstable.ParserError) error {
+	line := 0
+	if len(pe.Highlight) > 0 {
+		// Highlight is a sub-slice of data: its capacity gives its offset.
+		if off := cap(data) - cap(pe.Highlight); off >= 0 && off <= len(data) {
+			line = 1 + strings.Count(string(data[:off]), "\n")
+		}
+	}
+	key := make([]string, len(pe.Key))
+	for i, k := range pe.Key {
+		key[i] = keyPart(k)
+	}
+	return &Error{File: f.Name, Line: line, Key: strings.Join(key, "."), Msg: "syntax: " + pe.Message}
+}
+
+// decoder assigns a generic TOML tree to a struct, collecting errors.
+type decoder struct {
+	f    *File
+	errs []error
+}
+
+func (d *decoder) bad(key, format string, args ...any) {
+	d.errs = append(d.errs, d.f.Errorf(key, format, args...))
+}
+
+// wrong reports a value of the wrong type or shape.
+func (d *decoder) wrong(key string, want string, got any) {
+	d.bad(key, "expected %s, found %s", want, describe(got))
+}
+
+// table assigns the TOML table src to the struct dst; path is the table's
+// dotted path ("" at the top).
+func (d *decoder) table(dst reflect.Value, src map[string]any, path string) {
+	fields := tomlFields(dst.Type())
+	keys := make([]string, 0, len(src))
+	for k := range src {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		key := join(path, keyPart(k))
+		i, ok := fields[k]
+		if !ok {
+			d.bad(key, "unknown key (%s)", known(fields, path))
+			continue
+		}
+		d.value(dst.Field(i), src[k], key)
+	}
+}
+
+// value assigns one TOML value to dst.
+func (d *decoder) value(dst reflect.Value, src any, key string) {
+	switch dst.Kind() {
+	case reflect.Struct:
+		t, ok := src.(map[string]any)
+		if !ok {
+			d.wrong(key, "a table", src)
+			return
+		}
+		d.table(dst, t, key)
+	case reflect.Slice:
+		if dst.Type().Elem().Kind() != reflect.Struct {
+			panic("tomlfile: unsupported field type " + dst.Type().String() + " for " + key)
+		}
+		a, ok := src.([]any)
+		if !ok {
+			d.wrong(key, "an array of tables ([["+key+"]])", src)
+			return
+		}
+		s := reflect.MakeSlice(dst.Type(), len(a), len(a))
+		for i, e := range a {
+			ek := key + "[" + strconv.Itoa(i) + "]"
+			t, ok := e.(map[string]any)
+			if !ok {
+				d.wrong(ek, "a table", e)
+				continue
+			}
+			d.table(s.Index(i), t, ek)
+		}
+		dst.Set(s)
+	case reflect.Array:
+		want := fmt.Sprintf("an array of %d %s", dst.Len(), plural(dst.Type().Elem(), dst.Len()))
+		a, ok := src.([]any)
+		if !ok {
+			d.wrong(key, want, src)
+			return
+		}
+		if len(a) != dst.Len() {
+			d.wrong(key, want, src)
+			return
+		}
+		for i, e := range a {
+			d.value(dst.Index(i), e, key+"["+strconv.Itoa(i)+"]")
+		}
+	case reflect.Bool:
+		b, ok := src.(bool)
+		if !ok {
+			d.wrong(key, "true or false", src)
+			return
+		}
+		dst.SetBool(b)
+	case reflect.String:
+		s, ok := src.(string)
+		if !ok {
+			d.wrong(key, "a string", src)
+			return
+		}
+		dst.SetString(s)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, ok := src.(int64)
+		if !ok {
+			d.wrong(key, "an integer", src)
+			return
+		}
+		if dst.OverflowInt(n) {
+			bits := dst.Type().Bits()
+			d.wrong(key, fmt.Sprintf("an integer from %d to %d", int64(-1)<<(bits-1), int64(1)<<(bits-1)-1), src)
+			return
+		}
+		dst.SetInt(n)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, ok := src.(int64)
+		if !ok || n < 0 || dst.OverflowUint(uint64(n)) {
+			d.wrong(key, "an integer ≥ 0", src)
+			return
+		}
+		dst.SetUint(uint64(n))
+	case reflect.Float32, reflect.Float64:
+		var x float64
+		switch n := src.(type) {
+		case int64:
+			x = float64(n)
+		case float64:
+			x = n
+		default:
+			d.wrong(key, "a number", src)
+			return
+		}
+		if math.IsNaN(x) || math.IsInf(x, 0) || dst.OverflowFloat(x) {
+			d.wrong(key, "a finite number", src)
+			return
+		}
+		dst.SetFloat(x)
+	default:
+		panic("tomlfile: unsupported field type " + dst.Type().String() + " for " + key)
+	}
+}
+
+// tomlFields maps the TOML keys of struct type t to field indexes.
+func tomlFields(t reflect.Type) map[string]int {
+	m := make(map[string]int, t.NumField())
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("toml"), ",")
+		if !sf.IsExported() || name == "" || name == "-" {
+			continue
+		}
+		m[name] = i
+	}
+	return m
+}
+
+// known lists a table's keys for an "unknown key" error.
+func known(fields map[string]int, path string) string {
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(fields[a], fields[b]) })
+	where := "the top level"
+	if path != "" {
+		where = "[" + path + "]"
+	}
+	if len(names) == 0 {
+		return where + " has no keys"
+	}
+	return where + " has " + strings.Join(names, ", ")
+}
+
+// plural names n values of type t.
+func plural(t reflect.Type, n int) string {
+	var one, many string
+	switch t.Kind() {
+	case reflect.Float32, reflect.Float64:
+		one, many = "number", "numbers"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		one, many = "integer", "integers"
+	case reflect.String:
+		one, many = "string", "strings"
+	case reflect.Bool:
+		one, many = "boolean", "booleans"
+	default:
+		one, many = "value", "values"
+	}
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// maxShown is how much of a string value an error repeats.
+const maxShown = 32
+
+// describe says what a TOML value is, for "found ..." in errors.
+func describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		if utf8.RuneCountInString(x) > maxShown {
+			return "the string " + strconv.Quote(string([]rune(x)[:maxShown])) + "…"
+		}
+		return "the string " + strconv.Quote(x)
+	case int64:
+		return "the integer " + strconv.FormatInt(x, 10)
+	case float64:
+		switch {
+		case math.IsNaN(x):
+			return "nan"
+		case math.IsInf(x, 1):
+			return "inf"
+		case math.IsInf(x, -1):
+			return "-inf"
+		}
+		return "the number " + strconv.FormatFloat(x, 'g', -1, 64)
+	case bool:
+		return "the boolean " + strconv.FormatBool(x)
+	case []any:
+		if len(x) == 1 {
+			return "an array of 1 element"
+		}
+		return fmt.Sprintf("an array of %d elements", len(x))
+	case map[string]any:
+		return "a table"
+	case time.Time, toml.LocalDate, toml.LocalTime, toml.LocalDateTime:
+		return "a date or time"
+	}
+	return "a value of another type"
 }
