@@ -1,13 +1,14 @@
 // Package config loads the daemon's configuration (systemd/waferd.toml is
 // the commented example of every key). Unknown keys and bad values are
 // errors naming the file, the line and the key; every problem is reported at
-// once.
+// once. Load also checks, without side effects, the local files that the
+// configuration names and that cannot appear later (the thermal zone, the
+// hardware watchdog device, the recipe directory), so that a path that
+// cannot work stops the daemon at start-up rather than faulting it later.
 package config
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -160,14 +161,22 @@ func Load(path string) (*Config, error) { return load(path, false) }
 func LoadSim(path string) (*Config, error) { return load(path, true) }
 
 func load(path string, sim bool) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := tomlfile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return parse(path, data, sim)
+	c, err := parse(path, data, sim)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkPaths(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// Parse is Load for a document in memory, named name in errors.
+// Parse is Load for a document in memory, named name in errors. It does
+// not look at the files the configuration names.
 func Parse(name string, data []byte) (*Config, error) { return parse(name, data, false) }
 
 func parse(name string, data []byte, sim bool) (*Config, error) {
@@ -186,15 +195,18 @@ func parse(name string, data []byte, sim bool) (*Config, error) {
 	return c, nil
 }
 
-// Validate checks every value, naming file, line and key in its errors.
+// Validate checks every value, naming file, line and key in its errors. It
+// does not look at the files the configuration names (Load does).
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, c.file.Errorf(key, format, args...))
 	}
-	positive := func(key string, v int) {
-		if v <= 0 {
-			bad(key, "must be > 0 (got %d)", v)
+	// between checks an integer setting against its range; the upper
+	// bounds keep durations and sizes far from overflow.
+	between := func(key string, v, lo, hi int, unit string) {
+		if v < lo || v > hi {
+			bad(key, "must be in [%d, %d]%s (got %d)", lo, hi, unit, v)
 		}
 	}
 	if !c.Sim.Enabled && c.Stage.Port == "" {
@@ -205,35 +217,45 @@ func (c *Config) Validate() error {
 	default:
 		bad("stage.baud", "unsupported baud rate %d (GRBL 1.1 uses 115200)", c.Stage.Baud)
 	}
-	positive("stage.poll_ms", c.Stage.PollMS)
-	positive("stage.reply_timeout_ms", c.Stage.ReplyTimeoutMS)
-	positive("stage.connect_timeout_ms", c.Stage.ConnectTimeoutMS)
-	positive("stage.homing_timeout_ms", c.Stage.HomingTimeoutMS)
+	between("stage.poll_ms", c.Stage.PollMS, 1, 10_000, " ms")
+	between("stage.reply_timeout_ms", c.Stage.ReplyTimeoutMS, 1, maxTimeoutMS, " ms")
+	between("stage.connect_timeout_ms", c.Stage.ConnectTimeoutMS, 1, maxTimeoutMS, " ms")
+	between("stage.homing_timeout_ms", c.Stage.HomingTimeoutMS, 1, maxLongMS, " ms")
+	for _, k := range []struct {
+		key string
+		v   [2]float64
+	}{{"stage.travel_min_mm", c.Stage.TravelMinMM}, {"stage.travel_max_mm", c.Stage.TravelMaxMM}} {
+		if max(abs(k.v[0]), abs(k.v[1])) > MaxTravelMM {
+			bad(k.key, "must be within ±%d mm (got [%g, %g])", MaxTravelMM, k.v[0], k.v[1])
+		}
+	}
 	for i, axis := range []string{"X", "Y"} {
 		if c.Stage.TravelMaxMM[i] <= c.Stage.TravelMinMM[i] {
 			bad("stage.travel_max_mm", "%s: maximum %g mm must exceed the minimum %g mm", axis, c.Stage.TravelMaxMM[i], c.Stage.TravelMinMM[i])
 		}
 	}
-	if c.Stage.MaxFeedMMMin <= 0 {
-		bad("stage.max_feed_mm_min", "must be > 0 mm/min (got %g)", c.Stage.MaxFeedMMMin)
+	if f := c.Stage.MaxFeedMMMin; f <= 0 || f > maxFeedMMMin {
+		bad("stage.max_feed_mm_min", "must be in (0, %d] mm/min (got %g)", maxFeedMMMin, f)
 	}
-	positive("runner.hold_timeout_ms", c.Runner.HoldTimeoutMS)
-	positive("runner.reset_timeout_ms", c.Runner.ResetTimeoutMS)
-	positive("runner.capture_timeout_ms", c.Runner.CaptureTimeoutMS)
+	between("runner.hold_timeout_ms", c.Runner.HoldTimeoutMS, 1, maxTimeoutMS, " ms")
+	between("runner.reset_timeout_ms", c.Runner.ResetTimeoutMS, 1, maxTimeoutMS, " ms")
+	between("runner.capture_timeout_ms", c.Runner.CaptureTimeoutMS, 1, maxTimeoutMS, " ms")
+	c.checkStopBudget(bad)
 	if !c.Sim.Enabled && c.Light.Line == "" && c.Light.Chip != SimDevice {
 		bad("light.line", `no enable line given for the light (or set chip = "sim")`)
 	}
-	if c.Light.PWMChip != "" && c.Light.PWMFreqHz <= 0 {
-		bad("light.pwm_freq_hz", "must be > 0 (got %d)", c.Light.PWMFreqHz)
+	if c.Light.PWMChip != "" {
+		between("light.pwm_freq_hz", c.Light.PWMFreqHz, 1, 1_000_000, " Hz")
+		between("light.pwm_channel", c.Light.PWMChannel, 0, 1023, "")
 	}
-	if c.Camera.Width <= 0 || c.Camera.Height <= 0 {
-		bad("camera.width", "frame size must be positive (got %dx%d)", c.Camera.Width, c.Camera.Height)
+	if c.Camera.Width <= 0 || c.Camera.Height <= 0 || c.Camera.Width > maxFrameSide || c.Camera.Height > maxFrameSide {
+		bad("camera.width", "frame size must be 1 to %d pixels a side (got %dx%d)", maxFrameSide, c.Camera.Width, c.Camera.Height)
 	}
 	if c.Camera.Format != "GREY" && c.Camera.Format != "YUYV" {
 		bad("camera.format", `must be "GREY" or "YUYV" (got %q)`, c.Camera.Format)
 	}
-	if c.Camera.PixelUM <= 0 {
-		bad("camera.pixel_um", "must be > 0 µm (got %g)", c.Camera.PixelUM)
+	if p := c.Camera.PixelUM; p <= 0 || p > 1000 {
+		bad("camera.pixel_um", "must be in (0, 1000] µm (got %g)", p)
 	}
 	for _, in := range []struct {
 		key string
@@ -252,16 +274,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	w := c.Watchdog
-	positive("watchdog.interval_ms", w.IntervalMS)
-	positive("watchdog.stage_heartbeat_ms", w.StageHeartbeatMS)
-	positive("watchdog.camera_heartbeat_ms", w.CameraHeartbeatMS)
-	positive("watchdog.runner_heartbeat_ms", w.RunnerHeartbeatMS)
-	positive("watchdog.light_max_on_ms", w.LightMaxOnMS)
+	between("watchdog.interval_ms", w.IntervalMS, 1, maxTimeoutMS, " ms")
+	between("watchdog.stage_heartbeat_ms", w.StageHeartbeatMS, 1, maxLongMS, " ms")
+	between("watchdog.camera_heartbeat_ms", w.CameraHeartbeatMS, 1, maxLongMS, " ms")
+	between("watchdog.runner_heartbeat_ms", w.RunnerHeartbeatMS, 1, maxLongMS, " ms")
+	between("watchdog.light_max_on_ms", w.LightMaxOnMS, 1, maxLongMS, " ms")
 	if w.StageHeartbeatMS > 0 && w.StageHeartbeatMS < 2*c.Stage.PollMS {
 		bad("watchdog.stage_heartbeat_ms", "%d ms is less than two stage polls (poll_ms = %d)", w.StageHeartbeatMS, c.Stage.PollMS)
 	}
 	if w.ThermalZone != "" {
-		positive("watchdog.temp_poll_ms", w.TempPollMS)
+		if !filepath.IsAbs(w.ThermalZone) {
+			bad("watchdog.thermal_zone", "must be an absolute path such as %s (got %q)", defaultThermalZone, w.ThermalZone)
+		}
+		between("watchdog.temp_poll_ms", w.TempPollMS, 1, maxLongMS, " ms")
 		if w.TempLimitC <= 0 || w.TempLimitC > 150 {
 			bad("watchdog.temp_limit_c", "must be in (0, 150] °C (got %g)", w.TempLimitC)
 		}
@@ -272,13 +297,14 @@ func (c *Config) Validate() error {
 	case hw != "" && !filepath.IsAbs(hw):
 		bad("watchdog.hardware_device", "must be an absolute device path such as /dev/watchdog0 (got %q)", hw)
 	}
-	if w.HardwareTimeoutS < 0 {
-		bad("watchdog.hardware_timeout_s", "must be ≥ 0 s (got %d)", w.HardwareTimeoutS)
-	}
+	between("watchdog.hardware_timeout_s", w.HardwareTimeoutS, 0, 3600, " s")
 	if c.Data.Dir == "" {
 		bad("data.dir", "no results directory given")
 	} else if !filepath.IsAbs(c.Data.Dir) {
 		bad("data.dir", "must be an absolute path (got %q)", c.Data.Dir)
+	}
+	if c.Data.Recipes != "" && !filepath.IsAbs(c.Data.Recipes) {
+		bad("data.recipes", "must be an absolute path (got %q)", c.Data.Recipes)
 	}
 	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
@@ -296,13 +322,32 @@ func (c *Config) Validate() error {
 	default:
 		bad("console.baud", "unsupported baud rate %d (use 9600 … 921600; field engineers expect 115200)", c.Console.Baud)
 	}
-	if c.Sim.TimeScale <= 0 {
-		bad("sim.time_scale", "must be > 0 (got %g)", c.Sim.TimeScale)
+	if ts := c.Sim.TimeScale; ts <= 0 || ts > maxTimeScale {
+		bad("sim.time_scale", "must be in (0, %d] (got %g)", maxTimeScale, ts)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("config: %w", errors.Join(errs...))
+	if err := tomlfile.Join(errs); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	return nil
+}
+
+// Bounds of settings that have no natural limit: far beyond any machine,
+// and far from overflowing a time.Duration or a motion.Distance.
+const (
+	// MaxTravelMM bounds stage.travel_min_mm and travel_max_mm: ±10 m.
+	MaxTravelMM  = 10_000
+	maxFeedMMMin = 1_000_000
+	maxTimeoutMS = 60_000    // a reply, a connection, a hold, a reset: 1 min
+	maxLongMS    = 3_600_000 // homing, heartbeats, the light's on-time: 1 h
+	maxFrameSide = 16384     // pixels
+	maxTimeScale = 1000
+)
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // Travel is the reachable box of [stage], in machine coordinates.
