@@ -382,6 +382,9 @@ func Open(ctx context.Context, cfg *config.Config, opts ...Option) (*Board, erro
 		},
 		MaxFeed: motion.Speed(cfg.Stage.MaxFeedMMMin),
 	}
+	if cfg.Camera.Device == config.SimDevice {
+		b.Limits.MinPitch = sim.MinDiePitch
+	}
 	return b, nil
 }
 
@@ -532,7 +535,7 @@ func ExpectedLimits(cfg *config.Config) recipe.Limits {
 	if cfg.Sim.Enabled {
 		return sim.Config{}.Limits()
 	}
-	return recipe.Limits{
+	lim := recipe.Limits{
 		Travel: cfg.Stage.Travel(),
 		FOV: motion.Point{
 			X: motion.Distance(float64(cfg.Camera.Width) * cfg.Camera.PixelUM),
@@ -540,4 +543,8 @@ func ExpectedLimits(cfg *config.Config) recipe.Limits {
 		},
 		MaxFeed: motion.Speed(cfg.Stage.MaxFeedMMMin),
 	}
+	if cfg.Camera.Device == config.SimDevice {
+		lim.MinPitch = sim.MinDiePitch
+	}
+	return lim
 }

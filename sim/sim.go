@@ -156,9 +156,13 @@ func (c Config) FOV() motion.Point {
 	return motion.Point{X: motion.Distance(w) * c.pixelSize(), Y: motion.Distance(h) * c.pixelSize()}
 }
 
+// MinDiePitch is the smallest die pitch the synthetic camera draws: its
+// scribe lines take 100 µm on each side of a die.
+const MinDiePitch = 2*simcam.ScribeWidth + motion.Micrometre
+
 // Limits are the simulated machine's limits for recipe validation.
 func (c Config) Limits() recipe.Limits {
-	return recipe.Limits{Travel: c.travel(), FOV: c.FOV(), MaxFeed: 6000}
+	return recipe.Limits{Travel: c.travel(), FOV: c.FOV(), MaxFeed: 6000, MinPitch: MinDiePitch}
 }
 
 // SceneFor seeds the defects of rec deterministically from its [sim]
