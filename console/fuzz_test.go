@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/waferd/waferd/inspection/recipe"
 )
 
 // FuzzEditor feeds arbitrary bytes to the line reader: it must not panic,
@@ -102,6 +104,14 @@ func FuzzParse(f *testing.F) {
 			for _, a := range c.Args {
 				if _, err := ParseMM(a); err != nil {
 					t.Fatalf("%q: %v after Parse accepted it", line, err)
+				}
+			}
+		case "light":
+			if len(c.Args) == 2 {
+				// One rule: what the console accepts, a recipe accepts.
+				v, err := ParseLevel(c.Args[1])
+				if err != nil || !recipe.ValidLightLevel(v) {
+					t.Fatalf("%q: level %g (%v) after Parse accepted it", line, v, err)
 				}
 			}
 		}

@@ -45,8 +45,9 @@ var commands = []spec{
 	{name: "jog", usage: "DX DY", summary: "move by DX DY mm from where it is", min: 2, max: 2,
 		help:  "Same rules as move; for example: jog 0.5 0",
 		check: func(a []string) error { return numbers("jog", "DX DY", a) }},
-	{name: "light", usage: "on [L] | off | level L", summary: "switch the light; level L is 0.5 or 50%", min: 1, max: 2,
-		help:  "A light switched on here goes off again before the watchdog's maximum on-time, on stop and when a run starts.",
+	{name: "light", usage: "on [L] | off | level L", summary: "switch the light; L is 0.5 or 50% (1% steps)", min: 1, max: 2,
+		help: levelRule + ". light on without L uses the level last set (80% at first). " +
+			"A light switched on here goes off again before the watchdog's maximum on-time, on stop and when a run starts.",
 		check: checkLight},
 	{name: "capture", usage: "[NAME]", summary: "save a lit frame as <data>/captures/NAME.png", max: 1,
 		check: func(a []string) error {
@@ -242,18 +243,44 @@ func numbers(cmd, names string, a []string) error {
 	return nil
 }
 
-// ParseLevel parses a light level: a fraction in (0, 1] or a percentage
-// ("50%").
+// levelRule is the rule of light levels as help states it: that of
+// recipe.ValidLightLevel, which recipes' capture.light_level follows too.
+const levelRule = "L is a fraction from 0.01 to 1 (0.5) or a percentage from 1% to 100% (50%), in steps of 1%"
+
+// ParseLevel parses a light level: a fraction from 0.01 to 1 ("0.5"), or a
+// percentage from 1% to 100% with its sign ("50%"), in steps of 1% (the
+// rule of recipe.ValidLightLevel). A number without % is always a
+// fraction: "2" is refused, not taken as 2%. The level returned is a whole
+// number of percent, as a fraction.
 func ParseLevel(s string) (float64, error) {
-	pct := strings.HasSuffix(s, "%")
-	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
-	if err == nil && (pct || v > 1) {
-		v /= 100
+	num, pct := strings.CutSuffix(s, "%")
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("light: level %s is not a number: %s", quote(s), levelRule)
 	}
-	if err != nil || math.IsNaN(v) || v <= 0 || v > 1 {
-		return 0, fmt.Errorf("light: level %s out of range: give a fraction up to 1 (0.5) or a percentage (50%%)", quote(s))
+	percent := v
+	if !pct {
+		percent = v * 100
 	}
-	return v, nil
+	// written gives p percent back as the user wrote levels.
+	written := func(p float64) string {
+		if pct {
+			return strconv.FormatFloat(p, 'f', -1, 64) + "%"
+		}
+		return strconv.FormatFloat(p/100, 'f', -1, 64)
+	}
+	whole := math.Round(percent)
+	switch {
+	case !pct && v > 1:
+		return 0, fmt.Errorf("light: level %s is more than 1: without %% a level is a fraction (0.5 is half); %s", quote(s), levelRule)
+	case percent > 100:
+		return 0, fmt.Errorf("light: level %s is more than 100%%: %s", quote(s), levelRule)
+	case percent < 1:
+		return 0, fmt.Errorf("light: level %s is below the lowest level, %s (light off switches it off)", quote(s), written(1))
+	case math.Abs(percent-whole) > 1e-6:
+		return 0, fmt.Errorf("light: level %s is finer than 1%%: give %s or %s", quote(s), written(math.Floor(percent)), written(math.Ceil(percent)))
+	}
+	return whole / 100, nil
 }
 
 func checkLight(a []string) error {
@@ -271,7 +298,7 @@ func checkLight(a []string) error {
 		return nil
 	case "level":
 		if len(a) != 2 {
-			return fmt.Errorf("light: level needs a value; usage: light level L (0.5 or 50%%)")
+			return fmt.Errorf("light: level needs a value; usage: light level L (0.5 or 50%%, 1%% steps)")
 		}
 		_, err := ParseLevel(a[1])
 		return err

@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/waferd/waferd/inspection/recipe"
 )
 
 func TestParseCommands(t *testing.T) {
@@ -57,8 +59,8 @@ func TestParseErrors(t *testing.T) {
 		"move 1e9 2":                `"1e9" is not a length in mm`,
 		"status now":                "status: takes no arguments; usage: status",
 		"light dim":                 `light: "dim" is not on, off or level`,
-		"light on 2000":             `light: level "2000" out of range`,
-		"light on 0":                `light: level "0" out of range`,
+		"light on 2000":             `light: level "2000" is more than 1`,
+		"light on 0":                `light: level "0" is below the lowest level, 0.01 (light off switches it off)`,
 		"light level":               "light: level needs a value",
 		"light off 3":               "light: off takes no level",
 		"run ../../etc/passwd":      `run: "../../etc/passwd" is not a valid RECIPE: use a plain name`,
@@ -97,16 +99,46 @@ func TestDistance(t *testing.T) {
 	assert.Equal(t, 3, distance("kitten", "sitting"))
 }
 
+// TestParseLevel: "light level 1" was 100% but "2" was 2% and "1.5" was
+// "2%"; 0.0001 was accepted and shown as 0% while "light on 0" was
+// refused. One rule now: a fraction from 0.01 to 1 or a percentage from 1%
+// to 100%, in steps of 1%.
 func TestParseLevel(t *testing.T) {
-	for in, want := range map[string]float64{"0.5": 0.5, "1": 1, "50%": 0.5, "80": 0.8, "100%": 1, "5%": 0.05} {
+	for in, want := range map[string]float64{"0.5": 0.5, "1": 1, "1.0": 1, "50%": 0.5, "0.8": 0.8, "100%": 1, "5%": 0.05,
+		"1%": 0.01, "0.01": 0.01, "0.07": 0.07, "7%": 0.07, "0.55": 0.55, "55.0%": 0.55, "5e-1": 0.5} {
 		got, err := ParseLevel(in)
 		require.NoError(t, err, in)
-		assert.InDelta(t, want, got, 1e-9, in)
+		assert.Equal(t, want, got, in)
+		assert.True(t, recipe.ValidLightLevel(got), "%s: the recipe's rule", in)
 	}
-	for _, in := range []string{"0", "-1", "101", "abc", "NaN", "1e400", "%"} {
+	for in, want := range map[string]string{
+		"2":      `light: level "2" is more than 1: without % a level is a fraction (0.5 is half); L is a fraction from 0.01 to 1 (0.5) or a percentage from 1% to 100% (50%), in steps of 1%`,
+		"1.5":    `light: level "1.5" is more than 1: without % a level is a fraction`,
+		"80":     `light: level "80" is more than 1`,
+		"101%":   `light: level "101%" is more than 100%: L is a fraction`,
+		"0.0001": `light: level "0.0001" is below the lowest level, 0.01 (light off switches it off)`,
+		"0":      `light: level "0" is below the lowest level, 0.01`,
+		"0%":     `light: level "0%" is below the lowest level, 1%`,
+		"0.5%":   `light: level "0.5%" is below the lowest level, 1%`,
+		"-1":     `light: level "-1" is below the lowest level`,
+		"0.555":  `light: level "0.555" is finer than 1%: give 0.55 or 0.56`,
+		"50.5%":  `light: level "50.5%" is finer than 1%: give 50% or 51%`,
+		"abc":    `light: level "abc" is not a number: L is a fraction from 0.01 to 1 (0.5) or a percentage from 1% to 100% (50%), in steps of 1%`,
+		"NaN":    `light: level "NaN" is not a number`,
+		"inf%":   `light: level "inf%" is not a number`,
+		"1e400":  `light: level "1e400" is not a number`,
+		"%":      `light: level "%" is not a number`,
+		"50%%":   `light: level "50%%" is not a number`,
+	} {
 		_, err := ParseLevel(in)
-		assert.Error(t, err, in)
+		require.Error(t, err, in)
+		assert.True(t, strings.HasPrefix(err.Error(), want), "%s:\n got %v\nwant %s", in, err, want)
 	}
+}
+
+func TestHelpStatesTheLevelRule(t *testing.T) {
+	assert.Contains(t, lookup("light").help, "a fraction from 0.01 to 1 (0.5) or a percentage from 1% to 100% (50%), in steps of 1%")
+	assert.Contains(t, lookup("light").summary, "1% steps")
 }
 
 func TestEveryCommandHasAHandlerAndHelp(t *testing.T) {

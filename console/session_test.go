@@ -563,3 +563,28 @@ func TestOriginSession(t *testing.T) {
 	tm.expect(`jogged: stage Idle at X 121\.000 Y 81\.000 mm\r\n`)
 	assert.Equal(t, 2, strings.Count(tm.all(), "[y/N]"), "each question is shown once, not again after its answer")
 }
+
+// TestLightLevelsThroughAConsole: the level rule as a user meets it,
+// stated by help and applied to every form of light.
+func TestLightLevelsThroughAConsole(t *testing.T) {
+	m := startMachine(t)
+	port := &rwc{r: strings.NewReader("help light\nlight level 2\nlight level 1.5\nlight level 0.0001\nlight on 0\nlight level 0.555\nlight level 1\nlight level 35%\nstatus\n")}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := Serve(ctx, port, m.d, Options{Name: "stdio", Version: "test", OnEOF: cancel})
+	assert.ErrorIs(t, err, io.EOF)
+	out := port.String()
+	for _, want := range []string{
+		"L is a fraction from 0.01 to 1 (0.5) or a percentage from 1% to 100% (50%), in steps of 1%.",
+		`error: light: level "2" is more than 1: without % a level is a fraction (0.5 is half)`,
+		`error: light: level "1.5" is more than 1`,
+		`error: light: level "0.0001" is below the lowest level, 0.01 (light off switches it off)`,
+		`error: light: level "0" is below the lowest level, 0.01`,
+		`error: light: level "0.555" is finer than 1%: give 0.55 or 0.56`,
+		"light level 100%: used by the next light on\n",
+		"light level 35%: used by the next light on\n",
+		"(light on uses 35%)",
+	} {
+		assert.Contains(t, out, want)
+	}
+}

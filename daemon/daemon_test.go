@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -285,6 +286,21 @@ func TestConsoleLightGoesOffBeforeTheLeaseExpires(t *testing.T) {
 	r.D.Stop(stop.Fault, "test")
 	require.NoError(t, r.D.SetLight(false, 0))
 	require.ErrorIs(t, r.D.SetLight(true, 0), machine.ErrLatched)
+}
+
+// TestLightLevelRule: the daemon applies the rule the console and recipes
+// follow (recipe.ValidLightLevel); NaN passed its range check.
+func TestLightLevelRule(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{})
+	for _, v := range []float64{math.NaN(), math.Inf(1), -0.5, 0.0001, 0.555, 2} {
+		require.ErrorContains(t, r.D.SetLight(true, v), "not a fraction from 0.01 to 1 in steps of 0.01 (1%)", "%g", v)
+		require.ErrorContains(t, r.D.SetLightLevel(v), "not a fraction from 0.01 to 1 in steps of 0.01 (1%)", "%g", v)
+		assert.Equal(t, gpio.Low, r.Light(), "%g", v)
+	}
+	require.ErrorContains(t, r.D.SetLightLevel(0), "light level 0: not a fraction")
+	assert.Equal(t, 0.8, r.D.Status(context.Background()).LightLevel, "unchanged")
+	require.NoError(t, r.D.SetLightLevel(0.01))
+	require.NoError(t, r.D.SetLight(false, 0))
 }
 
 func TestEventsAndStopStatistics(t *testing.T) {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/illumination"
+	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/watchdog"
 )
@@ -16,16 +18,17 @@ import (
 // DefaultLightLevel is the level of a console's "light on" until set.
 const DefaultLightLevel = 0.8
 
-// SetLight switches the light on at level (0 < level ≤ 1; 0 keeps the
-// console level) or off. Switching on holds the machine's claim for the
+// SetLight switches the light on at level (a light level by
+// recipe.ValidLightLevel: 0.01 to 1 in steps of 0.01; 0 keeps the console
+// level) or off. Switching on holds the machine's claim for the
 // switching, so it is refused during a run or another operation and while
 // the machine is latched; the light then stays on until a console switches
 // it off, a Stop, a run starting, or 90% of the watchdog's maximum on-time
 // (so that the watchdog never faults). Switching off works whenever no
 // operation holds the machine (a run switches the light itself: stop it).
 func (d *Daemon) SetLight(on bool, level float64) error {
-	if level < 0 || level > 1 {
-		return fmt.Errorf("daemon: light level %g out of range (0, 1]", level)
+	if level != 0 && !recipe.ValidLightLevel(level) {
+		return fmt.Errorf("daemon: light level %g: %w", level, errLightLevel)
 	}
 	d.mu.Lock()
 	if level > 0 {
@@ -74,11 +77,12 @@ func (d *Daemon) SetLight(on bool, level float64) error {
 	return nil
 }
 
-// SetLightLevel sets the level a console's "light on" uses (0 < level ≤
-// 1); a light a console switched on changes to it at once.
+// SetLightLevel sets the level a console's "light on" uses (a light level
+// by recipe.ValidLightLevel); a light a console switched on changes to it at
+// once.
 func (d *Daemon) SetLightLevel(level float64) error {
-	if level <= 0 || level > 1 {
-		return fmt.Errorf("daemon: light level %g out of range (0, 1]", level)
+	if !recipe.ValidLightLevel(level) {
+		return fmt.Errorf("daemon: light level %g: %w", level, errLightLevel)
 	}
 	d.mu.Lock()
 	d.level = level
@@ -89,6 +93,9 @@ func (d *Daemon) SetLightLevel(level float64) error {
 	}
 	return nil
 }
+
+// errLightLevel is the light-level rule (recipe.ValidLightLevel).
+var errLightLevel = errors.New("not a fraction from 0.01 to 1 in steps of 0.01 (1%)")
 
 func (d *Daemon) lightLevelLocked() float64 {
 	if d.level > 0 {
