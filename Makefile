@@ -45,6 +45,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzEditor$$' -fuzztime=$(FUZZTIME) ./console/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./console/
 	$(GO) test -run='^$$' -fuzz='^FuzzDetect$$' -fuzztime=$(FUZZTIME) ./inspection/analysis/
+	$(GO) test -run='^$$' -fuzz='^FuzzRecipe$$' -fuzztime=$(FUZZTIME) ./inspection/recipe/
+	$(GO) test -run='^$$' -fuzz='^FuzzConfig$$' -fuzztime=$(FUZZTIME) ./config/
 
 ## install: binary, unit, config, sysusers, tmpfiles and udev rules under DESTDIR
 ## (the paths are those of systemd.Install in systemd/systemd.go)

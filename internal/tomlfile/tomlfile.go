@@ -60,8 +60,11 @@ func (e *Error) Error() string {
 		b.WriteString(":" + strconv.Itoa(e.Line))
 	}
 	b.WriteString(": ")
-	if e.Key != "" {
-		b.WriteString(e.Key + ": ")
+	if key := e.Key; key != "" {
+		if utf8.RuneCountInString(key) > maxShownKey {
+			key = string([]rune(key)[:maxShownKey]) + "…"
+		}
+		b.WriteString(key + ": ")
 	}
 	b.WriteString(e.Msg)
 	return printable(b.String())
@@ -147,7 +150,6 @@ func regular(path string, fi fs.FileInfo) error {
 	return nil
 }
 
-
 func kind(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
@@ -179,12 +181,15 @@ func Load(path string, v any) (*File, error) {
 // set, so v may hold defaults. The field types understood are bool, string,
 // the integer and float kinds, fixed-size arrays of them (the TOML array
 // must have exactly that length), structs (tables) and slices of structs
-// (arrays of tables). Every problem found is returned (see Join); v is then
-// partly assigned and must not be used.
+// (arrays of tables). Data over MaxSize is refused. Every problem found is
+// returned (see Join); v is then partly assigned and must not be used.
 func Decode(name string, data []byte, v any) (*File, error) {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
 		panic(fmt.Sprintf("tomlfile: Decode needs a pointer to a struct, not %T", v))
+	}
+	if len(data) > MaxSize {
+		return nil, &Error{File: name, Msg: fmt.Sprintf("%d bytes, over the limit of %d bytes (1 MiB) for a TOML file", len(data), MaxSize)}
 	}
 	f := &File{Name: name}
 	var err error
@@ -579,8 +584,12 @@ func plural(t reflect.Type, n int) string {
 	return many
 }
 
-// maxShown is how much of a string value an error repeats.
-const maxShown = 32
+// maxShown is how much of a string value an error repeats; maxShownKey,
+// of a key.
+const (
+	maxShown    = 32
+	maxShownKey = 80
+)
 
 // describe says what a TOML value is, for "found ..." in errors.
 func describe(v any) string {

@@ -151,6 +151,13 @@ func TestErrorIsOneLine(t *testing.T) {
 	assert.Equal(t, `a\nb.toml:2: "x": found \x1b[31m\u2028`, e.Error())
 }
 
+func TestLongKeysAreCut(t *testing.T) {
+	var d doc
+	_, err := Decode("d.toml", []byte("[box]\n"+strings.Repeat("k", 5000)+" = 1\n"), &d)
+	require.Error(t, err)
+	assert.Equal(t, "d.toml:2: box."+strings.Repeat("k", 76)+"…: unknown key ([box] has size, width_mm, center_mm, die, on, seed, small)", err.Error())
+}
+
 func TestReadFileRefusesWhatIsNotAFile(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
@@ -181,6 +188,10 @@ func TestReadFileBoundsTheSize(t *testing.T) {
 	require.NoError(t, os.WriteFile(big, []byte(body+"\n"), 0o644))
 	_, err = ReadFile(big)
 	assert.EqualError(t, err, fmt.Sprintf("%s: %d bytes, over the limit of %d bytes (1 MiB) for a TOML file", big, MaxSize+1, MaxSize))
+
+	var d doc
+	_, err = Decode("big.toml", []byte(body+"\n"), &d)
+	assert.EqualError(t, err, fmt.Sprintf("big.toml: %d bytes, over the limit of %d bytes (1 MiB) for a TOML file", MaxSize+1, MaxSize))
 
 	_, err = ReadFile(filepath.Join(dir, "missing.toml"))
 	assert.ErrorContains(t, err, "missing.toml")
