@@ -133,7 +133,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run"}, "--recipe FILE is required"},
 		{[]string{"run", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"run", "--recipe", "/nonexistent.toml"}, "/nonexistent.toml"},
-		{[]string{"run", "--recipe", bad}, "r.toml:12: capture.light_level: must be in (0, 1] (got 7)"},
+		{[]string{"run", "--recipe", bad}, "r.toml:12: capture.light_level: must be a fraction from 0.01 to 1 in steps of 0.01 (1%) (got 7)"},
 		{[]string{"run", "--recipe", bad, "--time-scale", "0"}, "--time-scale must be > 0"},
 		{[]string{"run", "--recipe", bad, "--log-level", "loud"}, `unknown level "loud"`},
 	}
