@@ -168,7 +168,16 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 		r.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	}
 	// The decoder refuses NaN and infinities, and arrays of another length.
-	if d := f.Wafer.DiameterMM; d <= 0 || d > MaxDiameterMM {
+	// A key without a default must be written: a missing center_mm made
+	// every site "outside the travel" without naming it.
+	missing := make(map[string]bool)
+	for _, k := range required {
+		if !tf.Has(k.key) {
+			bad(k.key, "missing: give %s", k.what)
+			missing[k.key] = true
+		}
+	}
+	if d := f.Wafer.DiameterMM; !missing["wafer.diameter_mm"] && (d <= 0 || d > MaxDiameterMM) {
 		bad("wafer.diameter_mm", "must be in (0, %d] mm (got %g)", MaxDiameterMM, d)
 	}
 	if c := f.Wafer.CenterMM; math.Abs(c[0]) > MaxCenterMM || math.Abs(c[1]) > MaxCenterMM {
@@ -177,6 +186,7 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 	for i, axis := range []string{"X", "Y"} {
 		p := f.Dies.PitchMM[i]
 		switch {
+		case missing["dies.pitch_mm"]:
 		case p <= 0 || p > MaxPitchMM:
 			bad("dies.pitch_mm", "%s: must be in (0, %d] mm (got %g)", axis, MaxPitchMM, p)
 		case motion.MM(p) < max(lim.MinPitch, motion.Micrometre):
@@ -195,18 +205,20 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 	r.DiePitch = motion.Point{X: motion.MM(f.Dies.PitchMM[0]), Y: motion.MM(f.Dies.PitchMM[1])}
 
 	c := f.Capture
-	if c.ExposureMS <= 0 || c.ExposureMS > 10000 {
+	if !missing["capture.exposure_ms"] && (c.ExposureMS <= 0 || c.ExposureMS > 10000) {
 		bad("capture.exposure_ms", "must be in (0, 10000] ms (got %g)", c.ExposureMS)
 	}
-	if !ValidLightLevel(c.LightLevel) {
+	if !missing["capture.light_level"] && !ValidLightLevel(c.LightLevel) {
 		bad("capture.light_level", "must be a fraction from 0.01 to 1 in steps of 0.01 (1%%) (got %g)", c.LightLevel)
 	}
 	if c.SettleMS < 0 || c.SettleMS > 10000 {
 		bad("capture.settle_ms", "must be in [0, 10000] ms (got %g)", c.SettleMS)
 	}
-	if c.FeedMMMin <= 0 || c.FeedMMMin > maxFeedMMMin {
+	switch {
+	case missing["capture.feed_mm_min"]:
+	case c.FeedMMMin <= 0 || c.FeedMMMin > maxFeedMMMin:
 		bad("capture.feed_mm_min", "must be in (0, %d] mm/min (got %g)", maxFeedMMMin, c.FeedMMMin)
-	} else if lim.MaxFeed > 0 && motion.Speed(c.FeedMMMin) > lim.MaxFeed {
+	case lim.MaxFeed > 0 && motion.Speed(c.FeedMMMin) > lim.MaxFeed:
 		bad("capture.feed_mm_min", "%g mm/min exceeds the stage's maximum %g mm/min", c.FeedMMMin, float64(lim.MaxFeed))
 	}
 	r.Exposure = time.Duration(c.ExposureMS * float64(time.Millisecond))
@@ -308,6 +320,17 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 		r.Sites[i].Index = i
 	}
 	return r, nil
+}
+
+// required are the keys a recipe must write: they have no sensible
+// default.
+var required = []struct{ key, what string }{
+	{"wafer.diameter_mm", "the wafer's diameter in mm"},
+	{"wafer.center_mm", "the stage position of the wafer's centre, [X, Y] in mm"},
+	{"dies.pitch_mm", "the die pitch, [X, Y] in mm"},
+	{"capture.exposure_ms", "the exposure in ms"},
+	{"capture.light_level", "the light level, a fraction from 0.01 to 1"},
+	{"capture.feed_mm_min", "the feed between sites in mm/min"},
 }
 
 // maxFeedMMMin bounds capture.feed_mm_min when the machine states no

@@ -306,3 +306,25 @@ func TestPitchNeedNotBeWholePixels(t *testing.T) {
 		require.Equal(t, ref.Pix, f.Pix, "site %v at %v", s.Die, s.At)
 	}
 }
+
+// TestRequiredKeys: a key with no sensible default must be written; a
+// missing center_mm put the wafer at the origin and every site outside the
+// travel, without naming center_mm.
+func TestRequiredKeys(t *testing.T) {
+	doc := strings.Replace(good, "center_mm = [150.0, 150.0]\n", "", 1)
+	_, err := Parse("t.toml", []byte(doc), lim)
+	require.Error(t, err)
+	assert.Equal(t, "recipe: t.toml:3: wafer.center_mm: missing: give the stage position of the wafer's centre, [X, Y] in mm", err.Error())
+
+	_, err = Parse("t.toml", []byte("name = \"empty\"\n"), lim)
+	require.Error(t, err)
+	lines := strings.Split(err.Error(), "\n")
+	require.Len(t, lines, 6, err.Error())
+	for i, key := range []string{"wafer.diameter_mm", "wafer.center_mm", "dies.pitch_mm", "capture.exposure_ms", "capture.light_level", "capture.feed_mm_min"} {
+		assert.Contains(t, lines[i], "t.toml: "+key+": missing: give ")
+	}
+
+	inline := "wafer = {diameter_mm = 100.0, center_mm = [150.0, 150.0]}\n" + good[strings.Index(good, "[dies]"):]
+	_, err = Parse("t.toml", []byte(inline), lim)
+	assert.NoError(t, err, "written in an inline table")
+}

@@ -102,6 +102,7 @@ func printable(s string) string {
 type File struct {
 	Name  string
 	lines map[string]int
+	set   map[string]bool // keys decoded, in inline tables too
 }
 
 // ReadFile reads the file at path, refusing anything but a regular file of
@@ -206,6 +207,7 @@ func Decode(name string, data []byte, v any) (*File, error) {
 		}
 		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
+	f.set = make(map[string]bool)
 	d := decoder{f: f}
 	d.table(rv.Elem(), tree, "")
 	if len(d.errs) > 0 {
@@ -221,6 +223,12 @@ func (f *File) Line(key string) int {
 		return 0
 	}
 	return f.lines[key]
+}
+
+// Has reports whether key (as for Line) was written in the file, on a line
+// of its own or in an inline table.
+func (f *File) Has(key string) bool {
+	return f != nil && f.set[key]
 }
 
 // near returns the line of key or, when it was not written on a line of
@@ -429,6 +437,7 @@ func (d *decoder) table(dst reflect.Value, src map[string]any, path string) {
 			d.bad(key, "unknown key (%s)", known(fields, path))
 			continue
 		}
+		d.f.set[key] = true
 		d.value(dst.Field(i), src[k], key)
 	}
 }

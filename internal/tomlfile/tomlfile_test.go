@@ -55,6 +55,9 @@ func TestLinesOfKeys(t *testing.T) {
 	assert.EqualError(t, f.Errorf("item[1].id", "bad %d", 2), "d.toml:10: item[1].id: bad 2")
 	assert.EqualError(t, f.Errorf("box.center_mm[1]", "bad"), "d.toml:3: box.center_mm[1]: bad", "the nearest enclosing key's line")
 	assert.Equal(t, 3, d.Box.Size)
+	assert.True(t, f.Has("box.size"))
+	assert.True(t, f.Has("item[1].id"))
+	assert.False(t, f.Has("box.width_mm"))
 	require.Len(t, d.Item, 2)
 	assert.Equal(t, 2, d.Item[1].ID)
 }
@@ -70,6 +73,12 @@ func TestDecodeKeepsDefaults(t *testing.T) {
 	assert.Equal(t, [2]int{-1, 2}, d.Box.Die)
 	assert.True(t, d.Box.On)
 	assert.EqualValues(t, 9, d.Box.Seed)
+
+	f, err := Decode("d.toml", []byte("box = {size = 2}\n"), &d)
+	require.NoError(t, err)
+	assert.True(t, f.Has("box.size"), "in an inline table")
+	assert.Equal(t, 0, f.Line("box.size"))
+	assert.False(t, f.Has("box.die"))
 }
 
 // TestErrorsSayWhatWasExpectedAndFound: each message names the file, the
