@@ -189,8 +189,10 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 		case missing["dies.pitch_mm"]:
 		case p <= 0 || p > MaxPitchMM:
 			bad("dies.pitch_mm", "%s: must be in (0, %d] mm (got %g)", axis, MaxPitchMM, p)
-		case motion.MM(p) < max(lim.MinPitch, motion.Micrometre):
-			bad("dies.pitch_mm", "%s: %g mm is less than the %v this camera can image", axis, p, max(lim.MinPitch, motion.Micrometre))
+		case motion.MM(p) < motion.Micrometre:
+			bad("dies.pitch_mm", "%s: %g mm is below the stage's resolution, 0.001 mm", axis, p)
+		case motion.MM(p) < lim.MinPitch:
+			bad("dies.pitch_mm", "%s: %g mm is less than the %v this camera can image", axis, p, lim.MinPitch)
 		}
 	}
 	checkDie(bad, "dies.reference", f.Dies.Reference)

@@ -234,7 +234,7 @@ func TestBoundsKeepValuesSane(t *testing.T) {
 	for edit, want := range map[[2]string]string{
 		{`diameter_mm = 100.0`, `diameter_mm = 1e300`}:                                         "t.toml:4: wafer.diameter_mm: must be in (0, 1000] mm (got 1e+300)",
 		{`center_mm = [150.0, 150.0]`, `center_mm = [1e20, 0.0]`}:                              "t.toml:5: wafer.center_mm: must be within ±10000 mm (got [1e+20, 0])",
-		{`pitch_mm = [10.0, 10.0]`, `pitch_mm = [0.0001, 10.0]`}:                               "t.toml:7: dies.pitch_mm: X: 0.0001 mm is less than the 0.001mm this camera can image",
+		{`pitch_mm = [10.0, 10.0]`, `pitch_mm = [0.0001, 10.0]`}:                               "t.toml:7: dies.pitch_mm: X: 0.0001 mm is below the stage's resolution, 0.001 mm",
 		{`pitch_mm = [10.0, 10.0]`, `pitch_mm = [10.0, 2000.0]`}:                               "t.toml:7: dies.pitch_mm: Y: must be in (0, 1000] mm (got 2000)",
 		{`reference = [0, 0]`, `reference = [9223372036854775807, 0]`}:                         "t.toml:8: dies.reference: column and row must be within ±100000 (got [9223372036854775807, 0])",
 		{`die = [1, 1]`, `die = [1, -4611686018427387904]`}:                                    "t.toml:10: site[0].die: column and row must be within ±100000",
