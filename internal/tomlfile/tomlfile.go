@@ -14,6 +14,7 @@ package tomlfile
 
 import (
 	"cmp"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -180,9 +181,12 @@ func Load(path string, v any) (*File, error) {
 // Decode decodes data (named name in errors) into v, a pointer to a struct
 // whose fields carry `toml:"key"` tags. Only the keys present in data are
 // set, so v may hold defaults. The field types understood are bool, string,
-// the integer and float kinds, fixed-size arrays of them (the TOML array
-// must have exactly that length), structs (tables) and slices of structs
-// (arrays of tables). Data over MaxSize is refused. Every problem found is
+// the integer and float kinds (integers range-checked, floats finite),
+// time.Time, types that implement encoding.TextUnmarshaler (from a
+// string), fixed-size arrays (the TOML array must have exactly that
+// length), slices, structs (tables; slices of them are arrays of tables),
+// maps with string keys, pointers to these and any. Decode panics on a
+// field of another type. Data over MaxSize is refused. Every problem found is
 // returned (see Join); v is then partly assigned and must not be used.
 func Decode(name string, data []byte, v any) (*File, error) {
 	rv := reflect.ValueOf(v)
@@ -444,7 +448,39 @@ func (d *decoder) table(dst reflect.Value, src map[string]any, path string) {
 
 // value assigns one TOML value to dst.
 func (d *decoder) value(dst reflect.Value, src any, key string) {
+	// Types that decode themselves, and dates.
+	if dst.Type() == timeType {
+		t, ok := src.(time.Time)
+		if !ok {
+			d.wrong(key, "a date and time with its offset (1979-05-27T07:32:00Z)", src)
+			return
+		}
+		dst.Set(reflect.ValueOf(t))
+		return
+	}
+	if dst.CanAddr() {
+		if u, ok := dst.Addr().Interface().(encoding.TextUnmarshaler); ok {
+			s, ok := src.(string)
+			if !ok {
+				d.wrong(key, "a string", src)
+				return
+			}
+			if err := u.UnmarshalText([]byte(s)); err != nil {
+				d.bad(key, "%s is not valid: %v", describe(src), err)
+			}
+			return
+		}
+	}
 	switch dst.Kind() {
+	case reflect.Pointer:
+		v := reflect.New(dst.Type().Elem())
+		d.value(v.Elem(), src, key)
+		dst.Set(v)
+	case reflect.Interface:
+		if dst.NumMethod() != 0 {
+			panic("tomlfile: unsupported field type " + dst.Type().String() + " for " + key)
+		}
+		dst.Set(reflect.ValueOf(src))
 	case reflect.Struct:
 		t, ok := src.(map[string]any)
 		if !ok {
@@ -452,24 +488,35 @@ func (d *decoder) value(dst reflect.Value, src any, key string) {
 			return
 		}
 		d.table(dst, t, key)
-	case reflect.Slice:
-		if dst.Type().Elem().Kind() != reflect.Struct {
+	case reflect.Map:
+		if dst.Type().Key().Kind() != reflect.String {
 			panic("tomlfile: unsupported field type " + dst.Type().String() + " for " + key)
 		}
+		t, ok := src.(map[string]any)
+		if !ok {
+			d.wrong(key, "a table", src)
+			return
+		}
+		m := reflect.MakeMapWithSize(dst.Type(), len(t))
+		for k, e := range t {
+			v := reflect.New(dst.Type().Elem()).Elem()
+			d.value(v, e, join(key, keyPart(k)))
+			m.SetMapIndex(reflect.ValueOf(k).Convert(dst.Type().Key()), v)
+		}
+		dst.Set(m)
+	case reflect.Slice:
 		a, ok := src.([]any)
 		if !ok {
-			d.wrong(key, "an array of tables ([["+key+"]])", src)
+			want := "an array"
+			if dst.Type().Elem().Kind() == reflect.Struct {
+				want = "an array of tables ([[" + key + "]])"
+			}
+			d.wrong(key, want, src)
 			return
 		}
 		s := reflect.MakeSlice(dst.Type(), len(a), len(a))
 		for i, e := range a {
-			ek := key + "[" + strconv.Itoa(i) + "]"
-			t, ok := e.(map[string]any)
-			if !ok {
-				d.wrong(ek, "a table", e)
-				continue
-			}
-			d.table(s.Index(i), t, ek)
+			d.value(s.Index(i), e, key+"["+strconv.Itoa(i)+"]")
 		}
 		dst.Set(s)
 	case reflect.Array:
@@ -539,6 +586,8 @@ func (d *decoder) value(dst reflect.Value, src any, key string) {
 		panic("tomlfile: unsupported field type " + dst.Type().String() + " for " + key)
 	}
 }
+
+var timeType = reflect.TypeFor[time.Time]()
 
 // tomlFields maps the TOML keys of struct type t to field indexes.
 func tomlFields(t reflect.Type) map[string]int {

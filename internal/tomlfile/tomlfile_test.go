@@ -3,11 +3,13 @@ package tomlfile
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -213,4 +215,61 @@ func TestReadFileBoundsWhatStatDoesNotSize(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEmpty(t, data)
 	assert.LessOrEqual(t, len(data), MaxSize)
+}
+
+// more holds the other types a configuration table may grow.
+type more struct {
+	Tags   []string         `toml:"tags"`
+	Levels []float64        `toml:"levels"`
+	Limits map[string]int   `toml:"limits"`
+	When   time.Time        `toml:"when"`
+	Addr   netip.Addr       `toml:"addr"`
+	Port   *int             `toml:"port"`
+	Extra  any              `toml:"extra"`
+	Topics map[string]topic `toml:"topic"`
+}
+
+type topic struct {
+	QoS int `toml:"qos"`
+}
+
+func TestOtherTypes(t *testing.T) {
+	var m more
+	_, err := Decode("m.toml", []byte(`tags = ["a", "b"]
+levels = [0.5]
+limits = {a = 1, b = 2}
+when = 1979-05-27T07:32:00Z
+addr = "192.0.2.1"
+port = 1883
+extra = [1, "x"]
+[topic.runs]
+qos = 1
+`), &m)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, m.Tags)
+	assert.Equal(t, []float64{0.5}, m.Levels)
+	assert.Equal(t, map[string]int{"a": 1, "b": 2}, m.Limits)
+	assert.Equal(t, 1979, m.When.Year())
+	assert.Equal(t, netip.MustParseAddr("192.0.2.1"), m.Addr)
+	require.NotNil(t, m.Port)
+	assert.Equal(t, 1883, *m.Port)
+	assert.Equal(t, []any{int64(1), "x"}, m.Extra)
+	assert.Equal(t, map[string]topic{"runs": {QoS: 1}}, m.Topics)
+
+	for in, want := range map[string]string{
+		"tags = [\"a\", 1]\n":         `m.toml:1: tags[1]: expected a string, found the integer 1`,
+		"tags = \"a\"\n":              `m.toml:1: tags: expected an array, found the string "a"`,
+		"levels = [nan]\n":            `m.toml:1: levels[0]: expected a finite number, found nan`,
+		"limits = {a = \"x\"}\n":      `m.toml:1: limits.a: expected an integer, found the string "x"`,
+		"when = \"today\"\n":          `m.toml:1: when: expected a date and time with its offset (1979-05-27T07:32:00Z), found the string "today"`,
+		"addr = \"nowhere\"\n":        `m.toml:1: addr: the string "nowhere" is not valid: ParseAddr("nowhere"): unable to parse IP`,
+		"addr = 1\n":                  `m.toml:1: addr: expected a string, found the integer 1`,
+		"port = \"x\"\n":              `m.toml:1: port: expected an integer, found the string "x"`,
+		"[topic.runs]\nqos = \"1\"\n": `m.toml:2: topic.runs.qos: expected an integer, found the string "1"`,
+	} {
+		var m more
+		_, err := Decode("m.toml", []byte(in), &m)
+		require.Error(t, err, in)
+		assert.Equal(t, want, err.Error(), in)
+	}
 }
