@@ -266,9 +266,9 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 			bad("dies.pitch_mm", "a %g mm wafer at this pitch is a grid of %.0f dies to check, more than %d: the pitch is too fine for layout = \"grid\"", f.Wafer.DiameterMM, n, 4*MaxSites)
 			break
 		}
-		dies = r.gridDies(lim.FOV)
-		if len(dies) > MaxSites {
+		if dies = r.gridDies(lim.FOV); len(dies) > MaxSites {
 			bad("dies.layout", "the grid has %d sites, more than %d", len(dies), MaxSites)
+			dies = nil
 			break
 		}
 		for range dies {

@@ -259,6 +259,18 @@ func TestGridTooFine(t *testing.T) {
 	assert.Contains(t, err.Error(), "t.toml:7: dies.pitch_mm: a 100 mm wafer at this pitch is a grid of 10000600009 dies to check, more than 400000")
 }
 
+// TestGridTooLarge: a grid of more than MaxSites dies is refused (it
+// panicked once, with the sites' keys left out).
+func TestGridTooLarge(t *testing.T) {
+	doc := strings.Replace(good, `reference = [0, 0]`, "reference = [0, 0]\nlayout = \"grid\"", 1)
+	doc = strings.NewReplacer("diameter_mm = 100.0", "diameter_mm = 1000.0", "pitch_mm = [10.0, 10.0]", "pitch_mm = [1.6, 1.6]",
+		"center_mm = [150.0, 150.0]", "center_mm = [500.0, 500.0]").Replace(doc)
+	doc = doc[:strings.Index(doc, "[[site]]")] + doc[strings.Index(doc, "[capture]"):]
+	_, err := Parse("t.toml", []byte(doc), Limits{FOV: motion.Point{X: 1000, Y: 1000}})
+	require.Error(t, err)
+	assert.Regexp(t, `^recipe: t.toml:9: dies.layout: the grid has \d+ sites, more than 100000$`, err.Error())
+}
+
 func TestLightLevelRule(t *testing.T) {
 	for _, v := range []float64{0.01, 0.07, 0.5, 0.55, 0.87, 0.99, 1} {
 		assert.True(t, ValidLightLevel(v), "%g", v)
