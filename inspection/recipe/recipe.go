@@ -285,7 +285,7 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 		for i, s := range f.Sites {
 			key := fmt.Sprintf("site[%d].die", i)
 			if j, dup := seen[s.Die]; dup {
-				bad(key, "site %d repeats die %v of site %d", i+1, s.Die, j+1)
+				bad(key, "site %d repeats die %s of site %d", i+1, DieName(s.Die), j+1)
 				continue
 			}
 			seen[s.Die] = i
@@ -300,9 +300,9 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 	check := func(key, what string, die [2]int) motion.Point {
 		at := r.DieCenter(die)
 		if lim.Travel != (motion.Rect{}) && !lim.Travel.Contains(at) {
-			bad(key, "%s (die %v at %v) is outside the stage travel %v–%v", what, die, at, lim.Travel.Min, lim.Travel.Max)
+			bad(key, "%s (die %s at %v) is outside the stage travel %v–%v", what, DieName(die), at, lim.Travel.Min, lim.Travel.Max)
 		} else if !r.fovInsideWafer(at, lim.FOV) {
-			bad(key, "%s (die %v at %v) is not inside the wafer (diameter %v, field of view %v)", what, die, at, r.WaferDiameter, lim.FOV)
+			bad(key, "%s (die %s at %v) is not inside the wafer (diameter %v, field of view %v)", what, DieName(die), at, r.WaferDiameter, lim.FOV)
 		}
 		return at
 	}

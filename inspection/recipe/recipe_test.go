@@ -93,14 +93,14 @@ func TestValidationErrorsNameFileLineAndSite(t *testing.T) {
 	cases := []struct {
 		name, edit, want string
 	}{
-		{"site off wafer", `die = [-2, 0]`, `t.toml:12: site[1].die: site 2 (die [-6 0] at (90.000, 150.000)mm) is not inside the wafer`},
-		{"site outside travel", `center_mm = [150.0, 150.0]`, `t.toml:8: dies.reference: reference die (die [0 0] at (-100.000, 150.000)mm) is outside the stage travel (0.000, 0.000)mm–(300.000, 300.000)mm`},
+		{"site off wafer", `die = [-2, 0]`, `t.toml:12: site[1].die: site 2 (die -6,+0 at (90.000, 150.000)mm) is not inside the wafer`},
+		{"site outside travel", `center_mm = [150.0, 150.0]`, `t.toml:8: dies.reference: reference die (die +0,+0 at (-100.000, 150.000)mm) is outside the stage travel (0.000, 0.000)mm–(300.000, 300.000)mm`},
 		{"unknown key", `settle_ms = 0`, `t.toml:16: capture.settle: unknown key`},
 		{"bad type", `exposure_ms = 10`, `t.toml:14: capture.exposure_ms: expected a number, found the string "ten"`},
 		{"exposure range", `exposure_ms = 10`, `t.toml:14: capture.exposure_ms: must be in (0, 10000] ms (got -1)`},
 		{"light level", `light_level = 1.0`, `t.toml:15: capture.light_level: must be a fraction from 0.01 to 1 in steps of 0.01 (1%) (got 2)`},
 		{"feed too fast", `feed_mm_min = 2000`, `t.toml:17: capture.feed_mm_min: 9000 mm/min exceeds the stage's maximum 6000 mm/min`},
-		{"duplicate site", `die = [-2, 0]`, `t.toml:12: site[1].die: site 2 repeats die [1 1] of site 1`},
+		{"duplicate site", `die = [-2, 0]`, `t.toml:12: site[1].die: site 2 repeats die +1,+1 of site 1`},
 		{"syntax", `[capture]`, `t.toml:13: syntax:`},
 	}
 	repl := map[string]string{
