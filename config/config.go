@@ -279,8 +279,10 @@ func (c *Config) Validate() error {
 	between("watchdog.camera_heartbeat_ms", w.CameraHeartbeatMS, 1, maxLongMS, " ms")
 	between("watchdog.runner_heartbeat_ms", w.RunnerHeartbeatMS, 1, maxLongMS, " ms")
 	between("watchdog.light_max_on_ms", w.LightMaxOnMS, 1, maxLongMS, " ms")
-	if w.StageHeartbeatMS > 0 && w.StageHeartbeatMS < 2*c.Stage.PollMS {
-		bad("watchdog.stage_heartbeat_ms", "%d ms is less than two stage polls (poll_ms = %d)", w.StageHeartbeatMS, c.Stage.PollMS)
+	// A poll waits up to four periods for its answer before the next one
+	// starts: a healthy stage can go five periods between beats.
+	if w.StageHeartbeatMS > 0 && w.StageHeartbeatMS < 5*c.Stage.PollMS {
+		bad("watchdog.stage_heartbeat_ms", "%d ms is less than five stage polls (stage.poll_ms = %d: a poll waits up to four periods for its answer)", w.StageHeartbeatMS, c.Stage.PollMS)
 	}
 	if w.ThermalZone != "" {
 		if !filepath.IsAbs(w.ThermalZone) {

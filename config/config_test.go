@@ -297,3 +297,14 @@ func TestLoadChecksThePathsItCan(t *testing.T) {
 	_, err := Parse("c.toml", []byte(simDoc(fmt.Sprintf("[watchdog]\nthermal_zone = %q\n", missing))))
 	assert.NoError(t, err)
 }
+
+// TestStageHeartbeatFitsThePollCadence: the stage heartbeat's limit must
+// cover what a healthy poll takes (a poll waits up to four periods for its
+// answer), or an idle machine faults itself on a busy host.
+func TestStageHeartbeatFitsThePollCadence(t *testing.T) {
+	_, err := Parse("w.toml", []byte("[sim]\nenabled = true\n[stage]\npoll_ms = 100\n[watchdog]\nstage_heartbeat_ms = 400\n"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "watchdog.stage_heartbeat_ms: 400 ms is less than five stage polls (stage.poll_ms = 100")
+	_, err = Parse("w.toml", []byte("[sim]\nenabled = true\n[stage]\npoll_ms = 100\n[watchdog]\nstage_heartbeat_ms = 500\n"))
+	require.NoError(t, err)
+}
