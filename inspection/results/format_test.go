@@ -11,12 +11,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/waferd/waferd/motion"
 )
 
 // goldenRun records, through the Store as the runner does, the run whose
 // files are kept in testdata/golden: every kind of site (done with defects
 // and image, done without either, failed, pending), strings that JSON
-// escapes, and an outcome. It returns the run directory.
+// escapes, an outcome, and a geometry with an orientation mark and a
+// reference die. It returns the run directory.
 func goldenRun(t *testing.T, data string) string {
 	t.Helper()
 	clock := time.Date(2026, 11, 26, 8, 15, 0, 123456789, time.UTC)
@@ -28,6 +31,8 @@ func goldenRun(t *testing.T, data string) string {
 	run := gridRun(4)
 	run.ID = "20261126T081500Z-golden"
 	run.Recipe = `Golden <"die"> & co`
+	run.Geometry.Mark = &OrientationMark{Kind: MarkFlat, Direction: 90}
+	run.Geometry.Reference = &ReferenceDie{Die: [2]int{0, 0}, At: motion.Point{X: motion.MM(50), Y: motion.MM(50)}}
 	rec, err := s.Create(run)
 	require.NoError(t, err)
 	require.NoError(t, rec.SaveSite(0, []Defect{
@@ -47,6 +52,11 @@ var goldenFiles = []string{"run.json", "sites/0000.json", "sites/0001.json"}
 // doc): the files of testdata/golden were written by an earlier release's
 // encoder. Records written today must be the same bytes, and the old files
 // must load, strictly (no unknown field), to the same records.
+//
+// testdata/golden/run.json gained geometry.orientation_mark and
+// geometry.reference_die; testdata/golden-before-marks/run.json is the same
+// run as written before them, and must still load, to the same record
+// without them.
 func TestRecordFormat(t *testing.T) {
 	dir := goldenRun(t, t.TempDir())
 	for _, rel := range goldenFiles {
@@ -86,4 +96,16 @@ func TestRecordFormat(t *testing.T) {
 		var res SiteResult
 		require.NoError(t, dec.Decode(&res), rel)
 	}
+
+	// A run.json from before the orientation mark and the reference die.
+	b, err := os.ReadFile(filepath.Join("testdata", "golden-before-marks", "run.json"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(old, "run.json"), b, 0o644))
+	before, err := s.Load("20261126T081500Z-golden")
+	require.NoError(t, err)
+	assert.Nil(t, before.Geometry.Mark)
+	assert.Nil(t, before.Geometry.Reference)
+	want := readRunFile(t, dir)
+	want.Geometry.Mark, want.Geometry.Reference = nil, nil
+	assert.Equal(t, want, before)
 }

@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -845,4 +846,63 @@ func TestGeometryJSON(t *testing.T) {
 	var back Geometry
 	require.NoError(t, json.Unmarshal(b, &back))
 	assert.Equal(t, g, back)
+}
+
+// TestGeometryMarkReference: the orientation mark and the reference die
+// round-trip, are absent from the JSON when unknown (and absent ones load as
+// nil), and a mark of an unknown kind is refused when written and when read.
+func TestGeometryMarkReference(t *testing.T) {
+	g := Geometry{
+		WaferCenter:   motion.Point{X: motion.MM(150), Y: motion.MM(150)},
+		WaferDiameter: motion.MM(300),
+		DiePitch:      motion.Point{X: motion.MM(5), Y: motion.MM(5)},
+		Mark:          &OrientationMark{Kind: MarkNotch, Direction: -90},
+		Reference:     &ReferenceDie{Die: [2]int{-1, 2}, At: motion.Point{X: motion.MM(145), Y: motion.MM(160)}},
+	}
+	b, err := json.Marshal(g)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"wafer_center_mm":[150,150],"wafer_diameter_mm":300,"die_pitch_mm":[5,5],
+		"orientation_mark":{"kind":"notch","direction_deg":-90},
+		"reference_die":{"die":[-1,2],"center_mm":[145,160]}}`, string(b))
+	var back Geometry
+	require.NoError(t, json.Unmarshal(b, &back))
+	assert.Equal(t, g, back)
+
+	g.Mark, g.Reference = nil, nil
+	b, err = json.Marshal(g)
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "orientation_mark")
+	assert.NotContains(t, string(b), "reference_die")
+	back = Geometry{Mark: &OrientationMark{Kind: MarkFlat}}
+	require.NoError(t, json.Unmarshal(b, &back))
+	assert.Nil(t, back.Mark)
+	assert.Nil(t, back.Reference)
+
+	err = json.Unmarshal([]byte(`{"orientation_mark":{"kind":"Notch","direction_deg":0}}`), &back)
+	assert.ErrorContains(t, err, `geometry: orientation_mark.kind "Notch": want "notch" or "flat"`)
+	_, err = json.Marshal(Geometry{Mark: &OrientationMark{Kind: "v-notch"}})
+	assert.ErrorContains(t, err, `orientation_mark.kind "v-notch"`)
+	_, err = json.Marshal(Geometry{Mark: &OrientationMark{Kind: MarkFlat, Direction: math.NaN()}})
+	assert.ErrorContains(t, err, "orientation_mark.direction_deg is NaN")
+
+	// The Store refuses such a geometry before it writes anything, and keeps
+	// its own copy of a good one.
+	s := openStore(t)
+	run := gridRun(1)
+	run.Geometry.Mark = &OrientationMark{Kind: "triangle"}
+	_, err = s.Create(run)
+	assert.ErrorContains(t, err, `results: create run`)
+	assert.ErrorContains(t, err, `orientation_mark.kind "triangle"`)
+	runs, err := s.List()
+	require.NoError(t, err)
+	assert.Empty(t, runs)
+
+	run.Geometry.Mark = &OrientationMark{Kind: MarkFlat, Direction: 0}
+	rec, err := s.Create(run)
+	require.NoError(t, err)
+	run.Geometry.Mark.Direction = 180
+	assert.Equal(t, 0.0, rec.Run().Geometry.Mark.Direction)
+	rec.Run().Geometry.Mark.Direction = 45
+	assert.Equal(t, 0.0, rec.Run().Geometry.Mark.Direction)
+	assert.Equal(t, 0.0, readRunFile(t, rec.Dir()).Geometry.Mark.Direction)
 }

@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -109,39 +110,146 @@ type SiteResult struct {
 }
 
 // Geometry describes the wafer for the wafer map. In JSON the values are
-// millimetres: {"wafer_center_mm":[x,y],"wafer_diameter_mm":d,"die_pitch_mm":[x,y]}.
+// millimetres and degrees:
+//
+//	{"wafer_center_mm":[x,y],"wafer_diameter_mm":d,"die_pitch_mm":[x,y],
+//	 "orientation_mark":{"kind":"notch","direction_deg":270},
+//	 "reference_die":{"die":[c,r],"center_mm":[x,y]}}
+//
+// orientation_mark and reference_die are absent when unknown: records
+// written before they existed load with both nil.
 type Geometry struct {
 	WaferCenter   motion.Point    // machine coordinates of the wafer centre
 	WaferDiameter motion.Distance // zero when unknown
 	DiePitch      motion.Point    // die size (step) in X and Y; zero when unknown
+	// Mark is the wafer's notch or flat as the wafer lies on the stage; nil
+	// when unknown, and the wafer map then draws DefaultMark, marked as
+	// assumed.
+	Mark *OrientationMark
+	// Reference is the golden die the sites are compared against; nil when
+	// unknown (not drawn).
+	Reference *ReferenceDie
+}
+
+// MarkKind is the kind of a wafer's orientation mark.
+type MarkKind string
+
+// Orientation mark kinds (SEMI M1): 200 mm and 300 mm wafers have a notch,
+// smaller ones a primary flat.
+const (
+	MarkNotch MarkKind = "notch"
+	MarkFlat  MarkKind = "flat"
+)
+
+// OrientationMark says where a wafer's notch or flat is on the stage.
+type OrientationMark struct {
+	Kind MarkKind // MarkNotch or MarkFlat
+	// Direction is the direction from the wafer centre to the mark, in
+	// degrees counter-clockwise from machine +X: 0 is +X, 90 is +Y, 270
+	// (or -90) is -Y.
+	Direction float64
+}
+
+// DefaultMark is the orientation mark assumed when a run's geometry does
+// not give one: a notch at -Y, as 200 mm and 300 mm wafers are loaded.
+func DefaultMark() OrientationMark { return OrientationMark{Kind: MarkNotch, Direction: 270} }
+
+// ReferenceDie is the golden die of a run. It need not be one of the sites.
+type ReferenceDie struct {
+	Die [2]int       // column, row relative to the wafer centre die (as Site.Die)
+	At  motion.Point // machine coordinates of its centre
+}
+
+// check reports a geometry that could not be written or read back.
+func (g Geometry) check() error {
+	if m := g.Mark; m != nil {
+		if m.Kind != MarkNotch && m.Kind != MarkFlat {
+			return fmt.Errorf("geometry: orientation_mark.kind %q: want %q or %q", m.Kind, MarkNotch, MarkFlat)
+		}
+		if math.IsNaN(m.Direction) || math.IsInf(m.Direction, 0) {
+			return fmt.Errorf("geometry: orientation_mark.direction_deg is %g: want a finite angle", m.Direction)
+		}
+	}
+	return nil
+}
+
+// clone returns a copy of g that shares no memory with it.
+func (g Geometry) clone() Geometry {
+	if g.Mark != nil {
+		m := *g.Mark
+		g.Mark = &m
+	}
+	if g.Reference != nil {
+		r := *g.Reference
+		g.Reference = &r
+	}
+	return g
 }
 
 type geometryJSON struct {
 	WaferCenterMM   [2]float64 `json:"wafer_center_mm"`
 	WaferDiameterMM float64    `json:"wafer_diameter_mm"`
 	DiePitchMM      [2]float64 `json:"die_pitch_mm"`
+	Mark            *markJSON  `json:"orientation_mark,omitempty"`
+	Reference       *refJSON   `json:"reference_die,omitempty"`
 }
 
-// MarshalJSON encodes g in millimetres.
+type markJSON struct {
+	Kind         MarkKind `json:"kind"`
+	DirectionDeg float64  `json:"direction_deg"`
+}
+
+type refJSON struct {
+	Die      [2]int     `json:"die"`
+	CenterMM [2]float64 `json:"center_mm"`
+}
+
+func pointMM(p motion.Point) [2]float64 { return [2]float64{p.X.Millimetres(), p.Y.Millimetres()} }
+
+func mmPoint(v [2]float64) motion.Point { return motion.Point{X: motion.MM(v[0]), Y: motion.MM(v[1])} }
+
+// MarshalJSON encodes g in millimetres and degrees. An orientation mark of
+// an unknown kind or a non-finite direction is an error.
 func (g Geometry) MarshalJSON() ([]byte, error) {
-	return json.Marshal(geometryJSON{
-		WaferCenterMM:   [2]float64{g.WaferCenter.X.Millimetres(), g.WaferCenter.Y.Millimetres()},
+	if err := g.check(); err != nil {
+		return nil, err
+	}
+	j := geometryJSON{
+		WaferCenterMM:   pointMM(g.WaferCenter),
 		WaferDiameterMM: g.WaferDiameter.Millimetres(),
-		DiePitchMM:      [2]float64{g.DiePitch.X.Millimetres(), g.DiePitch.Y.Millimetres()},
-	})
+		DiePitchMM:      pointMM(g.DiePitch),
+	}
+	if m := g.Mark; m != nil {
+		j.Mark = &markJSON{Kind: m.Kind, DirectionDeg: m.Direction}
+	}
+	if r := g.Reference; r != nil {
+		j.Reference = &refJSON{Die: r.Die, CenterMM: pointMM(r.At)}
+	}
+	return json.Marshal(j)
 }
 
-// UnmarshalJSON decodes g from millimetres, rounding to the micrometre.
+// UnmarshalJSON decodes g from millimetres, rounding to the micrometre. An
+// orientation mark of an unknown kind is an error.
 func (g *Geometry) UnmarshalJSON(b []byte) error {
 	var j geometryJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*g = Geometry{
-		WaferCenter:   motion.Point{X: motion.MM(j.WaferCenterMM[0]), Y: motion.MM(j.WaferCenterMM[1])},
+	d := Geometry{
+		WaferCenter:   mmPoint(j.WaferCenterMM),
 		WaferDiameter: motion.MM(j.WaferDiameterMM),
-		DiePitch:      motion.Point{X: motion.MM(j.DiePitchMM[0]), Y: motion.MM(j.DiePitchMM[1])},
+		DiePitch:      mmPoint(j.DiePitchMM),
 	}
+	if m := j.Mark; m != nil {
+		d.Mark = &OrientationMark{Kind: m.Kind, Direction: m.DirectionDeg}
+	}
+	if r := j.Reference; r != nil {
+		d.Reference = &ReferenceDie{Die: r.Die, At: mmPoint(r.CenterMM)}
+	}
+	if err := d.check(); err != nil {
+		return err
+	}
+	*g = d
 	return nil
 }
 
@@ -175,6 +283,7 @@ type Run struct {
 // clone returns a deep copy of r.
 func (r Run) clone() Run {
 	c := r
+	c.Geometry = r.Geometry.clone()
 	if r.EndedAt != nil {
 		t := *r.EndedAt
 		c.EndedAt = &t

@@ -173,6 +173,10 @@ func (s *Store) Create(run Run) (*Recorder, error) {
 	if err := validateID(run.ID); err != nil {
 		return nil, err
 	}
+	if err := run.Geometry.check(); err != nil {
+		return nil, fmt.Errorf("results: create run %s: %w", run.ID, err)
+	}
+	run.Geometry = run.Geometry.clone()
 	pos := make(map[int]int, len(run.Sites))
 	sites := make([]Site, len(run.Sites))
 	for i, st := range run.Sites {
