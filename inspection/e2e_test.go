@@ -134,6 +134,8 @@ func TestRunFindsExactlyTheSeededDefects(t *testing.T) {
 	assert.Equal(t, len(g.rec.Sites), run.SitesDone)
 	assert.True(t, run.PositionTrusted)
 	assert.FileExists(t, filepath.Join(out.Dir, "wafermap.png"))
+	assert.Equal(t, &results.ReferenceDie{Die: g.rec.Reference.Die, At: g.rec.Reference.At}, run.Geometry.Reference,
+		"the record names the recipe's reference die for the wafer map")
 
 	// Expected: each seeded defect lies in exactly one site's field of view.
 	fov := g.board.Limits.FOV

@@ -144,6 +144,7 @@ func (r *Runner) Run(c *machine.Claim, rec *recipe.Recipe) (Result, error) {
 		SitesTotal: len(rec.Sites),
 		Geometry: results.Geometry{
 			WaferCenter: rec.WaferCenter, WaferDiameter: rec.WaferDiameter, DiePitch: rec.DiePitch,
+			Reference: &results.ReferenceDie{Die: rec.Reference.Die, At: rec.Reference.At},
 		},
 	}
 	for _, s := range rec.Sites {
