@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"image"
-	"image/color"
 	"image/png"
 	"io"
 	"io/fs"
@@ -664,87 +663,6 @@ func TestListEmpty(t *testing.T) {
 	runs, err := openStore(t).List()
 	assert.NoError(t, err)
 	assert.Empty(t, runs)
-}
-
-func TestRenderWaferMapColours(t *testing.T) {
-	run := gridRun(0)
-	statuses := []struct {
-		status  SiteStatus
-		defects int
-		want    color.RGBA
-	}{
-		{SiteDone, 0, color.RGBA{0, 170, 0, 255}},
-		{SiteDone, 1, color.RGBA{240, 220, 0, 255}},
-		{SiteDone, 2, color.RGBA{240, 220, 0, 255}},
-		{SiteDone, 3, color.RGBA{255, 140, 0, 255}},
-		{SiteDone, 5, color.RGBA{255, 140, 0, 255}},
-		{SiteDone, 6, color.RGBA{220, 0, 0, 255}},
-		{SiteDone, 40, color.RGBA{220, 0, 0, 255}},
-		{SiteFailed, 0, color.RGBA{120, 60, 170, 255}},
-		{SitePending, 0, color.RGBA{236, 236, 236, 255}}, // wafer shows through
-	}
-	for i, st := range statuses {
-		col, row := i%3-1, i/3-1
-		run.Sites = append(run.Sites, Site{Index: i, Die: [2]int{col, row}, XMM: 50 + float64(col)*10, YMM: 50 + float64(row)*10,
-			Status: st.status, Defects: st.defects})
-	}
-	img := RenderWaferMap(run)
-	assert.Equal(t, image.Rect(0, 0, mapSize, mapSize+legendH), img.Bounds())
-	tr := newMapTransform(run)
-	rgba := func(x, y int) color.RGBA {
-		r, g, b, a := img.At(x, y).RGBA()
-		return color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), uint8(a >> 8)}
-	}
-	quarter := int(tr.pitchY * tr.scale / 4)
-	require.Greater(t, quarter, 3, "dies are large enough to sample")
-	for i, st := range statuses {
-		s := run.Sites[i]
-		px, py := tr.pixel(s.XMM, s.YMM)
-		x, y := int(px), int(py)
-		// Off the centre, away from the failed site's cross.
-		assert.Equal(t, st.want, rgba(x, y+quarter), "site %d (%s, %d defects)", i, st.status, st.defects)
-		if st.status == SitePending {
-			die := tr.dieRect(s.XMM, s.YMM)
-			assert.Equal(t, color.RGBA{150, 150, 150, 255}, rgba(die.Min.X, y), "pending outline")
-		}
-		if st.status == SiteFailed {
-			assert.Equal(t, color.RGBA{0, 0, 0, 255}, rgba(x, y), "failed cross at the centre")
-		}
-	}
-	// Geometry: the wafer is a disc centred at (50, 50) mm with radius 50 mm;
-	// the map's corner is background, a point just inside the edge is wafer.
-	assert.Equal(t, color.RGBA{255, 255, 255, 255}, rgba(1, 1))
-	cx, cy := tr.pixel(50, 50)
-	edge := 50 * tr.scale
-	assert.Equal(t, color.RGBA{236, 236, 236, 255}, rgba(int(cx), int(cy-edge+4)))
-	assert.Equal(t, color.RGBA{70, 70, 70, 255}, rgba(int(cx), int(cy-edge)))
-	// +Y is up: the row -1 sites are below the centre.
-	_, yLow := tr.pixel(50, 40)
-	assert.Greater(t, yLow, cy)
-
-	// The map encodes as PNG.
-	var buf bytes.Buffer
-	require.NoError(t, png.Encode(&buf, img))
-}
-
-func TestRenderWaferMapWithoutGeometry(t *testing.T) {
-	run := Run{Sites: []Site{
-		{Index: 0, XMM: 5, YMM: 5, Status: SiteDone, Defects: 7},
-		{Index: 1, XMM: 8, YMM: 5, Status: SiteDone},
-		{Index: 2, XMM: 5, YMM: 8, Status: SitePending},
-	}}
-	img := RenderWaferMap(run)
-	tr := newMapTransform(run)
-	assert.InDelta(t, 3.0, tr.pitchX, 1e-9)
-	assert.InDelta(t, 3.0, tr.pitchY, 1e-9)
-	x, y := tr.pixel(5, 5)
-	assert.Equal(t, mapPalette[cMany], img.At(int(x), int(y)))
-	x, y = tr.pixel(8, 5)
-	assert.Equal(t, mapPalette[cClean], img.At(int(x), int(y)))
-
-	// Degenerate input does not panic.
-	RenderWaferMap(Run{})
-	RenderWaferMap(Run{Sites: []Site{{Status: SiteDone}}})
 }
 
 func TestConcurrentSaveSite(t *testing.T) {

@@ -69,7 +69,9 @@ func BenchmarkWaferMap(b *testing.B) {
 	run := wafer300()
 	b.Run(fmt.Sprintf("render/%d-sites", len(run.Sites)), func(b *testing.B) {
 		for b.Loop() {
-			RenderWaferMap(run)
+			if _, err := RenderWaferMap(run); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 	b.Run(fmt.Sprintf("render+png/%d-sites", len(run.Sites)), func(b *testing.B) {
@@ -77,7 +79,11 @@ func BenchmarkWaferMap(b *testing.B) {
 		var buf bytes.Buffer
 		for b.Loop() {
 			buf.Reset()
-			if err := enc.Encode(&buf, RenderWaferMap(run)); err != nil {
+			img, err := RenderWaferMap(run)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := enc.Encode(&buf, img); err != nil {
 				b.Fatal(err)
 			}
 		}
