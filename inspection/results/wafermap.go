@@ -123,7 +123,8 @@ func stateColor(s State) color.RGBA {
 // (mapWidth × mapHeight pixels, 800 × 1042):
 //
 //   - a title block: run id, an outcome badge, recipe name and file, the
-//     outcome with the reason (and error) when the run did not complete,
+//     outcome with the reason when the run did not complete (and the error
+//     of a failed or aborted run, unless the reason holds it),
 //     sites done of total with failed and pending, defects found, start
 //     date and time in UTC and duration;
 //   - the wafer (blue-grey disc, dark edge) with its orientation mark, a
@@ -258,7 +259,9 @@ func (c *mapCanvas) titleBlock(run Run, count [numClasses]int) (rows []image.Rec
 		if r := clean(run.Reason); r != "" {
 			outcome += " — " + r
 		}
-		if e := clean(run.Error); e != "" && !strings.Contains(clean(run.Reason), e) {
+		// A canceled run's error only repeats the stop; a failed or aborted
+		// run's says what went wrong, unless the reason already does.
+		if e := clean(run.Error); (run.State == Failed || run.State == Aborted) && e != "" && !strings.Contains(clean(run.Reason), e) {
 			outcome += " — error: " + e
 		}
 	}

@@ -410,6 +410,8 @@ func TestWaferMapTitleFollowsRun(t *testing.T) {
 	assert.Equal(t, []int{1}, changed(func(r *Run) { r.Recipe = "other" }))
 	assert.Equal(t, []int{2}, changed(func(r *Run) { r.Reason = "shutdown" }))
 	assert.Equal(t, []int{5}, changed(func(r *Run) { r.StartedAt = r.StartedAt.Add(-3600e9) }))
+	assert.Empty(t, changed(func(r *Run) { r.Error = "stopped: operator (interrupt)" }), "a canceled run's error repeats the stop")
+	assert.Equal(t, []int{2}, changed(func(r *Run) { r.State, r.Error = Aborted, "stage: alarm 2" }))
 }
 
 func pixels(img *image.RGBA, r image.Rectangle) []byte {
