@@ -40,6 +40,8 @@ name = "e2e"
 [wafer]
 diameter_mm = 50.0
 center_mm = [150.0, 150.0]
+mark = "notch"
+mark_direction_deg = 180.0
 [dies]
 pitch_mm = [10.0, 10.0]
 reference = [0, 0]
@@ -136,6 +138,8 @@ func TestRunFindsExactlyTheSeededDefects(t *testing.T) {
 	assert.FileExists(t, filepath.Join(out.Dir, "wafermap.png"))
 	assert.Equal(t, &results.ReferenceDie{Die: g.rec.Reference.Die, At: g.rec.Reference.At}, run.Geometry.Reference,
 		"the record names the recipe's reference die for the wafer map")
+	assert.Equal(t, &results.OrientationMark{Kind: results.MarkNotch, Direction: 180}, run.Geometry.Mark,
+		"and its orientation mark")
 
 	// Expected: each seeded defect lies in exactly one site's field of view.
 	fov := g.board.Limits.FOV

@@ -147,6 +147,9 @@ func (r *Runner) Run(c *machine.Claim, rec *recipe.Recipe) (Result, error) {
 			Reference: &results.ReferenceDie{Die: rec.Reference.Die, At: rec.Reference.At},
 		},
 	}
+	if rec.Mark != "" {
+		run.Geometry.Mark = &results.OrientationMark{Kind: results.MarkKind(rec.Mark), Direction: rec.MarkDirection}
+	}
 	for _, s := range rec.Sites {
 		run.Sites = append(run.Sites, results.Site{
 			Index: s.Index, Die: s.Die, XMM: s.At.X.Millimetres(), YMM: s.At.Y.Millimetres(), Status: results.SitePending,

@@ -30,6 +30,11 @@ type File struct {
 type WaferFile struct {
 	DiameterMM float64    `toml:"diameter_mm"`
 	CenterMM   [2]float64 `toml:"center_mm"`
+	// Mark is the wafer's orientation mark, "notch" or "flat" ("": not
+	// said), and MarkDirectionDeg where it points from the centre, in
+	// degrees counter-clockwise from machine +X (270: -Y).
+	Mark             string   `toml:"mark"`
+	MarkDirectionDeg *float64 `toml:"mark_direction_deg"`
 }
 
 type DiesFile struct {
@@ -77,6 +82,11 @@ type Recipe struct {
 
 	WaferCenter   motion.Point
 	WaferDiameter motion.Distance
+	// Mark is the wafer's notch or flat ("" when the recipe does not say)
+	// and MarkDirection where it points from the centre, in degrees
+	// counter-clockwise from machine +X.
+	Mark          string
+	MarkDirection float64
 	DiePitch      motion.Point
 	Reference     Site
 	Sites         []Site // in visiting order (serpentine rows)
@@ -201,6 +211,21 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 	}
 	if len(f.Sites) > MaxSites {
 		bad("site", "%d sites, more than %d", len(f.Sites), MaxSites)
+	}
+	switch w := f.Wafer; {
+	case w.Mark == "" && w.MarkDirectionDeg != nil:
+		bad("wafer.mark_direction_deg", "without wafer.mark: say whether the mark is a \"notch\" or a \"flat\"")
+	case w.Mark == "":
+	case w.Mark != "notch" && w.Mark != "flat":
+		bad("wafer.mark", "must be \"notch\" or \"flat\" (got %q)", w.Mark)
+	default:
+		r.Mark, r.MarkDirection = w.Mark, 270 // the notch of a wafer loaded as usual: -Y
+		if d := w.MarkDirectionDeg; d != nil {
+			if *d < -360 || *d > 360 {
+				bad("wafer.mark_direction_deg", "must be in [-360, 360] degrees (got %g)", *d)
+			}
+			r.MarkDirection = *d
+		}
 	}
 	r.WaferCenter = motion.Point{X: motion.MM(f.Wafer.CenterMM[0]), Y: motion.MM(f.Wafer.CenterMM[1])}
 	r.WaferDiameter = motion.MM(f.Wafer.DiameterMM)

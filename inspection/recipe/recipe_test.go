@@ -3,6 +3,7 @@ package recipe
 import (
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -87,6 +88,35 @@ func TestExplicitSites(t *testing.T) {
 	assert.Equal(t, motion.Point{X: motion.MM(130), Y: motion.MM(150)}, r.Sites[1].At)
 	assert.EqualValues(t, 40, r.Threshold, "default threshold")
 	assert.Equal(t, 6, r.MinArea, "default min area")
+}
+
+// TestOrientationMark: the wafer's notch or flat, for the run record and
+// its wafer map; absent unless the recipe says.
+func TestOrientationMark(t *testing.T) {
+	base := strings.Replace(mustRead(t, demoPath(t)), "mark = \"flat\"\nmark_direction_deg = 270.0\n", "", 1)
+	r, err := Parse("m.toml", []byte(base), lim)
+	require.NoError(t, err)
+	assert.Equal(t, "", r.Mark, "not said: not assumed here")
+	with := func(keys string) string {
+		return strings.Replace(base, "center_mm = [150.0, 150.0]\n", "center_mm = [150.0, 150.0]\n"+keys, 1)
+	}
+	r, err = Parse("m.toml", []byte(with("mark = \"notch\"\n")), lim)
+	require.NoError(t, err)
+	assert.Equal(t, "notch", r.Mark)
+	assert.Equal(t, 270.0, r.MarkDirection, "a notch at -Y unless said")
+	r, err = Parse("m.toml", []byte(with("mark = \"flat\"\nmark_direction_deg = 90.0\n")), lim)
+	require.NoError(t, err)
+	assert.Equal(t, "flat", r.Mark)
+	assert.Equal(t, 90.0, r.MarkDirection)
+	for keys, want := range map[string]string{
+		"mark = \"triangle\"\n":                          `wafer.mark: must be "notch" or "flat" (got "triangle")`,
+		"mark_direction_deg = 90.0\n":                    `wafer.mark_direction_deg: without wafer.mark`,
+		"mark = \"notch\"\nmark_direction_deg = 400.0\n": `wafer.mark_direction_deg: must be in [-360, 360] degrees (got 400)`,
+	} {
+		_, err := Parse("m.toml", []byte(with(keys)), lim)
+		require.Error(t, err, keys)
+		assert.Contains(t, err.Error(), want, keys)
+	}
 }
 
 func TestValidationErrorsNameFileLineAndSite(t *testing.T) {
@@ -339,4 +369,11 @@ func TestRequiredKeys(t *testing.T) {
 	inline := "wafer = {diameter_mm = 100.0, center_mm = [150.0, 150.0]}\n" + good[strings.Index(good, "[dies]"):]
 	_, err = Parse("t.toml", []byte(inline), lim)
 	assert.NoError(t, err, "written in an inline table")
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
 }
