@@ -278,7 +278,7 @@ func (m *Machine) stopLocked(cause *stop.Cause) {
 		m.latchLocked(Faulted, why(cause))
 	default:
 		st := m.state
-		m.later(func() { m.log.Noticef("stop %v while %s: nothing to stop", cause, st) })
+		m.later(func() { m.log.Debugf("stop %v while %s: nothing to stop", cause, st) })
 	}
 }
 
