@@ -279,3 +279,53 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestServeExitsPastAConsoleNobodyReads: a serial console whose far end
+// takes no output fills up and blocks its writer (a serial port's Close
+// does not unblock a blocked write). SIGTERM must still end the daemon,
+// well within systemd's stop timeout (20 s). On a pty the console gives up
+// its writer after its flush timeouts; on a real UART the kernel's close
+// may also wait for the transmitter to drain (closing_wait, 30 s by
+// default), which the daemon's bounded wait for its consoles covers and
+// this test cannot reproduce.
+func TestServeExitsPastAConsoleNobodyReads(t *testing.T) {
+	master, slave, err := pty.Open()
+	require.NoError(t, err)
+	defer master.Close()
+	defer slave.Close()
+	data := t.TempDir()
+	p := filepath.Join(t.TempDir(), "waferd.toml")
+	doc := "[sim]\nenabled = true\ntime_scale = 20.0\n[data]\ndir = \"" + data + "\"\n[console]\nport = \"" + slave.Name() + "\"\n"
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o644))
+	cmd := exec.Command(waferdBin, "serve", "--config", p)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	exited := false
+	t.Cleanup(func() {
+		if !exited {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "ready") }, 30*time.Second, 5*time.Millisecond, "stderr:\n%s", stderr)
+	// Ask for output and never read it: the pty's buffer fills.
+	for range 100 {
+		if _, err := master.WriteString("help\r"); err != nil {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the console write what it can
+	start := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		exited = true
+		require.NoError(t, err, "stderr:\n%s", stderr)
+		t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatalf("serve did not exit within 15 s of SIGTERM; stderr:\n%s", stderr)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
@@ -115,8 +116,19 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	// the run in progress ended.
 	cctx, ccancel := context.WithCancel(context.Background())
 	var cwg sync.WaitGroup
-	defer cwg.Wait()
-	defer ccancel()
+	defer func() {
+		ccancel()
+		// A console whose port takes no output (a UART nobody reads: a
+		// serial write does not return on Close) must not hold the exit
+		// past systemd's stop timeout.
+		ended := make(chan struct{})
+		go func() { cwg.Wait(); close(ended) }()
+		select {
+		case <-ended:
+		case <-time.After(consoleExitWait):
+			log.Warnf("a console did not end within %v of the shutdown: exiting without it", consoleExitWait)
+		}
+	}()
 	clog := logs.For("console")
 	for _, where := range consoles {
 		opts := console.Options{Version: version, Log: clog}
@@ -174,6 +186,9 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	log.Noticef("stopped")
 	return 0
 }
+
+// consoleExitWait bounds the wait for the consoles at exit.
+const consoleExitWait = 3 * time.Second
 
 // consoleList merges the --console flags with [console] port: "stdio",
 // "pty" (simulated board only) or device paths, each once.
