@@ -64,6 +64,30 @@ type Machine interface {
 	// Subscribe returns the events from now on and a function that ends
 	// the subscription. A subscriber that falls behind loses events.
 	Subscribe() (<-chan Event, func())
+	// Publishing reports the broker connection and the outbox (nil when
+	// publishing is off). It never blocks on I/O.
+	Publishing() *PublishStatus
+}
+
+// PublishStatus is the state of publishing to MQTT (package publish).
+type PublishStatus struct {
+	Brokers []string
+	Tool    string
+	Prefix  string
+	// Connected to a broker since Since, or not since then (LastError
+	// says why).
+	Connected bool
+	Since     time.Time
+	LastError string
+	// Depth messages of Bytes wait in the outbox, bounded to MaxBytes;
+	// FullSince is when it began dropping the oldest (zero: not full).
+	Depth     int
+	Bytes     int64
+	MaxBytes  int64
+	FullSince time.Time
+	// Since start-up: messages the broker acknowledged, sent again after
+	// a failed attempt, and dropped (the outbox full).
+	Sent, Retried, Dropped uint64
 }
 
 // Status is a snapshot of the machine.
@@ -128,7 +152,7 @@ type TestResult struct {
 type EventKind int
 
 const (
-	RunStarted    EventKind = iota + 1 // Recipe, Sites
+	RunStarted    EventKind = iota + 1 // RunID, Recipe, Sites: the run's record exists
 	RunProgress                        // Progress: a site was saved
 	RunEnded                           // Result, or Err when the run could not start
 	StopRequested                      // Text: the stop cause; Reason
@@ -140,6 +164,7 @@ const (
 type Event struct {
 	Time     time.Time
 	Kind     EventKind
+	RunID    string // RunStarted
 	Recipe   string
 	Sites    int
 	Progress inspection.Progress

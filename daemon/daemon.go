@@ -87,6 +87,15 @@ type Options struct {
 	Recipes fs.FS
 	// LogRing, if set, holds the recent log lines the console shows.
 	LogRing *logging.Ring
+	// Events, if set, receives every event, in order, and none is ever
+	// dropped for it (unlike Subscribe's). It is called from whatever
+	// goroutine causes the event, possibly with the machine's lock held
+	// (a stop): it must return at once and do no I/O (publish.Publisher's
+	// Accept queues the event in memory).
+	Events func(control.Event)
+	// Publishing, if set, reports the broker connection and the outbox
+	// (control.Machine.Publishing).
+	Publishing func() *control.PublishStatus
 }
 
 // Daemon is the controller. Its methods are safe for concurrent use.
@@ -136,6 +145,7 @@ var _ control.Machine = (*Daemon)(nil)
 func New(o Options) (*Daemon, error) {
 	cfg := o.Config
 	d := &Daemon{opts: o, log: o.Logs.For("daemon")}
+	d.bus.tap = o.Events
 	d.wd = watchdog.New(watchdog.Config{
 		Interval:       config.MS(cfg.Watchdog.IntervalMS),
 		Notify:         o.Notifier,
@@ -197,7 +207,7 @@ func New(o Options) (*Daemon, error) {
 	d.runner = &inspection.Runner{
 		Stage: o.Devices.Stage, Light: d.light,
 		Camera: &beatingCamera{Camera: o.Devices.Camera, hb: cameraHB},
-		Store:  o.Store, Log: o.Logs.For("runner"), Progress: d.onProgress,
+		Store:  o.Store, Log: o.Logs.For("runner"), Progress: d.onProgress, Started: d.onStarted,
 		OnStep: func(s inspection.Step, site int) {
 			d.runHB.Beat()
 			if o.OnStep != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
@@ -505,4 +506,41 @@ func TestAMoveBelowOneStepIsRefused(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, "daemon: jog to (20.001, 30.000)mm refused: it is less than one step of the controller from where the stage is ((20.000, 30.000)mm): the stage would not move", err.Error())
 	require.NoError(t, r.D.Jog(ctx, mm(0.004, 0)), "one step moves")
+}
+
+// TestEventsHookMissesNothing: Options.Events sees every event, in order,
+// and a run's RunStarted names a run whose record exists.
+func TestEventsHookMissesNothing(t *testing.T) {
+	var mu sync.Mutex
+	var seen []control.Event
+	r := daemontest.New(t, daemontest.Options{Events: func(e control.Event) {
+		mu.Lock()
+		seen = append(seen, e)
+		mu.Unlock()
+	}})
+	for range 3 {
+		require.NoError(t, r.D.StartRun(context.Background(), r.Recipe))
+		require.NoError(t, r.D.WaitRun(context.Background()))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var started, progress, ended int
+	for _, e := range seen {
+		switch e.Kind {
+		case control.RunStarted:
+			started++
+			run, err := r.Store.Load(e.RunID)
+			require.NoError(t, err, "RunStarted names a recorded run")
+			assert.Equal(t, "slow", run.Recipe)
+		case control.RunProgress:
+			progress++
+			assert.Equal(t, progress-(started-1)*len(r.Recipe.Sites), e.Progress.Done, "in order")
+		case control.RunEnded:
+			ended++
+			assert.Equal(t, progress, ended*len(r.Recipe.Sites))
+		}
+	}
+	assert.Equal(t, 3, started)
+	assert.Equal(t, 3*len(r.Recipe.Sites), progress)
+	assert.Equal(t, 3, ended)
 }

@@ -18,6 +18,7 @@ const EventBuffer = 256
 type bus struct {
 	mu   sync.Mutex
 	subs map[chan control.Event]struct{}
+	tap  func(control.Event) // Options.Events: every event, in order
 }
 
 // Subscribe returns a channel of events from now on and a function that
@@ -49,6 +50,9 @@ func (b *bus) publish(e control.Event) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.tap != nil {
+		b.tap(e)
+	}
 	for ch := range b.subs {
 		select {
 		case ch <- e:

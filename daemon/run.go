@@ -8,6 +8,7 @@ import (
 	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/machine"
 )
 
@@ -68,8 +69,12 @@ func (d *Daemon) beginRun(ctx context.Context, rec *recipe.Recipe) (*machine.Cla
 	d.mu.Unlock()
 	d.runHB.Resume()
 	d.runHB.Beat()
-	d.bus.publish(control.Event{Kind: control.RunStarted, Recipe: rec.Name, Sites: len(rec.Sites)})
 	return c, nil
+}
+
+// onStarted is the runner's Started callback: the run's record exists.
+func (d *Daemon) onStarted(run results.Run) {
+	d.bus.publish(control.Event{Kind: control.RunStarted, RunID: run.ID, Recipe: run.Recipe, Sites: run.SitesTotal})
 }
 
 // runClaimed runs rec under c, announces how it ended and releases c.

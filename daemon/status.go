@@ -50,3 +50,12 @@ func (d *Daemon) LinkNoise() string {
 	}
 	return ""
 }
+
+// Publishing reports the broker connection and the outbox; nil when
+// publishing is off.
+func (d *Daemon) Publishing() *control.PublishStatus {
+	if d.opts.Publishing == nil {
+		return nil
+	}
+	return d.opts.Publishing()
+}

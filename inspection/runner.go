@@ -101,6 +101,10 @@ type Runner struct {
 	// from the run's processing goroutine (never concurrently with
 	// itself); it must return quickly: it holds up the next analysis.
 	Progress func(Progress)
+	// Started, if set, is called once the run's record exists (run.json
+	// written), before anything moves, from Run's goroutine; it must
+	// return quickly.
+	Started func(results.Run)
 	// OnStep, if set, is called at the start of every step of a run with
 	// the site index (-1 for the reference die). It is instrumentation for
 	// heartbeats, tests and tracing and must return quickly. Sites are
@@ -174,6 +178,9 @@ func (r *Runner) Run(c *machine.Claim, rec *recipe.Recipe) (Result, error) {
 	}
 	run = rcd.Run()
 	log.Infof("run %s: recipe %q, %d sites", run.ID, rec.Name, len(rec.Sites))
+	if r.Started != nil {
+		r.Started(run)
+	}
 
 	w := &work{r: r, c: c, rec: rec, rcd: rcd, start: now, res: Result{RunID: run.ID, Dir: rcd.Dir(), Total: len(rec.Sites)}}
 	if stageErr == nil {

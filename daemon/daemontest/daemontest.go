@@ -21,6 +21,7 @@ import (
 
 	"github.com/waferd/waferd/camera/cameratest"
 	"github.com/waferd/waferd/config"
+	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/daemon"
 	"github.com/waferd/waferd/illumination"
 	"github.com/waferd/waferd/inspection"
@@ -85,6 +86,8 @@ type Options struct {
 	// OnStep and Progress are passed to daemon.Options.
 	OnStep   func(inspection.Step, int)
 	Progress func(inspection.Progress)
+	// Events is passed to daemon.Options.
+	Events func(control.Event)
 	// LogLevel of the daemon's log on stderr (default: errors only).
 	LogLevel logging.Level
 	// LogRing, if set, also keeps the log's lines from info up (the
@@ -137,7 +140,7 @@ func New(t testing.TB, o Options) *Rig {
 		Devices: daemon.Devices{Stage: r.Stage, Light: light, Camera: r.Camera, Limits: Limits,
 			Button: r.ButtonPin, EStop: r.EStopPin, Reach: o.Reach, LinkNoise: o.LinkNoise},
 		Notifier: r.Notes, NotifyInterval: 200 * time.Millisecond,
-		OnStep: o.OnStep, Progress: o.Progress,
+		OnStep: o.OnStep, Progress: o.Progress, Events: o.Events,
 	})
 	require.NoError(t, err)
 	r.Recipe, err = recipe.Parse("slow.toml", []byte(Recipe), Limits)

@@ -556,6 +556,12 @@ func recoverSites(dir string, run *Run) {
 	}
 }
 
+// SitePaths returns the paths of site index's defect list and image,
+// relative to the run directory ("sites/0007.json", "sites/0007.png").
+func SitePaths(index int) (result, image string) {
+	return siteRel(index, ".json"), siteRel(index, ".png")
+}
+
 // siteRel returns the path of site index's file with extension ext,
 // relative to the run directory: "sites/0007.json" (the index zero-padded to
 // four digits, wider when it needs more).
