@@ -37,6 +37,7 @@ type Config struct {
 	Log      Log      `toml:"log"`
 	Console  Console  `toml:"console"`
 	Sim      Sim      `toml:"sim"`
+	Publish  Publish  `toml:"publish"`
 
 	file *tomlfile.File
 }
@@ -132,6 +133,32 @@ type Sim struct {
 	TimeScale float64 `toml:"time_scale"`
 }
 
+// Publish sends events and results to an MQTT broker (package publish).
+type Publish struct {
+	Enabled bool `toml:"enabled"`
+	// Brokers are URLs, tried in order: mqtt://host:port, mqtts://host:port.
+	Brokers []string `toml:"brokers"`
+	// Tool names this tool in the topics; empty: the host name.
+	Tool string `toml:"tool"`
+	// ClientID is the MQTT client id; empty: the tool's name.
+	ClientID    string `toml:"client_id"`
+	TopicPrefix string `toml:"topic_prefix"`
+	QoS         int    `toml:"qos"`
+	// TLS: the CA that signed the broker's certificate (empty: the
+	// system's), and this tool's certificate and key.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// CredentialsFile holds username and password (LoadCredentials).
+	CredentialsFile string `toml:"credentials_file"`
+	// Outbox is the outbox file; empty: <data dir>/outbox.db.
+	Outbox      string `toml:"outbox"`
+	OutboxMaxMB int    `toml:"outbox_max_mb"`
+	KeepAliveS  int    `toml:"keepalive_s"`
+	// DrainTimeoutMS is how long a shutdown goes on sending the outbox.
+	DrainTimeoutMS int `toml:"drain_timeout_ms"`
+}
+
 // Default returns the configuration every key defaults to (the values in
 // systemd/waferd.toml, with no GPIO lines fitted, but for the stage's
 // travel, which that file sets for a stock GRBL controller).
@@ -150,6 +177,7 @@ func Default() *Config {
 		Log:     Log{Level: "info"},
 		Console: Console{Baud: 115200},
 		Sim:     Sim{TimeScale: 1},
+		Publish: Publish{TopicPrefix: "waferd", QoS: 1, OutboxMaxMB: 64, KeepAliveS: 30, DrainTimeoutMS: 2000},
 	}
 }
 
@@ -327,6 +355,7 @@ func (c *Config) Validate() error {
 	if ts := c.Sim.TimeScale; ts <= 0 || ts > maxTimeScale {
 		bad("sim.time_scale", "must be in (0, %d] (got %g)", maxTimeScale, ts)
 	}
+	c.validatePublish(bad)
 	if err := tomlfile.Join(errs); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

@@ -28,6 +28,11 @@ func TestExampleConfigLoads(t *testing.T) {
 	// For a stock GRBL 1.1h ($130=$131=200, homing to the + ends, 1 mm
 	// pull-off): inside -200..0, a pull-off from the switches.
 	assert.Equal(t, motion.Rect{Min: motion.Point{X: motion.MM(-200), Y: motion.MM(-200)}, Max: motion.Point{X: motion.MM(-1), Y: motion.MM(-1)}}, c.Stage.Travel())
+	// The example's [publish] is the defaults.
+	def := Default().Publish
+	assert.Empty(t, c.Publish.Brokers)
+	c.Publish.Brokers = def.Brokers
+	assert.Equal(t, def, c.Publish)
 }
 
 func TestDefaultsWithSim(t *testing.T) {

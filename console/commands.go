@@ -171,7 +171,39 @@ func statusLines(st control.Status) []string {
 	} else {
 		add("last run", "none since start-up (runs lists the records)")
 	}
+	add("publish", "%s", publishLine(st.Publish))
 	return l
+}
+
+// publishLine says how publishing to the broker goes: the connection and
+// the outbox's depth.
+func publishLine(p *control.PublishStatus) string {
+	if p == nil {
+		return "off"
+	}
+	conn := fmt.Sprintf("connected to %s since %s", strings.Join(p.Brokers, ", "), p.Since.Format("15:04:05"))
+	if !p.Connected {
+		conn = fmt.Sprintf("NOT connected to %s since %s", strings.Join(p.Brokers, ", "), p.Since.Format("15:04:05"))
+		if p.LastError != "" {
+			conn += " (" + oneLine(p.LastError) + ")"
+		}
+	}
+	out := fmt.Sprintf("outbox %s (%s of %s)", plural(p.Depth, "message"), bytesText(p.Bytes), bytesText(p.MaxBytes))
+	if !p.FullSince.IsZero() {
+		out += fmt.Sprintf(", FULL since %s: the oldest are dropped", p.FullSince.Format("15:04:05"))
+	}
+	return conn + "; " + out
+}
+
+// bytesText formats a size in B, KiB or MiB.
+func bytesText(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
 
 func percent(level float64) string { return fmt.Sprintf("%.0f%%", level*100) }
@@ -653,6 +685,12 @@ func cmdStats(s *session, _ context.Context, _ Command) {
 	}
 	lines = append(lines, histogram("stop latency, request to stage at rest", st.ToRest)...)
 	lines = append(lines, histogram("stop latency, request to outcome recorded", st.ToEnd)...)
+	if p := s.m.Publishing(); p != nil {
+		lines = append(lines, fmt.Sprintf("messages published since start-up: sent %d, retried %d, dropped %d (outbox full); %d waiting",
+			p.Sent, p.Retried, p.Dropped, p.Depth))
+	} else {
+		lines = append(lines, "messages published: publishing off")
+	}
 	s.print(lines...)
 }
 

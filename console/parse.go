@@ -31,7 +31,7 @@ var commands = []spec{
 	{name: "help", usage: "[COMMAND]", summary: "list the commands, or explain one", max: 1, aliases: []string{"?"}},
 	{name: "version", summary: "the daemon's version"},
 	{name: "status", summary: "machine, stage, light, camera, watchdog, runs",
-		help: "Machine state and latch, stage position and whether it is trusted, light, camera, heartbeats, temperature, the current and last run."},
+		help: "Machine state and latch, stage position and whether it is trusted, light, camera, heartbeats, temperature, the current and last run, the broker connection and the outbox's depth."},
 	{name: "config", summary: "the configuration in effect (TOML)"},
 	{name: "home", summary: "run the stage's homing cycle",
 		help: "Needed before move and jog after start-up, a reset or a lost position. stop aborts it."},
@@ -79,7 +79,8 @@ var commands = []spec{
 		check: func(a []string) error { return seconds("wait", a) }},
 	{name: "selftest", summary: "test each device safely: pass/fail",
 		help: "Stage status (no motion), light on and off, one lit frame, heartbeats, temperature."},
-	{name: "stats", summary: "stop latency and stops by reason"},
+	{name: "stats", summary: "stop latency, stops by reason, messages published",
+		help: "Stop requests by reason, operations ended by a stop, stop latency histograms; messages sent to the broker, sent again, and dropped by a full outbox."},
 }
 
 // lookup finds the spec of a lower-case command name or alias.

@@ -116,6 +116,9 @@ type Status struct {
 	Run *RunInfo
 	// Last is the last finished run since start-up (RunID "" if none).
 	Last inspection.Result
+	// Publish is the broker connection and the outbox; nil when
+	// publishing is off.
+	Publish *PublishStatus
 }
 
 // RunInfo describes the run in progress.

@@ -20,6 +20,7 @@ func (d *Daemon) Status(ctx context.Context) control.Status {
 		Stage: st, StageErr: serr, Trusted: d.Machine.Trusted(), Homes: d.opts.Config.Stage.Homing,
 		Travel: d.opts.Devices.Limits.Travel, Light: d.light.state(),
 		Camera: d.opts.Devices.Camera.Info(), Watchdog: d.Heartbeats(),
+		Publish: d.Publishing(),
 	}
 	d.mu.Lock()
 	s.LightLevel = d.lightLevelLocked()

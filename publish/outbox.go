@@ -6,7 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-		"sync"
+		"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,7 +53,7 @@ var (
 	bucketMsgs   = []byte("msgs")   // seq (8 bytes, big-endian) -> encoded Message
 	bucketOpen   = []byte("open")   // run id -> "" : runs started, record not yet appended
 	bucketLedger = []byte("ledger") // run id -> JSON LedgerRun : recent finished runs
-	bucketMeta   = []byte("meta")   // "events" -> uint64 : the tool events' sequence
+	bucketMeta   = []byte("meta")   // "events" -> uint64: the tool events' sequence; "epoch": when the file was made
 )
 
 // LedgerSize is how many finished runs the ledger keeps.
@@ -72,6 +73,12 @@ func OpenOutbox(path string, maxBytes int64) (*Outbox, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMsgs, bucketOpen, bucketLedger, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get([]byte("epoch")) == nil {
+			if err := meta.Put([]byte("epoch"), []byte(strconv.FormatInt(time.Now().Unix(), 10))); err != nil {
 				return err
 			}
 		}
@@ -200,16 +207,18 @@ func (t *Tx) CloseRun(r LedgerRun) error {
 // Ledger returns the recent finished runs, oldest first.
 func (t *Tx) Ledger() ([]LedgerRun, error) { return readLedger(t.tx) }
 
-// NextEvent returns the next number of the tool events' sequence (durable:
-// a number is never given twice).
-func (t *Tx) NextEvent() (uint64, error) {
+// NextEvent returns the next number of the tool events' sequence,
+// "<epoch>-<n>": n counts up (durably: never given twice) and epoch is
+// when the outbox file was made (a new file starts again at 1 but with
+// another epoch).
+func (t *Tx) NextEvent() (string, error) {
 	meta := t.tx.Bucket(bucketMeta)
 	var cur uint64
 	if v := meta.Get([]byte("events")); len(v) == 8 {
 		cur = binary.BigEndian.Uint64(v)
 	}
 	cur++
-	return cur, meta.Put([]byte("events"), seqKey(cur))
+	return fmt.Sprintf("%s-%d", meta.Get([]byte("epoch")), cur), meta.Put([]byte("events"), seqKey(cur))
 }
 
 // Peek returns up to n of the oldest messages, oldest first.

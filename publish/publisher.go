@@ -435,12 +435,12 @@ func (p *Publisher) putLedger(tx *Tx) error {
 }
 
 // header of a tool event: its id is "<tool>/<kind>/<n>", n from the
-// outbox's durable sequence.
-func (p *Publisher) header(kind string, n uint64, t time.Time) Header {
+// outbox's durable sequence (Tx.NextEvent).
+func (p *Publisher) header(kind string, n string, t time.Time) Header {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	return Header{V: SchemaVersion, ID: fmt.Sprintf("%s/%s/%d", p.cfg.Tool, kind, n), Tool: p.cfg.Tool, Time: t.UTC()}
+	return Header{V: SchemaVersion, ID: p.cfg.Tool + "/" + kind + "/" + n, Tool: p.cfg.Tool, Time: t.UTC()}
 }
 
 func (p *Publisher) put(tx *Tx, sub string, retain bool, v any) error {

@@ -65,7 +65,7 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	if *cfgPath == "" && *dataDir == "" {
 		*dataDir = "."
 	}
-	cfg, err := loadConfig(*cfgPath, *useSim, *dataDir, *logLevel)
+	cfg, err := loadConfig(*cfgPath, *useSim, *dataDir, *logLevel, "")
 	if err != nil {
 		fmt.Fprintf(stderr, "waferd run: %v\n", err)
 		return exitUsage
@@ -96,11 +96,17 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	if canceledEarly(sigs, stderr) {
 		return exitCanceled
 	}
-	markInterrupted(store, log)
+	interrupted := markInterrupted(store, log)
+	pub, err := openPublishing(cfg, store, interrupted, logs)
+	if err != nil {
+		fmt.Fprintf(stderr, "waferd run: %v\n", err)
+		return exitUsage
+	}
 
 	p := newProgress(stdout)
-	m, err := openMachine(ctx, cfg, machineOptions{store: store, logs: logs, progress: p.site, stdout: stdout})
+	m, err := openMachine(ctx, cfg, machineOptions{store: store, logs: logs, progress: p.site, stdout: stdout, pub: pub})
 	if err != nil {
+		_ = pub.stop()
 		if canceledEarly(sigs, stderr) {
 			return exitCanceled
 		}
@@ -121,8 +127,9 @@ func cmdRun(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	d := m.d
 	sigs.attach(d.Stop, d.Hurry)
 	d.Start()
+	pub.start()
 	defer func() {
-		if err := d.Shutdown(context.Background(), "end of waferd run"); err != nil {
+		if err := m.shutdown(context.Background(), "end of waferd run"); err != nil {
 			log.Errorf("%v", err)
 		}
 	}()

@@ -34,6 +34,7 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	useSim := fs.Bool("sim", false, "use the simulated board (as [sim] enabled = true)")
 	dataDir := fs.String("data", "", "results `directory` (overrides [data] dir)")
 	logLevel := fs.String("log-level", "", "log `level` (overrides [log] level)")
+	publishURL := fs.String("publish", "", "publish events and results to the MQTT broker at `URL` (mqtt://host:1883, mqtts://host:8883; turns [publish] on with that broker)")
 	var consoles []string
 	fs.Func("console", "also serve the console on `WHERE`: stdio (stdin/stdout; end of input shuts down), pty (simulated board: a new pseudo-terminal, its path is printed) or a serial device; repeatable", func(v string) error {
 		consoles = append(consoles, v)
@@ -54,7 +55,7 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "waferd serve: give --config FILE for the machine, or --sim for the simulated board")
 		return exitUsage
 	}
-	cfg, err := loadConfig(*cfgPath, *useSim, *dataDir, *logLevel)
+	cfg, err := loadConfig(*cfgPath, *useSim, *dataDir, *logLevel, *publishURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "waferd serve: %v\n", err)
 		return exitUsage
@@ -90,11 +91,17 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 		log.Errorf("%v", err)
 		return exitUsage
 	}
-	markInterrupted(store, log)
+	interrupted := markInterrupted(store, log)
+	pub, err := openPublishing(cfg, store, interrupted, logs)
+	if err != nil {
+		log.Errorf("%v", err)
+		return exitUsage
+	}
 
 	ctx := sigs.Context()
-	m, err := openMachine(ctx, cfg, machineOptions{store: store, logs: logs, ring: ring, stdout: stdout})
+	m, err := openMachine(ctx, cfg, machineOptions{store: store, logs: logs, ring: ring, stdout: stdout, pub: pub})
 	if err != nil {
+		_ = pub.stop()
 		log.Errorf("%v", err)
 		switch {
 		case ctx.Err() != nil:
@@ -174,12 +181,13 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	}
 
 	d.Start()
+	pub.start()
 	<-sctx.Done()
 	detail := "shutdown"
 	if c, ok := stop.FromContext(sctx); ok {
 		detail = c.Detail
 	}
-	if err := d.Shutdown(context.Background(), detail); err != nil {
+	if err := m.shutdown(context.Background(), detail); err != nil {
 		log.Errorf("%v", err)
 		return exitFailed
 	}
@@ -213,7 +221,7 @@ func consoleList(flags []string, cfg *config.Config) ([]string, error) {
 	return out, nil
 }
 
-const serveUsage = `usage: waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]...
+const serveUsage = `usage: waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]... [--publish URL]
 
 Runs the controller daemon (systemd Type=notify) until SIGTERM or SIGINT,
 which stop any run safely; exits 0 then, 2 on a bad configuration, 4 if

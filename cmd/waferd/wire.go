@@ -24,8 +24,8 @@ import (
 // loadConfig reads the configuration for run and serve: the file at path
 // (with [sim] forced on when useSim), or the defaults on the simulated
 // board when path is empty. dataDir and logLevel override [data] dir and
-// [log] level when set.
-func loadConfig(path string, useSim bool, dataDir, logLevel string) (*config.Config, error) {
+// [log] level when set; publishURL turns [publish] on with that broker.
+func loadConfig(path string, useSim bool, dataDir, logLevel, publishURL string) (*config.Config, error) {
 	var cfg *config.Config
 	var err error
 	switch {
@@ -56,6 +56,12 @@ func loadConfig(path string, useSim bool, dataDir, logLevel string) (*config.Con
 	if logLevel != "" {
 		cfg.Log.Level = logLevel
 	}
+	if publishURL != "" {
+		if err := config.CheckBroker(publishURL); err != nil {
+			return nil, fmt.Errorf("--publish: %w", err)
+		}
+		cfg.Publish.Enabled, cfg.Publish.Brokers = true, []string{publishURL}
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -67,6 +73,7 @@ type wiredMachine struct {
 	d     *daemon.Daemon
 	hw    *watchdog.Hardware
 	log   *logging.Log
+	pub   *publishing // nil when publishing is off
 }
 
 // machineOptions are what run and serve wire differently.
@@ -76,6 +83,7 @@ type machineOptions struct {
 	ring     *logging.Ring
 	progress func(inspection.Progress)
 	stdout   io.Writer
+	pub      *publishing // [publish], opened; nil when off
 }
 
 // openMachine opens the hardware watchdog (first: from then on a hang
@@ -83,7 +91,7 @@ type machineOptions struct {
 // the daemon on it. ctx bounds the opening (a signal cancels it). Close
 // releases everything.
 func openMachine(ctx context.Context, cfg *config.Config, o machineOptions) (*wiredMachine, error) {
-	m := &wiredMachine{cfg: cfg, log: o.logs.For("waferd")}
+	m := &wiredMachine{cfg: cfg, log: o.logs.For("waferd"), pub: o.pub}
 	var err error
 	if dev := cfg.Watchdog.HardwareDevice; dev != "" {
 		if m.hw, err = watchdog.OpenHardware(dev, time.Duration(cfg.Watchdog.HardwareTimeoutS)*time.Second); err != nil {
@@ -126,11 +134,15 @@ func openMachine(ctx context.Context, cfg *config.Config, o machineOptions) (*wi
 		// they are written for the simulated stage and camera.
 		builtin, _ = iofs.Sub(examples.Recipes, examples.RecipeDir)
 	}
-	m.d, err = daemon.New(daemon.Options{
+	dopts := daemon.Options{
 		Config: cfg, Devices: devs, Store: o.store, Logs: o.logs,
 		Notifier: watchdog.SystemdNotifier{}, NotifyInterval: interval, Hardware: m.hw,
 		Recipes: builtin, LogRing: o.ring, Progress: o.progress,
-	})
+	}
+	if o.pub != nil {
+		dopts.Events, dopts.Publishing = o.pub.pub.Accept, o.pub.pub.Status
+	}
+	m.d, err = daemon.New(dopts)
 	if err != nil {
 		return nil, errors.Join(err, b.Close(), m.closeHW())
 	}
@@ -144,6 +156,14 @@ func (m *wiredMachine) closeHW() error {
 	return m.hw.Close()
 }
 
+// shutdown shuts the daemon down (Daemon.Shutdown), then the publisher
+// (what the daemon said last is committed, and sent if the broker is
+// there).
+func (m *wiredMachine) shutdown(ctx context.Context, detail string) error {
+	err := m.d.Shutdown(ctx, detail)
+	return errors.Join(err, m.pub.stop())
+}
+
 // close releases the board, leaving the light off, and the hardware
 // watchdog (magic close). The daemon must be shut down first.
 func (m *wiredMachine) close() {
@@ -153,8 +173,8 @@ func (m *wiredMachine) close() {
 }
 
 // markInterrupted marks every run found unfinished in store (a crash or
-// power loss during it) as interrupted, and logs each.
-func markInterrupted(store *results.Store, log *logging.Log) {
+// power loss during it) as interrupted, logs each and returns them.
+func markInterrupted(store *results.Store, log *logging.Log) []results.Run {
 	marked, err := store.MarkInterrupted()
 	if err != nil {
 		log.Errorf("checking for unfinished runs: %v", err)
@@ -162,4 +182,5 @@ func markInterrupted(store *results.Store, log *logging.Log) {
 	for _, m := range marked {
 		log.Warnf("run %s was found unfinished (%d/%d sites): marked interrupted", m.ID, m.SitesDone, m.SitesTotal)
 	}
+	return marked
 }
