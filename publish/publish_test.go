@@ -259,10 +259,12 @@ func TestPublishesARunInOrder(t *testing.T) {
 			assert.Equal(t, "idle", st.State)
 		}
 	}
+	// The broker may forward a message before its acknowledgement
+	// reaches the publisher.
+	require.Eventually(t, func() bool { return r.pub.Status().Depth == 0 }, 5*time.Second, time.Millisecond)
 	st2 := r.pub.Status()
 	assert.True(t, st2.Connected)
 	assert.Equal(t, uint64(13), st2.Sent, "the outbox's messages (online is sent directly)")
-	assert.Zero(t, st2.Depth)
 
 	// A clean end marks the tool offline.
 	r.stop()

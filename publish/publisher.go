@@ -425,6 +425,15 @@ func (p *Publisher) putEnd(tx *Tx, run results.Run) error {
 	return tx.CloseRun(LedgerRun{RunID: run.ID, State: string(run.State), SitesDone: run.SitesDone})
 }
 
+// putLedgerIfAny puts the ledger unless no run has finished yet.
+func (p *Publisher) putLedgerIfAny(tx *Tx) error {
+	runs, err := tx.Ledger()
+	if err != nil || len(runs) == 0 {
+		return err
+	}
+	return p.putLedger(tx)
+}
+
 // putLedger puts the ledger, retained, behind the records.
 func (p *Publisher) putLedger(tx *Tx) error {
 	runs, err := tx.Ledger()

@@ -34,6 +34,13 @@ func (p *Publisher) send(ctx context.Context, committed <-chan struct{}) {
 		}
 		wait = retryMin
 		p.setUp()
+		// A broker that crashed may have lost what it had acknowledged:
+		// the ledger, behind what waits, lets collectors ask for it.
+		if dropped, err := p.ob.Update(p.putLedgerIfAny); err != nil {
+			p.log.Errorf("%v", err)
+		} else {
+			p.afterPut(dropped)
+		}
 		err = p.drain(ctx, committed, c, lost)
 		if err == nil { // ctx ended and the outbox is drained (or the time is up)
 			p.goOffline(c)

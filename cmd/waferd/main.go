@@ -2,6 +2,7 @@
 //
 //	waferd run --recipe FILE [--config FILE | --sim] [--data DIR]  run one inspection
 //	waferd serve (--config FILE | --sim) [--data DIR]               run the controller daemon
+//	waferd collect --broker URL [--db DSN]                          write the fleet's results to PostgreSQL
 //	waferd version                                                  print the version
 //
 // Exit status: 0 completed, 2 usage or configuration error, 3 canceled,
@@ -46,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		sigs := newSignals(serveReason)
 		defer sigs.close()
 		return cmdServe(sigs, args[1:], stdout, stderr)
+	case "collect":
+		sigs := newSignals(collectReason)
+		defer sigs.close()
+		return cmdCollect(sigs, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "waferd", version)
 		return 0
@@ -62,11 +67,13 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   waferd run --recipe FILE [--config FILE | --sim] [--data DIR] [--time-scale N] [--log-level L]
         run one inspection (without --config: on the simulated board)
-  waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]...
+  waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]... [--publish URL]
         run the controller daemon
+  waferd collect --broker URL... [--db DSN] [--prefix P]
+        write every tool's runs and events from the broker into PostgreSQL
   waferd version
         print the version
 
-"waferd run -h" and "waferd serve -h" describe every option.
+"waferd run -h", "waferd serve -h" and "waferd collect -h" describe every option.
 `)
 }
