@@ -686,7 +686,7 @@ func cmdStats(s *session, _ context.Context, _ Command) {
 	lines = append(lines, histogram("stop latency, request to stage at rest", st.ToRest)...)
 	lines = append(lines, histogram("stop latency, request to outcome recorded", st.ToEnd)...)
 	if p := s.m.Publishing(); p != nil {
-		lines = append(lines, fmt.Sprintf("messages published since start-up: sent %d, retried %d, dropped %d (outbox full); %d waiting",
+		lines = append(lines, fmt.Sprintf("messages published since start-up: sent %d, retried %d, dropped %d; %d waiting in the outbox",
 			p.Sent, p.Retried, p.Dropped, p.Depth))
 	} else {
 		lines = append(lines, "messages published: publishing off")

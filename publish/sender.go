@@ -110,6 +110,10 @@ func (p *Publisher) explain(err error) error {
 		return fmt.Errorf("the broker refused the connection: %v (check the credentials file)", err)
 	case strings.Contains(s, "certificate"), strings.Contains(s, "tls:"), strings.Contains(s, "x509"):
 		return fmt.Errorf("TLS: %v (check ca_file, cert_file and key_file)", err)
+	case p.cfg.TLS != nil && (strings.Contains(s, "reset by peer") || strings.Contains(s, "EOF") || strings.Contains(s, "broken pipe")):
+		// With TLS 1.3 a refused client certificate shows only as the
+		// broker closing the connection.
+		return fmt.Errorf("TLS: the broker closed the connection during the handshake: %v (does it want a client certificate, or refuse this one? check ca_file, cert_file and key_file)", err)
 	}
 	return err
 }
@@ -251,24 +255,29 @@ func (p *Publisher) setUp() {
 	p.kickSender()
 }
 
-// setDown records why the connection failed or ended and logs it once:
-// again only when the reason changes.
+// setDown records why the connection failed or ended. It logs one
+// warning per episode (the connection lost, or the first attempt that
+// failed); a different reason later in the same episode is logged at info
+// level, and the same one not again: a broker down for hours is one line.
 func (p *Publisher) setDown(err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
 	p.smu.Lock()
 	was := p.connected
+	first := was || p.lastErr == ""
 	same := !was && p.lastErr == err.Error()
-	if was || p.lastErr == "" {
+	if first {
 		p.since = time.Now()
 	}
 	p.connected, p.lastErr = false, err.Error()
 	p.smu.Unlock()
-	if same {
-		return
+	switch {
+	case first:
+		p.log.Warnf("broker %s: %v (%s; retrying)", strings.Join(p.cfg.Brokers, ", "), err, p.queueText())
+	case !same:
+		p.log.Infof("broker %s still unreachable: %v", strings.Join(p.cfg.Brokers, ", "), err)
 	}
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	p.log.Warnf("broker %s: %v (%s; retrying)", strings.Join(p.cfg.Brokers, ", "), err, p.queueText())
 }
 
 func (p *Publisher) countSent(n int) {

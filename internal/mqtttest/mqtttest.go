@@ -51,6 +51,14 @@ type Broker struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	log  strings.Builder // every run's log lines
+}
+
+// Log returns what the broker logged so far (connections, refusals).
+func (b *Broker) Log() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.log.String()
 }
 
 // Binary returns mosquitto's path, skipping the test (failing it under CI)
@@ -143,15 +151,13 @@ func (b *Broker) start(bin string) {
 	}
 	ready := make(chan struct{})
 	done := make(chan struct{})
-	log := &strings.Builder{}
-	var logMu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		once := sync.Once{}
 		for sc.Scan() {
-			logMu.Lock()
-			log.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
+			b.mu.Lock()
+			b.log.WriteString(sc.Text() + "\n")
+			b.mu.Unlock()
 			if strings.Contains(sc.Text(), " running") {
 				once.Do(func() { close(ready) })
 			}
@@ -162,9 +168,7 @@ func (b *Broker) start(bin string) {
 	select {
 	case <-ready:
 	case <-done:
-		logMu.Lock()
-		defer logMu.Unlock()
-		b.t.Fatalf("mosquitto exited at start:\n%s", log.String())
+		b.t.Fatalf("mosquitto exited at start:\n%s", b.Log())
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
 		b.t.Fatal("mosquitto did not start within 20 s")
