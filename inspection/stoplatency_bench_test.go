@@ -27,6 +27,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/waferd/waferd/board"
+	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/input"
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
@@ -80,6 +81,17 @@ type stopBench struct {
 	wantRst atomic.Bool // waiting for the soft reset after Hold:0
 	reset   chan time.Time
 	saved   chan time.Time // the outcome persisted (StepWaferMap)
+
+	// events, when set, receives the machine's and the run's events as
+	// the daemon's Options.Events does (the machine's under its lock).
+	events atomic.Pointer[func(control.Event)]
+}
+
+// emit hands e to the events hook, if one is set.
+func (g *stopBench) emit(e control.Event) {
+	if f := g.events.Load(); f != nil {
+		(*f)(e)
+	}
 }
 
 func newStopBench(b *testing.B) *stopBench {
@@ -110,8 +122,20 @@ func newStopBench(b *testing.B) *stopBench {
 		reset:  make(chan time.Time, 1),
 		saved:  make(chan time.Time, 1),
 	}
-	g.m = machine.New(machine.Config{Stage: brd.Stage, Light: brd.Light})
+	g.m = machine.New(machine.Config{Stage: brd.Stage, Light: brd.Light, OnEvent: func(e machine.Event) {
+		// As daemon.onMachineEvent: called with the machine's lock held.
+		switch e.Kind {
+		case machine.StopRequested, machine.StopEscalated:
+			g.emit(control.Event{Time: e.Time, Kind: control.StopRequested, Reason: e.Cause.Reason, Text: e.Cause.Error(), State: e.State})
+		case machine.StateChanged:
+			g.emit(control.Event{Time: e.Time, Kind: control.MachineState, State: e.State, Text: e.Text})
+		}
+	}})
 	g.runner = &inspection.Runner{
+		Started: func(run results.Run) {
+			g.emit(control.Event{Kind: control.RunStarted, RunID: run.ID, Recipe: run.Recipe, Sites: run.SitesTotal})
+		},
+		Progress: func(p inspection.Progress) { g.emit(control.Event{Kind: control.RunProgress, Progress: p}) },
 		Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store,
 		// A real logger, formatting every line as in production; only the
 		// output device differs.
@@ -167,7 +191,9 @@ type stopTimes struct {
 
 // run runs the recipe under the machine's claim, as the daemon does.
 func (g *stopBench) run() (inspection.Result, error) {
-	return runClaimed(context.Background(), g.m, g.runner, g.rec)
+	res, err := runClaimed(context.Background(), g.m, g.runner, g.rec)
+	g.emit(control.Event{Kind: control.RunEnded, Result: res, Err: err})
+	return res, err
 }
 
 // stopOnce starts a run, waits until the stage moves to the far site, lets

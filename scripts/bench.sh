@@ -10,6 +10,7 @@
 #   RUNS=3        -count of BenchmarkRun (pipelined vs serial: one 16-site run
 #                 of 2048x2048 frames in real time per count and mode)
 #   STARTS=20     starts of waferd per count in BenchmarkServeReady
+#   OUTBOX=20000  events per count in BenchmarkOutbox (publishing, needs mosquitto)
 #   BENCHTIME=1s  -benchtime of the throughput benchmarks
 #   OUT=BENCHMARKS.md
 #
@@ -25,6 +26,7 @@ STOPS=${STOPS:-100}
 SAFESTOPS=${SAFESTOPS:-50}
 RUNS=${RUNS:-3}
 STARTS=${STARTS:-20}
+OUTBOX=${OUTBOX:-20000}
 BENCHTIME=${BENCHTIME:-1s}
 OUT=${OUT:-BENCHMARKS.md}
 
@@ -56,14 +58,17 @@ started=$(date -u +%s)
 
 # The benchmarks with goals, with settings of their own.
 analysis='^Benchmark(Analyze|AnalyzeNoCancelChecks|Memmove|AnalyzeVsMemmove|CancelLatency|CancelCheckCost)$'
-stops='^Benchmark(StopLatency|SafeStop|Run|LongRun)$'
+stops='^Benchmark(StopLatency|SafeStop|Run|LongRun|StopLatencyPublishing)$'
 ready='^BenchmarkServeReady$'
+outbox='^BenchmarkOutbox$'
 run analysis "$GO" test -run '^$' -bench "$analysis" -benchtime="$BENCHTIME" -count="$COUNT" -benchmem ./inspection/analysis/
 run stop "$GO" test -run '^$' -bench '^BenchmarkStopLatency$' -benchtime="${STOPS}x" -count="$COUNT" -timeout=30m ./inspection/
 run safestop "$GO" test -run '^$' -bench '^BenchmarkSafeStop$' -benchtime="${SAFESTOPS}x" -count="$COUNT" -timeout=30m ./inspection/
 run pipeline "$GO" test -run '^$' -bench '^BenchmarkRun$' -benchtime=1x -count="$RUNS" -timeout=30m ./inspection/
 run longrun "$GO" test -run '^$' -bench '^BenchmarkLongRun$' -benchtime=1x -count=1 -timeout=30m ./inspection/
 run ready "$GO" test -run '^$' -bench "$ready" -benchtime="${STARTS}x" -count="$COUNT" ./cmd/waferd/
+run stoppub "$GO" test -run '^$' -bench '^BenchmarkStopLatencyPublishing$' -benchtime="${STOPS}x" -count="$COUNT" -timeout=30m ./inspection/
+run outbox "$GO" test -run '^$' -bench "$outbox" -benchtime="${OUTBOX}x" -count="$COUNT" -timeout=30m ./publish/
 
 # Every other benchmark in the module, found by name.
 pkgs=$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
@@ -74,6 +79,7 @@ for p in $pkgs; do
 	./inspection/analysis) names=$(grep -Evx "${analysis//[\^\$]/}" <<<"$names" || true) ;;
 	./inspection) names=$(grep -Evx "${stops//[\^\$]/}" <<<"$names" || true) ;;
 	./cmd/waferd) names=$(grep -Evx "${ready//[\^\$]/}" <<<"$names" || true) ;;
+	./publish) names=$(grep -Evx "${outbox//[\^\$]/}" <<<"$names" || true) ;;
 	esac
 	[[ -n $names ]] || continue
 	re="^($(paste -sd'|' <<<"$names"))\$"
@@ -201,6 +207,13 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	row "Memory bandwidth, same buffer (BenchmarkMemmove)" "$memmove" MB/s "" ""
 	row "Analyze / Memmove, paired: one Detect and one copy alternately, median of the ratios (BenchmarkAnalyzeVsMemmove)" "$(med BenchmarkAnalyzeVsMemmove x-memmove)" "×" "≥ 0.5×" "x >= 0.5"
 	row "… unpaired: the two MB/s medians above (noisy)" "$ratio" "×" "≥ 0.5×" ""
+	row "Stop latency with publishing on and the broker down, over publishing off, paired, median of the ratios (BenchmarkStopLatencyPublishing)" "$(med BenchmarkStopLatencyPublishing on-ratio-p50)" "×" "no difference beyond noise (≤ 1.1×)" "x <= 1.1"
+	row "… publishing off, \`machine.Stop\` → \`!\`, p50" "$(med BenchmarkStopLatencyPublishing off-p50-µs)" µs "" ""
+	row "… publishing on, broker down, p50" "$(med BenchmarkStopLatencyPublishing on-p50-µs)" µs "" ""
+	row "… publishing on, broker down, p99" "$(med BenchmarkStopLatencyPublishing on-p99-µs)" µs "" ""
+	row "Safe stop with publishing on (broker down) over off, paired, median of the ratios" "$(med BenchmarkStopLatencyPublishing safe-ratio-p50)" "×" "≤ 1.1×" "x <= 1.1"
+	row "Events one tool commits to the outbox, fsync, broker down (BenchmarkOutbox/committed)" "$(med BenchmarkOutbox/committed events/s)" events/s "" ""
+	row "Events one tool publishes through the outbox to mosquitto, QoS 1, acknowledged and deleted (BenchmarkOutbox/sent)" "$(med BenchmarkOutbox/sent events/s)" events/s "" ""
 	row "Cancellation-check cost, paired (BenchmarkCancelCheckCost)" "$(med BenchmarkCancelCheckCost checks-%)" % "≤ 1 %" "x <= 1"
 	row "… unpaired: Analyze / AnalyzeNoCancelChecks − 1 (noisy)" "$unpaired" % "≤ 1 %" ""
 	row "Stop during analysis observed (BenchmarkCancelLatency), p50" "$(med BenchmarkCancelLatency p50-µs)" µs "≤ 1000 µs" "x <= 1000"

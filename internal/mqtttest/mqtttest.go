@@ -90,7 +90,7 @@ func Start(t testing.TB, o Options) *Broker {
 	scheme := "mqtt"
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "listener %d 127.0.0.1\n", b.Port)
-	fmt.Fprintf(&conf, "persistence true\npersistence_location %s/\nautosave_interval 1\nautosave_on_changes true\n", dir)
+	fmt.Fprintf(&conf, "persistence true\npersistence_location %s/\nautosave_interval 5\n", dir)
 	conf.WriteString("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nconnection_messages true\n")
 	conf.WriteString("max_queued_messages 100000\nmax_inflight_messages 100\n")
 	if os.Geteuid() == 0 {
