@@ -254,9 +254,10 @@ func (c *Collector) store(ctx context.Context, client mqtt.Client, topic string,
 		if err := decode(&o); err != nil {
 			return false, err
 		}
+		// In the order the broker delivers them: a last will (whose since
+		// is its connection's) follows the online it covers.
 		_, err = c.db.Exec(ctx, `INSERT INTO tools (tool, online, online_since, version) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (tool) DO UPDATE SET online = $2, online_since = $3, version = $4
-			WHERE tools.online_since IS NULL OR tools.online_since <= $3`, tool, o.Online, o.Since, o.Version)
+			ON CONFLICT (tool) DO UPDATE SET online = $2, online_since = $3, version = $4`, tool, o.Online, o.Since, o.Version)
 		return err == nil, err
 	case publish.TopicState:
 		var s publish.State

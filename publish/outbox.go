@@ -176,6 +176,10 @@ func (t *Tx) Put(m Message) error {
 	return nil
 }
 
+// ForgetRun unmarks run id as started without a record (it has none to
+// publish).
+func (t *Tx) ForgetRun(id string) error { return t.tx.Bucket(bucketOpen).Delete([]byte(id)) }
+
 // OpenRun marks run id as started.
 func (t *Tx) OpenRun(id string) error { return t.tx.Bucket(bucketOpen).Put([]byte(id), nil) }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"path/filepath"
@@ -316,4 +317,49 @@ func TestBrokerDownLosesNothing(t *testing.T) {
 	}
 	assert.Equal(t, want, s.ids("run/site"), "in order")
 	require.Eventually(t, func() bool { return r3.pub.Status().Depth == 0 }, 10*time.Second, time.Millisecond)
+}
+
+// TestRecoverRepublishesOpenRuns: a run whose start was committed but not
+// its record (the tool died in between), and a run found interrupted, are
+// committed again from their files at the next start, with the ids of the
+// first time; a run killed before its first record is forgotten.
+func TestRecoverRepublishesOpenRuns(t *testing.T) {
+	r := newRig(t, "mqtt://127.0.0.1:1", nil)
+	run := results.Run{ID: "20261201T000002Z-open", Recipe: "demo", Sites: []results.Site{{Index: 0}, {Index: 1}, {Index: 2}}}
+	rcd, err := r.store.Create(run)
+	require.NoError(t, err)
+	require.NoError(t, rcd.SaveSite(0, nil, nil))
+	require.NoError(t, rcd.SaveSite(2, []results.Defect{{AreaPx: 3}}, nil))
+	// As after a crash: the run is marked interrupted at the next start.
+	marked, err := results.Open(filepath.Dir(r.store.Dir()))
+	require.NoError(t, err)
+	interrupted, err := marked.MarkInterrupted()
+	require.NoError(t, err)
+	require.Len(t, interrupted, 1)
+	_, err = r.outbox.Update(func(tx *Tx) error {
+		return errors.Join(tx.OpenRun("20261201T000002Z-open"), tx.OpenRun("20261201T000003Z-gone"))
+	})
+	require.NoError(t, err)
+
+	require.NoError(t, r.pub.Recover(interrupted))
+	open, err := r.outbox.OpenRuns()
+	require.NoError(t, err)
+	assert.Empty(t, open, "both closed: one published, one forgotten")
+	entries, err := r.outbox.Peek(100)
+	require.NoError(t, err)
+	var got []string
+	for _, e := range entries {
+		var h struct{ ID string }
+		require.NoError(t, json.Unmarshal(e.Payload, &h))
+		got = append(got, strings.TrimPrefix(e.Topic, "fab/tool1/")+" "+h.ID)
+	}
+	assert.Equal(t, []string{
+		"run/started tool1/20261201T000002Z-open/0",
+		"run/site tool1/20261201T000002Z-open/1",
+		"run/site tool1/20261201T000002Z-open/3",
+		"run/ended tool1/20261201T000002Z-open/4",
+		"run/record tool1/20261201T000002Z-open/5",
+		"ledger ",
+	}, got)
+	assert.Contains(t, string(entries[3].Payload), `"state":"interrupted"`)
 }

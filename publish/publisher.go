@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -217,6 +218,12 @@ func (p *Publisher) Recover(interrupted []results.Run) error {
 	var errs []error
 	for _, id := range ids {
 		if err := p.commitRun(id); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				// Killed before its first record: nothing to publish.
+				_, ferr := p.ob.Update(func(tx *Tx) error { return tx.ForgetRun(id) })
+				errs = append(errs, ferr)
+				continue
+			}
 			errs = append(errs, err)
 			continue
 		}

@@ -62,7 +62,7 @@ type Online struct {
 	Tool    string    `json:"tool"`
 	Online  bool      `json:"online"`
 	Version string    `json:"version,omitempty"`
-	Since   time.Time `json:"since"` // when the connection came up (online), or when this tool announced its will
+	Since   time.Time `json:"since"` // online: when the connection came up; offline: when it was shut down, or (the last will) when the connection that died was made
 }
 
 // State is the payload of TopicState.
