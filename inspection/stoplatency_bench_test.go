@@ -132,11 +132,11 @@ func newStopBench(b *testing.B) *stopBench {
 		}
 	}})
 	g.runner = &inspection.Runner{
+		Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store,
 		Started: func(run results.Run) {
 			g.emit(control.Event{Kind: control.RunStarted, RunID: run.ID, Recipe: run.Recipe, Sites: run.SitesTotal})
 		},
 		Progress: func(p inspection.Progress) { g.emit(control.Event{Kind: control.RunProgress, Progress: p}) },
-		Stage: brd.Stage, Light: brd.Light, Camera: brd.Camera, Store: store,
 		// A real logger, formatting every line as in production; only the
 		// output device differs.
 		Log: logging.New(io.Discard, logging.Options{Level: logging.Info}).For("runner"),
