@@ -363,3 +363,45 @@ func TestRecoverRepublishesOpenRuns(t *testing.T) {
 	}, got)
 	assert.Contains(t, string(entries[3].Payload), `"state":"interrupted"`)
 }
+
+// TestOutboxFullDropsTheOldest: with the broker down for long, a bounded
+// outbox drops its oldest messages to take new ones, says so once in the
+// log and counts them; runs are never held up (Accept does not wait).
+func TestOutboxFullDropsTheOldest(t *testing.T) {
+	dir := t.TempDir()
+	store, err := results.Open(dir)
+	require.NoError(t, err)
+	ob, err := OpenOutbox(filepath.Join(dir, "outbox.db"), 4096)
+	require.NoError(t, err)
+	defer ob.Close()
+	logs := &logBuf{}
+	pub, err := New(Config{Tool: "tool1", Prefix: "fab", Brokers: []string{"mqtt://127.0.0.1:1"}, QoS: 1, Outbox: ob, Store: store,
+		Log: logging.New(logs, logging.Options{Level: logging.Info}).For("publish"), RetryMax: time.Second})
+	require.NoError(t, err)
+	r := &rig{t: t, store: store, outbox: ob, pub: pub, logs: logs}
+	r.start()
+	for i := range 5 {
+		r.run(fmt.Sprintf("20261201T00000%dZ-full", i), 8, results.Completed)
+	}
+	require.Eventually(t, func() bool { return pub.Status().Dropped > 0 && len(ledgerOf(t, ob)) == 5 }, 10*time.Second, time.Millisecond)
+	r.stop()
+	st := pub.Status()
+	assert.LessOrEqual(t, st.Bytes, int64(4096))
+	assert.False(t, st.FullSince.IsZero())
+	assert.Equal(t, 1, strings.Count(logs.String(), "outbox full"), "one line when it fills:\n%s", logs)
+	// The newest messages are the ones kept: the last run's record and
+	// the ledger after it.
+	entries, err := ob.Peek(1000)
+	require.NoError(t, err)
+	require.NotEmpty(t, entries)
+	assert.Equal(t, "fab/tool1/ledger", entries[len(entries)-1].Topic)
+	assert.Contains(t, string(entries[len(entries)-2].Payload), `"run_id":"20261201T000004Z-full"`)
+	assert.NotContains(t, string(entries[0].Payload), `"run_id":"20261201T000000Z-full"`, "the oldest were dropped")
+	assert.Equal(t, 5*(8+4), int(st.Dropped)+len(entries), "every message (started, 8 sites, ended, record, ledger) waits or was counted dropped")
+}
+
+func ledgerOf(t *testing.T, ob *Outbox) []LedgerRun {
+	runs, err := ob.Ledger()
+	require.NoError(t, err)
+	return runs
+}
