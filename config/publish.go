@@ -153,8 +153,8 @@ func LoadCredentials(path string) (Credentials, error) {
 		var te *tomlfile.Error
 		if errors.As(err, &te) {
 			what := "cannot parse (want username = \"...\" and password = \"...\")"
-			if te.Msg == "unknown key" {
-				what = "unknown key"
+			if strings.HasPrefix(te.Msg, "unknown key") {
+				what = te.Msg // names the keys, never a value
 			}
 			return Credentials{}, fmt.Errorf("config: %s", (&tomlfile.Error{File: te.File, Line: te.Line, Key: te.Key, Msg: what}).Error())
 		}

@@ -28,7 +28,7 @@ func TestPublishSection(t *testing.T) {
 func TestPublishErrors(t *testing.T) {
 	const head = "[sim]\nenabled = true\n[publish]\nenabled = true\n"
 	cases := map[string]string{
-		"":                             "p.toml: publish.brokers: no broker given",
+		"":                             "p.toml:3: publish.brokers: no broker given",
 		"brokers = [\"http://x:1\"]\n": `p.toml:5: publish.brokers: broker 1: scheme "http"`,
 		"brokers = [\"mqtt://x\"]\n":   "p.toml:5: publish.brokers: broker 1: mqtt://x: give the host and the port",
 		"brokers = [\"mqtt://u:s3cret@x:1883\"]\n":             "p.toml:5: publish.brokers: broker 1: a user name or password in the URL: put them in credentials_file",
