@@ -805,13 +805,13 @@ func (c *mapCanvas) text(f font.Face, x, y int, s string, col color.RGBA) image.
 func (c *mapCanvas) measure(f font.Face, s string) int { return font.MeasureString(f, s).Ceil() }
 
 // fit returns s, shortened with an ellipsis if needed to fit w pixels in f.
+// It finds the longest prefix that fits by bisection: a run's error can be
+// kilobytes long, and measuring every prefix in turn took a second.
 func (c *mapCanvas) fit(f font.Face, s string, w int) string {
 	if c.measure(f, s) <= w {
 		return s
 	}
 	r := []rune(s)
-	for len(r) > 0 && c.measure(f, string(r)+"…") > w {
-		r = r[:len(r)-1]
-	}
-	return strings.TrimRight(string(r), " ") + "…"
+	n := sort.Search(len(r)+1, func(n int) bool { return c.measure(f, string(r[:n])+"…") > w }) - 1
+	return strings.TrimRight(string(r[:max(n, 0)]), " ") + "…"
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -532,4 +533,35 @@ func TestWaferMapText(t *testing.T) {
 		_, ok = f.bold.GlyphAdvance(r)
 		assert.True(t, ok, "%q in the bold face", r)
 	}
+}
+
+// TestWaferMapFitShortensToTheLongestPrefix: a line too wide for its room
+// keeps the longest prefix that fits with its ellipsis; one that fits is
+// left alone.
+func TestWaferMapFitShortensToTheLongestPrefix(t *testing.T) {
+	faces, err := newMapFaces()
+	require.NoError(t, err)
+	c := &mapCanvas{faces: faces}
+	f := faces.regular
+	long := "stage: alarm 1, hard limit triggered: " + strings.Repeat("motion lost, re-home ", 200)
+	for _, w := range []int{0, 5, 40, 300, 760} {
+		got := c.fit(f, long, w)
+		require.True(t, strings.HasSuffix(got, "…"), "width %d: %q", w, got)
+		prefix := strings.TrimSuffix(got, "…")
+		assert.True(t, strings.HasPrefix(long, prefix), "width %d: %q", w, got)
+		if prefix == "" {
+			continue
+		}
+		assert.LessOrEqual(t, c.measure(f, got), w, "width %d: %q fits", w, got)
+		// The prefix's trailing spaces were trimmed: the next longer one
+		// ends at the next character that is not a space.
+		rest := []rune(long[len(prefix):])
+		k := 0
+		for rest[k] == ' ' {
+			k++
+		}
+		next := prefix + string(rest[:k+1])
+		assert.Greater(t, c.measure(f, next+"…"), w, "width %d: one more character would not fit", w)
+	}
+	assert.Equal(t, "run 7", c.fit(f, "run 7", 760))
 }
