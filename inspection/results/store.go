@@ -474,9 +474,13 @@ const runningDir = ".running"
 // of the run's final record from Create until FinishRecord writes it.
 const reserveName = ".reserve"
 
-// reserveSize is the space the final record of run needs: its run.json
-// with every site done, a long reason and error, and room for the write's
-// temporary file beside the old run.json.
+// reserveSlack is what reserveSize adds to the largest record, bytes: the
+// file system's own blocks for the temporary file and the rename.
+const reserveSlack = 64 << 10
+
+// reserveSize is the space the final record of run needs, bytes: the
+// temporary file of its run.json with every site done and a long reason and
+// error (written beside the old run.json), plus reserveSlack.
 func reserveSize(run Run) int64 {
 	final := run.clone()
 	for i := range final.Sites {
@@ -492,7 +496,7 @@ func reserveSize(run Run) int64 {
 	if err != nil {
 		return 1 << 20
 	}
-	return int64(len(b)) + 64<<10
+	return int64(len(b)) + reserveSlack
 }
 
 // reserve makes path a file of size zero bytes, written out (not sparse:
