@@ -7,7 +7,7 @@ PKGS      := ./...
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build test demo cross lint fuzz install bench clean test-vm test-vm-arm64 test-system
+.PHONY: all build test demo cross lint fuzz soak install bench clean test-vm test-vm-arm64 test-system
 
 all: lint build test
 
@@ -47,6 +47,15 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDetect$$' -fuzztime=$(FUZZTIME) ./inspection/analysis/
 	$(GO) test -run='^$$' -fuzz='^FuzzRecipe$$' -fuzztime=$(FUZZTIME) ./inspection/recipe/
 	$(GO) test -run='^$$' -fuzz='^FuzzConfig$$' -fuzztime=$(FUZZTIME) ./config/
+
+## soak: the stop-contract tests with many more cases than make test runs
+## (random-time stops on fakes and on the emulator, SIGKILLs, the fleet);
+## about half an hour here, not part of test
+soak:
+	$(GO) test -race -count=1 -timeout 3h -run '^TestStopStorm$$' ./machine/ -args -storm.cases=5000
+	$(GO) test -race -count=1 -timeout 3h -run '^TestStopAtRandomTimes$$' ./inspection/ -args -stop.cases=2000
+	$(GO) test -race -count=1 -timeout 3h -run '^TestCrashLeavesNothingCorrupt$$' ./cmd/waferd/ -args -crash.kills=200
+	$(GO) test -race -count=1 -timeout 3h -run '^TestFleet$$' ./cmd/waferd/ -args -fleet.tools=20 -fleet.runs=10
 
 ## install: binary, unit, config, sysusers, tmpfiles and udev rules under DESTDIR
 ## (the paths are those of systemd.Install in systemd/systemd.go)
