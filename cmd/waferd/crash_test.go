@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func TestCrashLeavesNothingCorrupt(t *testing.T) {
 	data := t.TempDir()
 	recipe := writeRecipe(t, smallRecipe)
 	rng := rand.New(rand.NewPCG(7, 7))
+	checked := map[string]string{} // run directory → what it was when checked
 	for i := range *crashKills {
 		cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", recipe, "--data", data, "--time-scale", "20")
 		var out bytes.Buffer // what waferd printed, for the failure message
@@ -43,25 +45,40 @@ func TestCrashLeavesNothingCorrupt(t *testing.T) {
 		case err := <-done:
 			require.NoError(t, err, "kill %d: the run ended before the kill, and it must have completed:\n%s", i, out.Bytes())
 		}
-		checkDataDir(t, data, false)
+		checkDataDir(t, data, false, checked)
 	}
 	// A clean start marks the last victim interrupted and completes a run.
 	out, err := exec.Command(waferdBin, "run", "--sim", "--recipe", recipe, "--data", data, "--time-scale", "20").CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	states := checkDataDir(t, data, true)
+	states := checkDataDir(t, data, true, nil)
 	t.Logf("run states after %d kills: %v", *crashKills, states)
 	assert.Positive(t, states["interrupted"], "some kills must have hit a run in progress")
 	assert.Positive(t, states["completed"])
 }
 
 // checkDataDir parses every file under data/runs. With settled, no run may
-// still say running (the last start has marked them).
-func checkDataDir(t *testing.T, data string, settled bool) map[string]int {
+// still say running (the last start has marked them). With checked, it
+// skips the runs whose run.json and wafer map are as they were when it last
+// checked them (and notes those it checks): files of a run are written
+// whole before run.json names them, so they cannot have changed unseen.
+func checkDataDir(t *testing.T, data string, settled bool, checked map[string]string) map[string]int {
 	t.Helper()
 	states := map[string]int{}
 	runs, err := filepath.Glob(filepath.Join(data, "runs", "*"))
 	require.NoError(t, err)
 	for _, dir := range runs {
+		if checked != nil {
+			var stamp string
+			for _, f := range []string{"run.json", "wafermap.png"} {
+				if fi, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					stamp += fi.ModTime().String() + " " + strconv.FormatInt(fi.Size(), 10) + ";"
+				}
+			}
+			if checked[dir] == stamp {
+				continue
+			}
+			checked[dir] = stamp
+		}
 		raw, err := os.ReadFile(filepath.Join(dir, "run.json"))
 		if os.IsNotExist(err) {
 			// Killed between creating the directory and its first record.
