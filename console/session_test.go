@@ -345,7 +345,7 @@ func TestScriptedSession(t *testing.T) {
 	tm.send("log 50\r")
 	tm.expect(`\[runner\] WARN\s+run ` + regexp.QuoteMeta(id) + ` canceled`)
 	tm.send("stats\r")
-	tm.expect(`stop requests: operator 1, button 0, shutdown 0, fault 0, watchdog 0, estop 1`)
+	tm.expect(`stop requests: operator 1, host 0, button 0, shutdown 0, fault 0, watchdog 0, abort 0, estop 1`)
 	tm.expect(`operations completed \(runs, homing, moves, ...\): \d+; ended by a stop: operator 1`)
 	tm.expect(`stop latency, request to stage at rest \(1\): min `)
 	tm.expect(`stop latency, request to outcome recorded \(1\): min `)

@@ -159,7 +159,7 @@ const (
 	RunProgress                        // Progress: a site was saved
 	RunEnded                           // Result, or Err when the run could not start
 	StopRequested                      // Text: the stop cause; Reason
-	MachineState                       // State entered; Text: the latch reason or what
+	MachineState                       // State entered; Text: the latch reason or what; Reason: the latching stop's (machine.Event.Reason)
 	Notice                             // Text: something consoles should show
 )
 

@@ -369,7 +369,7 @@ func (d *Daemon) onMachineEvent(e machine.Event) {
 	case machine.StopRequested, machine.StopEscalated:
 		d.bus.publish(control.Event{Time: e.Time, Kind: control.StopRequested, Reason: e.Cause.Reason, Text: e.Cause.Error(), State: e.State})
 	case machine.StateChanged:
-		d.bus.publish(control.Event{Time: e.Time, Kind: control.MachineState, State: e.State, Text: e.Text})
+		d.bus.publish(control.Event{Time: e.Time, Kind: control.MachineState, State: e.State, Reason: e.Reason, Text: e.Text})
 	}
 }
 

@@ -218,13 +218,13 @@ func waitFor(cond func() bool) bool {
 	return true
 }
 
-var reasons = []stop.Reason{stop.Operator, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.EStop}
+var reasons = []stop.Reason{stop.Operator, stop.Host, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.Abort, stop.EStop}
 
 func outcomeFor(r stop.Reason) (machine.Outcome, machine.State) {
 	switch r {
 	case stop.EStop:
 		return machine.Aborted, machine.EStop
-	case stop.Fault, stop.Watchdog:
+	case stop.Fault, stop.Watchdog, stop.Abort:
 		return machine.Aborted, machine.Faulted
 	}
 	return machine.Canceled, machine.Idle

@@ -167,8 +167,9 @@ func Fault(device string, err error) error {
 //   - no stop, no error: Completed; nothing is done to the devices;
 //   - a FaultError with no stop before it: Stop(fault), then as a stop;
 //   - any other error with no stop: Failed (the safe stop still runs);
-//   - a stop: Canceled for operator, button and shutdown, Aborted for
-//     fault, watchdog and e-stop; an escalated safe stop makes it Aborted.
+//   - a stop: Canceled for operator, host, button and shutdown, Aborted
+//     for fault, watchdog, abort and e-stop; an escalated safe stop makes
+//     it Aborted.
 //
 // The machine stays claimed (Running or Stopping) until Release, so that
 // the operation can record its outcome first. End is idempotent: later
@@ -263,17 +264,18 @@ func (c *Claim) Release() {
 	if e.Escalated {
 		why = "safe stop incomplete: " + why
 	}
+	reason := e.Reason
 	switch {
 	case c.late == stop.EStop && after != EStop:
-		after, why = EStop, c.lateWhy
+		after, why, reason = EStop, c.lateWhy, c.late
 	case c.late.Latches() && after == Idle:
-		after, why = Faulted, c.lateWhy
+		after, why, reason = Faulted, c.lateWhy, c.late
 	}
 	m.last.Ending.After = after
 	if after == Idle {
 		m.setLocked(Idle, c.what+" "+e.Outcome.String())
 	} else {
-		m.latchLocked(after, why)
+		m.latchLocked(after, reason, why)
 	}
 	if e.Outcome == Completed && after == Idle {
 		m.stats.completed()

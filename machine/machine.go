@@ -237,8 +237,8 @@ func (m *Machine) Claim(ctx context.Context, what string) (*Claim, error) {
 //     escalates the stop in progress
 //     (an e-stop abandons the controlled hold and resets the stage at
 //     once); a repeated or weaker one is logged and ignored;
-//   - on an idle machine an e-stop latches EStop and a fault or watchdog
-//     stop latches Faulted; any other stop has nothing to stop.
+//   - on an idle machine an e-stop latches EStop and a fault, watchdog or
+//     abort stop latches Faulted; any other stop has nothing to stop.
 func (m *Machine) Stop(reason stop.Reason, detail string) {
 	if reason <= stop.None {
 		return
@@ -273,9 +273,9 @@ func (m *Machine) stopLocked(cause *stop.Cause) {
 	case m.state == EStop:
 		m.later(func() { m.log.Noticef("stop %v while in e-stop: nothing to stop", cause) })
 	case cause.Reason == stop.EStop:
-		m.latchLocked(EStop, why(cause))
+		m.latchLocked(EStop, cause.Reason, why(cause))
 	case cause.Reason.Latches() && m.state == Idle:
-		m.latchLocked(Faulted, why(cause))
+		m.latchLocked(Faulted, cause.Reason, why(cause))
 	default:
 		st := m.state
 		m.later(func() { m.log.Debugf("stop %v while %s: nothing to stop", cause, st) })
@@ -397,14 +397,15 @@ func (m *Machine) setLocked(next State, detail string) {
 	m.emitLocked(Event{Kind: StateChanged, State: next, Text: detail})
 }
 
-// latchLocked latches s (Faulted or EStop) for why.
-func (m *Machine) latchLocked(s State, why string) {
+// latchLocked latches s (Faulted or EStop) for why, a stop for reason r.
+func (m *Machine) latchLocked(s State, r stop.Reason, why string) {
 	if err := transition(m.state, s); err != nil {
 		m.later(func() { m.log.Errorf("%v", err) })
 		return
 	}
 	m.latchWhy = why
-	m.setLocked(s, why)
+	m.state = s
+	m.emitLocked(Event{Kind: StateChanged, State: s, Reason: r, Text: why})
 	m.later(func() { m.log.Errorf("machine %s: %s; clear with reset", s, why) })
 }
 
@@ -423,7 +424,8 @@ type EventKind int
 
 const (
 	// StateChanged: the machine entered State; Text is the claim's name,
-	// the latch reason or "reset".
+	// the latch reason or "reset"; Reason is the latching stop's when
+	// State is Faulted or EStop.
 	StateChanged EventKind = iota + 1
 	// StopRequested: the first stop of an operation (Cause).
 	StopRequested
@@ -439,5 +441,11 @@ type Event struct {
 	Kind  EventKind
 	State State
 	Cause *stop.Cause
-	Text  string
+	// Reason is, when the machine latches (StateChanged to Faulted or
+	// EStop), the reason of the stop that latched it: fault, watchdog,
+	// abort or estop, or, when a safe stop could not complete, the stop's
+	// own reason, which does not latch by itself (None for a failed
+	// operation).
+	Reason stop.Reason
+	Text   string
 }

@@ -126,8 +126,8 @@ func TestStopOnAnIdleMachine(t *testing.T) {
 		r     stop.Reason
 		after State
 	}{
-		{Idle, stop.Operator, Idle}, {Idle, stop.Button, Idle}, {Idle, stop.Shutdown, Idle},
-		{Idle, stop.Fault, Faulted}, {Idle, stop.Watchdog, Faulted}, {Idle, stop.EStop, EStop},
+		{Idle, stop.Operator, Idle}, {Idle, stop.Host, Idle}, {Idle, stop.Button, Idle}, {Idle, stop.Shutdown, Idle},
+		{Idle, stop.Fault, Faulted}, {Idle, stop.Watchdog, Faulted}, {Idle, stop.Abort, Faulted}, {Idle, stop.EStop, EStop},
 		{Faulted, stop.Operator, Faulted}, {Faulted, stop.Watchdog, Faulted}, {Faulted, stop.EStop, EStop},
 		{EStop, stop.Fault, EStop}, {EStop, stop.EStop, EStop},
 	}
@@ -201,7 +201,7 @@ func TestEStopResetsAtOnce(t *testing.T) {
 }
 
 func TestEscalationDuringTheHold(t *testing.T) {
-	for _, second := range []stop.Reason{stop.Operator, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.EStop} {
+	for _, second := range []stop.Reason{stop.Operator, stop.Host, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.Abort, stop.EStop} {
 		t.Run("operator then "+second.String(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				r := newRig(t)
@@ -221,11 +221,11 @@ func TestEscalationDuringTheHold(t *testing.T) {
 					assert.Equal(t, second, e.Reason)
 					assert.Equal(t, second.String()+" (escalated from stopped: operator (SIGINT))", e.Why)
 				}
-				if second == stop.EStop {
+				if second.Immediate() {
 					st, _, _ := r.stage.State()
 					assert.Equal(t, motion.StateAlarm, st, "the hold abandoned: reset while decelerating")
 					assert.False(t, r.m.Trusted())
-					assert.Equal(t, EStop, r.m.State())
+					assert.Equal(t, map[bool]State{true: EStop, false: Faulted}[second == stop.EStop], r.m.State())
 				} else {
 					assert.True(t, r.m.Trusted(), "the hold completed")
 				}
@@ -448,4 +448,55 @@ func TestAStuckLogNeverHoldsUpAStop(t *testing.T) {
 	c.End(context.Cause(c.Context()))
 	c.Release()
 	assert.Equal(t, EStop, r.m.State())
+}
+
+// TestALatchNamesItsReason: the event of a latch carries the reason of the
+// stop that latched it (what the factory host's alarms are chosen by),
+// including a safe stop that could not complete (its own, non-latching
+// reason) and a stop after the end.
+func TestALatchNamesItsReason(t *testing.T) {
+	latchOf := func(r *rig) Event {
+		t.Helper()
+		for {
+			select {
+			case e := <-r.events:
+				if e.Kind == StateChanged && e.State.Latched() {
+					return e
+				}
+			default:
+				t.Fatal("no latch event")
+			}
+		}
+	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.m.Stop(stop.Abort, "host ABORT")
+		e := latchOf(r)
+		assert.Equal(t, Faulted, e.State)
+		assert.Equal(t, stop.Abort, e.Reason)
+		assert.Equal(t, "abort: host ABORT", e.Text)
+		require.NoError(t, r.m.Reset(context.Background()))
+
+		r.stage.HoldNever(true)
+		c, done := r.move(t)
+		c.Homed()
+		time.Sleep(50 * time.Millisecond)
+		r.m.Stop(stop.Host, "S2F41 STOP")
+		<-done
+		e = latchOf(r)
+		assert.Equal(t, Faulted, e.State)
+		assert.Equal(t, stop.Host, e.Reason, "an escalated safe stop keeps its own reason")
+		assert.Contains(t, e.Text, "safe stop incomplete")
+		require.NoError(t, r.m.Reset(context.Background()))
+		r.stage.HoldNever(false)
+
+		c, err := r.m.Claim(context.Background(), "run")
+		require.NoError(t, err)
+		c.End(nil)
+		r.m.Stop(stop.EStop, "late")
+		c.Release()
+		e = latchOf(r)
+		assert.Equal(t, EStop, e.State)
+		assert.Equal(t, stop.EStop, e.Reason)
+	})
 }

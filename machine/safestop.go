@@ -17,13 +17,14 @@ var errHoldDeadline = errors.New("hold deadline missed")
 //
 //  1. light off (instant, and the most likely to harm a wafer);
 //  2. stage held until it reports it is at rest (Hold:0 or Idle), within
-//     HoldTimeout — skipped for an e-stop, and abandoned when the stop is
-//     hurried (Hurry, or an e-stop arriving meanwhile);
+//     HoldTimeout — skipped for an immediate stop (e-stop, host abort),
+//     and abandoned when the stop is hurried (Hurry, or an immediate stop
+//     arriving meanwhile);
 //  3. soft reset, within ResetTimeout: it flushes the planner; after a
 //     completed hold the position is kept; a reset while the stage moves
 //     stops the steppers dead and raises an alarm (position lost);
 //  4. a status check: an alarm that survives the reset means the position
-//     is lost. After an e-stop the position is never trusted.
+//     is lost. After an immediate stop the position is never trusted.
 //
 // escalated reports that the stop could not complete cleanly: the hold
 // missed its deadline (not hurried) or the reset failed. The position is
@@ -78,8 +79,8 @@ func (m *Machine) safeStop(c *Claim) (escalated bool, err error) {
 	m.mu.Lock()
 	m.stats.atRest()
 	if lost || c.reason.Immediate() {
-		// An e-stop's position is never trusted: the reset may have
-		// come while the stage still moved.
+		// An immediate stop's position is never trusted: the reset may
+		// have come while the stage still moved.
 		m.trusted = false
 	}
 	m.mu.Unlock()

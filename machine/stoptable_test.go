@@ -30,7 +30,7 @@ import (
 	"github.com/waferd/waferd/stop"
 )
 
-var reasons = []stop.Reason{stop.Operator, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.EStop}
+var reasons = []stop.Reason{stop.Operator, stop.Host, stop.Button, stop.Shutdown, stop.Fault, stop.Watchdog, stop.Abort, stop.EStop}
 
 // activity starts something on a rig whose stage is homed, and calls
 // stopNow (exactly once) at the point where the stop must land. It
@@ -149,7 +149,7 @@ func expected(r stop.Reason) (machine.Outcome, machine.State) {
 	switch r {
 	case stop.EStop:
 		return machine.Aborted, machine.EStop
-	case stop.Fault, stop.Watchdog:
+	case stop.Fault, stop.Watchdog, stop.Abort:
 		return machine.Aborted, machine.Faulted
 	}
 	return machine.Canceled, machine.Idle
@@ -203,10 +203,10 @@ func TestStopTable(t *testing.T) {
 				assert.Equal(t, reason.String()+": table", last.Ending.Why)
 				calls := r.Stage.Calls()
 				switch {
-				case reason == stop.EStop && a.homing:
+				case reason.Immediate() && a.homing:
 					assert.Equal(t, "[Reset Reset]", stageActions(calls), "the driver's abort, then at once the safe stop's: %v", calls)
-				case reason == stop.EStop:
-					assert.Equal(t, "[Reset]", stageActions(calls), "an e-stop resets at once: %v", calls)
+				case reason.Immediate():
+					assert.Equal(t, "[Reset]", stageActions(calls), "an e-stop or a host abort resets at once: %v", calls)
 				case a.homing:
 					// The driver's abort (a reset: GRBL ignores a feed hold
 					// while homing), then the safe stop.
@@ -215,7 +215,7 @@ func TestStopTable(t *testing.T) {
 					assert.Equal(t, "[Hold Reset]", stageActions(calls), "controlled hold, then reset: %v", calls)
 				}
 				assert.Equal(t, "Halt", calls[0], "the stage is halted first: %v", calls)
-				trusted := reason != stop.EStop && !a.homing
+				trusted := !reason.Immediate() && !a.homing
 				assert.Equal(t, trusted, r.D.Machine.Trusted(), "position trust")
 			})
 		}
@@ -255,7 +255,7 @@ func TestStopDuringASafeStop(t *testing.T) {
 			assert.Equal(t, second.String()+" (escalated from stopped: operator (SIGINT))", e.Why)
 			assert.Equal(t, outcome, e.Outcome)
 			assert.Equal(t, latch, r.D.Machine.State())
-			if second == stop.EStop {
+			if second.Immediate() {
 				st, _, _ := r.Stage.State()
 				assert.Equal(t, motion.StateAlarm, st, "reset while decelerating: the hold was abandoned")
 				assert.False(t, r.D.Machine.Trusted())

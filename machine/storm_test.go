@@ -20,6 +20,7 @@ import (
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/machine"
+	"github.com/waferd/waferd/stop"
 )
 
 // threeSites is a short run: the reference die and three sites.
@@ -80,7 +81,7 @@ func TestStopStorm(t *testing.T) {
 				// The stop came after the run (an idle machine's stop), or
 				// not at all.
 				if fired && reason.Latches() {
-					latch = map[bool]machine.State{true: machine.EStop, false: machine.Faulted}[reason.Immediate()]
+					latch = map[bool]machine.State{true: machine.EStop, false: machine.Faulted}[reason == stop.EStop]
 				} else {
 					latch = machine.Idle
 				}

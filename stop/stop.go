@@ -1,8 +1,8 @@
 // Package stop holds the typed reasons a run can be stopped for, ordered by
 // strength, and the cancel cause that carries them through every layer via
-// context.Cause. Every stop source (console, button, SIGTERM, watchdog,
-// device fault, e-stop) names its reason with this package; the one cancel
-// path that acts on them lives with the runner.
+// context.Cause. Every stop source (console, factory host, button, SIGTERM,
+// watchdog, device fault, e-stop) names its reason with this package; the
+// one cancel path that acts on them is package machine's Stop.
 package stop
 
 import (
@@ -13,19 +13,33 @@ import (
 
 // Reason says why a run stops. Reasons are ordered: a stronger reason
 // arriving during a weaker stop escalates it; a weaker one is ignored.
+//
+// The order follows what a stop does, then who asks. The graceful stops
+// (a controlled hold; outcome canceled; no latch) come first: a person's or
+// a program's request (operator, host), then the physical button at the
+// machine, then a shutdown of the daemon itself. A host STOP ranks above
+// the console's: the fab reconciles the job against its own record, so a
+// host STOP following a console stop is what run.json names (the console's
+// stays in the "escalated from" detail); the button, someone at the
+// machine, and a shutdown, which ends everything, rank above both. The
+// latching stops follow (outcome aborted): a device fault, the watchdog,
+// then the immediate ones, which skip the hold and reset the stage at
+// once: a host ABORT, and the e-stop above everything.
 type Reason int
 
 const (
 	None     Reason = iota
 	Operator        // console "stop" or Ctrl-C at the terminal
+	Host            // STOP from the factory host (SECS/GEM remote command)
 	Button          // the physical stop button
 	Shutdown        // SIGTERM from systemd
 	Fault           // a device error or a lost link
 	Watchdog        // a missed heartbeat or a watchdog alarm
+	Abort           // ABORT from the factory host: immediate, latches Faulted
 	EStop           // the emergency-stop input
 )
 
-var reasonNames = [...]string{"none", "operator", "button", "shutdown", "fault", "watchdog", "estop"}
+var reasonNames = [...]string{"none", "operator", "host", "button", "shutdown", "fault", "watchdog", "abort", "estop"}
 
 func (r Reason) String() string {
 	if r >= 0 && int(r) < len(reasonNames) {
@@ -45,16 +59,17 @@ func ParseReason(s string) (Reason, error) {
 }
 
 // Aborts reports whether a run stopped for this reason is aborted (fault,
-// watchdog, e-stop) rather than canceled (operator, button, shutdown).
+// watchdog, abort, e-stop) rather than canceled (operator, host, button,
+// shutdown).
 func (r Reason) Aborts() bool { return r >= Fault }
 
 // Immediate reports whether the reason skips the controlled hold: the stage
-// is soft-reset at once, stopping the steppers dead (position lost). Only
-// the e-stop does.
-func (r Reason) Immediate() bool { return r == EStop }
+// is soft-reset at once, stopping the steppers dead (position lost). The
+// host's ABORT and the e-stop do.
+func (r Reason) Immediate() bool { return r >= Abort }
 
 // Latches reports whether a stop for this reason leaves the machine latched
-// (Faulted, or EStop) until an operator resets it.
+// (Faulted, or EStop for the e-stop) until an operator resets it.
 func (r Reason) Latches() bool { return r >= Fault }
 
 // Cause is the cancel cause of a stopped run: the reason and who or what

@@ -10,7 +10,7 @@ import (
 )
 
 func TestReasonsAreOrdered(t *testing.T) {
-	order := []Reason{Operator, Button, Shutdown, Fault, Watchdog, EStop}
+	order := []Reason{Operator, Host, Button, Shutdown, Fault, Watchdog, Abort, EStop}
 	for i := 1; i < len(order); i++ {
 		assert.Less(t, order[i-1], order[i])
 	}
@@ -24,6 +24,10 @@ func TestReasonsAreOrdered(t *testing.T) {
 	assert.False(t, Shutdown.Aborts())
 	assert.True(t, Fault.Aborts())
 	assert.True(t, EStop.Immediate())
+	assert.True(t, Abort.Immediate())
+	assert.True(t, Abort.Latches())
+	assert.False(t, Host.Aborts())
+	assert.False(t, Host.Latches())
 	assert.False(t, Watchdog.Immediate())
 	assert.True(t, Watchdog.Latches())
 	assert.False(t, Button.Latches())
