@@ -46,6 +46,15 @@ type Machine interface {
 	Recipes() (names []string, from string, err error)
 	// RunRecipe starts the named recipe in the background.
 	RunRecipe(ctx context.Context, name string) (*recipe.Recipe, error)
+	// RecipeText returns the stored text of the recipe RunRecipe would run
+	// for name.
+	RecipeText(name string) ([]byte, error)
+	// SaveRecipe validates text completely as a recipe for this machine
+	// and stores it under name, replacing it atomically; an invalid recipe
+	// is refused with every problem and nothing is written. created: no
+	// recipe of that name existed. Text longer than MaxRecipeBytes is
+	// refused.
+	SaveRecipe(name string, text []byte) (created bool, err error)
 	// WaitRun blocks until no run is in progress, or ctx ends.
 	WaitRun(ctx context.Context) error
 	// Stop is the machine's one cancel path (machine.Machine.Stop).
@@ -89,6 +98,9 @@ type PublishStatus struct {
 	// a failed attempt, and dropped (the outbox full).
 	Sent, Retried, Dropped uint64
 }
+
+// MaxRecipeBytes is the longest recipe text SaveRecipe stores.
+const MaxRecipeBytes = 1 << 20
 
 // Status is a snapshot of the machine.
 type Status struct {

@@ -402,6 +402,11 @@ func TestRecipesFromTheDirectoryOrBuiltIn(t *testing.T) {
 	assert.Equal(t, "slow", rec.Name)
 	_, err = d.LoadRecipe("other")
 	assert.ErrorContains(t, err, `recipe "other": not among the built-in examples (demo)`)
+	text, err := d.RecipeText("demo")
+	require.NoError(t, err)
+	assert.Equal(t, daemontest.Recipe, string(text))
+	_, err = d.RecipeText("other")
+	assert.ErrorContains(t, err, `recipe "other": not among the built-in examples (demo)`)
 	for _, bad := range []string{"../demo", "/etc/passwd", ".demo", "a\\b"} {
 		_, err := d.LoadRecipe(bad)
 		assert.ErrorContains(t, err, "bad recipe name", bad)
@@ -415,6 +420,53 @@ func TestRecipesFromTheDirectoryOrBuiltIn(t *testing.T) {
 	assert.Equal(t, []string{"mine"}, names)
 	assert.Equal(t, cfg.Data.Recipes, from)
 	_, err = d.LoadRecipe("demo")
+	assert.ErrorContains(t, err, "no such file")
+}
+
+// TestSaveRecipe: a recipe is validated completely before it is stored,
+// nothing is written for a bad one, and a good one replaces the old file
+// atomically and is what the next run loads.
+func TestSaveRecipe(t *testing.T) {
+	r := daemontest.New(t, daemontest.Options{})
+	dir := r.Config.Data.Recipes
+	_, err := r.D.SaveRecipe("mine", []byte(daemontest.Recipe))
+	require.ErrorContains(t, err, "recipe directory "+dir+" (data.recipes) does not exist")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+
+	created, err := r.D.SaveRecipe("mine", []byte(daemontest.Recipe))
+	require.NoError(t, err)
+	assert.True(t, created)
+	text, err := r.D.RecipeText("mine")
+	require.NoError(t, err)
+	assert.Equal(t, daemontest.Recipe, string(text))
+
+	bad := strings.Replace(daemontest.Recipe, "diameter_mm = 50.0", "diameter_mm = -5.0", 1)
+	bad = strings.Replace(bad, "exposure_ms = 5", "exposure_ms = \"soon\"", 1)
+	_, err = r.D.SaveRecipe("mine", []byte(bad))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `daemon: recipe "mine" refused: recipe: mine.toml:`)
+	text, err = r.D.RecipeText("mine")
+	require.NoError(t, err)
+	assert.Equal(t, daemontest.Recipe, string(text), "a refused recipe leaves the stored one as it was")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "no temporary file left")
+
+	one := strings.Replace(daemontest.Recipe, `layout = "grid"`, "layout = \"sites\"\n[[site]]\ndie = [1, 0]", 1)
+	created, err = r.D.SaveRecipe("mine.toml", []byte(one))
+	require.NoError(t, err)
+	assert.False(t, created, "replaced")
+	rec, err := r.D.LoadRecipe("mine")
+	require.NoError(t, err)
+	assert.Len(t, rec.Sites, 1)
+
+	for _, name := range []string{"../x", ".hidden", "a/b", ""} {
+		_, err := r.D.SaveRecipe(name, []byte(daemontest.Recipe))
+		assert.ErrorContains(t, err, "bad recipe name", name)
+	}
+	_, err = r.D.SaveRecipe("huge", make([]byte, control.MaxRecipeBytes+1))
+	assert.ErrorContains(t, err, "more than the 1048576 a recipe may have")
+	_, err = r.D.RecipeText("absent")
 	assert.ErrorContains(t, err, "no such file")
 }
 

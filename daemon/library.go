@@ -13,16 +13,27 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/atomicfile"
 )
+
+// checkRecipeName refuses names with a path separator or "..", and hidden
+// files.
+func (d *Daemon) checkRecipeName(name string) error {
+	if name == "" || strings.ContainsAny(name, `/\`) || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
+		return fmt.Errorf("daemon: bad recipe name %q: give a name from %s, without / or ..", name, d.opts.Config.Data.Recipes)
+	}
+	return nil
+}
 
 // LoadRecipe loads the recipe called name: <recipes>/<name>.toml, or the
 // built-in example of that name when the recipe directory does not exist
 // (Options.Recipes). Names with a path separator or ".." are refused.
 func (d *Daemon) LoadRecipe(name string) (*recipe.Recipe, error) {
-	if name == "" || strings.ContainsAny(name, `/\`) || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
-		return nil, fmt.Errorf("daemon: bad recipe name %q: give a name from %s, without / or ..", name, d.opts.Config.Data.Recipes)
+	if err := d.checkRecipeName(name); err != nil {
+		return nil, err
 	}
 	dir := d.opts.Config.Data.Recipes
 	file := strings.TrimSuffix(name, ".toml") + ".toml"
@@ -34,6 +45,62 @@ func (d *Daemon) LoadRecipe(name string) (*recipe.Recipe, error) {
 		return nil, fmt.Errorf("daemon: recipe %q: %w", name, err)
 	}
 	return recipe.Load(p, d.opts.Devices.Limits)
+}
+
+// RecipeText returns the text of the recipe LoadRecipe would load for name
+// (the file, or the built-in example), unparsed.
+func (d *Daemon) RecipeText(name string) ([]byte, error) {
+	if err := d.checkRecipeName(name); err != nil {
+		return nil, err
+	}
+	dir := d.opts.Config.Data.Recipes
+	file := strings.TrimSuffix(name, ".toml") + ".toml"
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && d.opts.Recipes != nil {
+		data, err := fs.ReadFile(d.opts.Recipes, file)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: recipe %q: not among the built-in examples (%s)", strings.TrimSuffix(file, ".toml"), strings.Join(d.builtinNames(), ", "))
+		}
+		return data, nil
+	}
+	data, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return nil, fmt.Errorf("daemon: recipe %q: %w", name, err)
+	}
+	return data, nil
+}
+
+// SaveRecipe stores text as the recipe called name, <recipes>/<name>.toml,
+// replacing any recipe of that name. The text is validated completely
+// first, against this machine's limits, exactly as a run would load it;
+// an invalid recipe is refused with every problem (file, line, key) and
+// nothing is written. The file is replaced atomically (temporary file,
+// fsync, rename): a failed write leaves the old recipe as it was. The
+// recipe directory must exist: while it does not, the simulated board runs
+// its built-in examples, which an upload would otherwise hide. created
+// reports that no recipe of that name existed. It is safe for concurrent
+// use; a run already started keeps the recipe it loaded.
+func (d *Daemon) SaveRecipe(name string, text []byte) (created bool, err error) {
+	if err := d.checkRecipeName(name); err != nil {
+		return false, err
+	}
+	name = strings.TrimSuffix(name, ".toml")
+	if len(text) > control.MaxRecipeBytes {
+		return false, fmt.Errorf("daemon: recipe %q: %d bytes, more than the %d a recipe may have", name, len(text), control.MaxRecipeBytes)
+	}
+	dir := d.opts.Config.Data.Recipes
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return false, fmt.Errorf("daemon: recipe %q: recipe directory %s (data.recipes) does not exist: create it first", name, dir)
+	}
+	if _, err := recipe.Parse(name+".toml", text, d.opts.Devices.Limits); err != nil {
+		return false, fmt.Errorf("daemon: recipe %q refused: %w", name, err)
+	}
+	p := filepath.Join(dir, name+".toml")
+	_, statErr := os.Stat(p)
+	if err := atomicfile.Write(p, text, 0o644); err != nil {
+		return false, fmt.Errorf("daemon: recipe %q: %w", name, err)
+	}
+	d.log.Noticef("recipe %s stored (%d bytes)", p, len(text))
+	return errors.Is(statErr, fs.ErrNotExist), nil
 }
 
 // builtinRecipe loads file from Options.Recipes.

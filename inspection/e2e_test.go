@@ -161,6 +161,8 @@ func TestRunFindsExactlyTheSeededDefects(t *testing.T) {
 		}
 		require.Len(t, sr.Defects, len(want), "site %d die %v", s.Index, s.Die)
 		assert.Equal(t, len(want), s.Defects)
+		assert.Equal(t, len(want), progress[s.Index].SiteDefects, "site %d: progress reports its own defects", s.Index)
+		assert.Equal(t, s.Index, progress[s.Index].Site.Index)
 		for _, w := range want {
 			best := math.Inf(1)
 			for _, d := range sr.Defects {

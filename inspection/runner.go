@@ -32,8 +32,10 @@ type Progress struct {
 	Total   int
 	Defects int // found so far
 	Site    recipe.Site
-	Elapsed time.Duration // since the first site began (homing and the reference die excluded)
-	ETA     time.Duration // estimated time remaining
+	// SiteDefects is how many defects this site has.
+	SiteDefects int
+	Elapsed     time.Duration // since the first site began (homing and the reference die excluded)
+	ETA         time.Duration // estimated time remaining
 }
 
 // Result is how a run ended.

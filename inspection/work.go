@@ -304,7 +304,7 @@ func (w *work) process(ctx context.Context, s recipe.Site, f *camera.Frame) erro
 		// behind us and would inflate it.
 		el := time.Since(w.first)
 		eta := el / time.Duration(w.res.Done) * time.Duration(w.res.Total-w.res.Done)
-		r.Progress(Progress{RunID: w.res.RunID, Done: w.res.Done, Total: w.res.Total, Defects: w.res.Defects, Site: s, Elapsed: el, ETA: eta})
+		r.Progress(Progress{RunID: w.res.RunID, Done: w.res.Done, Total: w.res.Total, Defects: w.res.Defects, Site: s, SiteDefects: len(defects), Elapsed: el, ETA: eta})
 	}
 	r.step(StepNextSite, s.Index)
 	return nil
