@@ -44,6 +44,8 @@ type Machine interface {
 	// Recipes lists the recipe names RunRecipe accepts and where they
 	// come from.
 	Recipes() (names []string, from string, err error)
+	// LoadRecipe loads and validates the named recipe without running it.
+	LoadRecipe(name string) (*recipe.Recipe, error)
 	// RunRecipe starts the named recipe in the background.
 	RunRecipe(ctx context.Context, name string) (*recipe.Recipe, error)
 	// RecipeText returns the stored text of the recipe RunRecipe would run
@@ -97,6 +99,29 @@ type PublishStatus struct {
 	// Since start-up: messages the broker acknowledged, sent again after
 	// a failed attempt, and dropped (the outbox full).
 	Sent, Retried, Dropped uint64
+}
+
+// HostLink is the factory host's interface (SECS/GEM) as a console sees
+// it: its state, and the operator's switches of E30's control state.
+// Safe for concurrent use; nothing blocks.
+type HostLink interface {
+	HostStatus() HostStatus
+	// SetHostControl is the operator's switch: "online", "offline",
+	// "local" or "remote" (the online sub-state). It returns the control
+	// state after it, or an error for another word.
+	SetHostControl(to string) (string, error)
+}
+
+// HostStatus describes the factory host's link.
+type HostStatus struct {
+	Listen        string // the address the host connects to
+	DeviceID      uint16
+	Host          string // the connected host's address; "" when none
+	Communication string // E30 communication state: "communicating", ...
+	Control       string // E30 control state: "online remote", "host offline", ...
+	Remote        bool   // the online switch: remote (true) or local
+	Selected      string // the recipe the host selected (PP-SELECT)
+	AlarmsSet     []uint32
 }
 
 // MaxRecipeBytes is the longest recipe text SaveRecipe stores.
