@@ -146,7 +146,7 @@ func (e *Equipment) command(ctx context.Context, in inbound, rcmd string, params
 		e.ppExec = ppid
 		e.mu.Unlock()
 		e.log.Noticef("host selected recipe %s", ppid)
-		e.report(ctx, CEPPSelected, frame{})
+		e.note(CEPPSelected, frame{})
 		return hcackOK, nil
 	}
 	// START

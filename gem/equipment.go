@@ -118,9 +118,10 @@ type Equipment struct {
 	lnMu  sync.Mutex
 	first net.Listener // bound by New, handed to the first generation; nil once used
 
-	work chan inbound  // to the worker
-	out  chan outbound // to the sender (comms)
-	kick chan struct{} // the session or the communication state changed
+	work  chan inbound  // to the worker
+	out   chan outbound // to the sender (comms)
+	kick  chan struct{} // the session or the communication state changed
+	notes chan note     // the interface's own events, to watch
 
 	mu       sync.Mutex
 	comm     CommState
@@ -153,7 +154,8 @@ func New(cfg Config, m control.Machine) (*Equipment, error) {
 	e := &Equipment{
 		cfg: cfg, m: m, log: cfg.Log, addr: ln.Addr().String(), first: ln,
 		work: make(chan inbound, workQueue), out: make(chan outbound, outQueue), kick: make(chan struct{}, 1),
-		ctl: cfg.InitialControl, remote: cfg.Remote, rep: newReports(), al: newAlarmState(),
+		notes: make(chan note, workQueue),
+		ctl:   cfg.InitialControl, remote: cfg.Remote, rep: newReports(), al: newAlarmState(),
 	}
 	host, portText, _ := net.SplitHostPort(e.addr)
 	port, _ := strconv.Atoi(portText)
@@ -171,6 +173,7 @@ func New(cfg Config, m control.Machine) (*Equipment, error) {
 		hsmsss.WithConnectionOption(hsms.WithCloseTimeout(2*time.Second)),
 		hsmsss.WithConnectionOption(hsms.WithLogger(libLogger{l: e.log})),
 		hsmsss.WithConnectionOption(hsms.WithSocketObserver(e.onSocket)),
+		hsmsss.WithConnectionOption(hsms.WithWireObserver(e.onWire)),
 	)
 	if err == nil {
 		e.conn, err = hsmsss.New(hcfg)

@@ -54,7 +54,7 @@ func (e *Equipment) s7f5(_ context.Context, _ inbound, body secs2.Item) (secs2.I
 // S7F3 L[2] PPID PPBODY → S7F4 ACKC7: 0 stored, 1 refused (the recipe does
 // not validate, a bad name, no recipe directory, the write failed: the
 // reason's first line is logged and told to the host), 2 too long.
-func (e *Equipment) s7f3(ctx context.Context, _ inbound, body secs2.Item) (secs2.Item, error) {
+func (e *Equipment) s7f3(_ context.Context, _ inbound, body secs2.Item) (secs2.Item, error) {
 	top, err := list(body, 2, "S7F3")
 	if err != nil {
 		return nil, err
@@ -93,6 +93,6 @@ func (e *Equipment) s7f3(ctx context.Context, _ inbound, body secs2.Item) (secs2
 		status = ppChangeNew
 	}
 	e.log.Noticef("host stored recipe %s (%d bytes)", ppid, len(data))
-	e.report(ctx, CEPPChanged, frame{ppChange: ppid, ppStatus: status})
+	e.note(CEPPChanged, frame{ppChange: ppid, ppStatus: status})
 	return bin(ackc7OK), nil
 }

@@ -42,6 +42,8 @@ func (e *Equipment) watch(ctx context.Context, events <-chan control.Event) {
 				return
 			}
 			handle(ctx, ev)
+		case n := <-e.notes:
+			e.report(ctx, n.ceid, n.f)
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 			defer cancel()
@@ -52,6 +54,8 @@ func (e *Equipment) watch(ctx context.Context, events <-chan control.Event) {
 						return
 					}
 					handle(dctx, ev)
+				case n := <-e.notes:
+					e.report(dctx, n.ceid, n.f)
 				default:
 					return
 				}
@@ -138,6 +142,25 @@ func (e *Equipment) startLatch(ctx context.Context) {
 	}
 }
 
+// note is an event of the interface's own (a control state change, a
+// recipe selected or stored), reported by watch in turn with the
+// machine's: building a report may ask the stage, which the caller (the
+// receive goroutine, a console) must not wait for.
+type note struct {
+	ceid uint32
+	f    frame
+}
+
+// note queues the event ceid for watch. It never blocks.
+func (e *Equipment) note(ceid uint32, f frame) {
+	select {
+	case e.notes <- note{ceid, f}:
+	default:
+		ev, _ := eventByID(ceid)
+		e.log.Warnf("event %s dropped: %d events already wait", ev.name, cap(e.notes))
+	}
+}
+
 // report queues the event report of ceid, if the event is enabled, with
 // f's event data and the variables its linked reports carry.
 func (e *Equipment) report(ctx context.Context, ceid uint32, f frame) {
@@ -195,7 +218,7 @@ func (e *Equipment) control(in controlInput, who string) (ack byte) {
 	}
 	e.log.Noticef("control state %s → %s (%s)", prev, next, who)
 	if next.Online() {
-		e.report(context.Background(), CEControlStateChanged, frame{})
+		e.note(CEControlStateChanged, frame{})
 	}
 	if next == AttemptOnline {
 		e.enqueue(outbound{stream: 1, function: 1, body: secs2.NewEmptyItem(), what: "S1F1 (attempt online)", offline: true,

@@ -1,0 +1,41 @@
+package gem
+
+import (
+	"github.com/arloliu/go-secs/v2/hsms"
+	"github.com/arloliu/go-secs/v2/secs2"
+)
+
+// Two of the host's replies change how its next messages are judged: the
+// S1F14 answering our S1F13 (communicating, or not) and the S1F2
+// answering our S1F1 of an attempt to go online. The HSMS layer hands a
+// reply to the goroutine that sent the request, which runs whenever the
+// scheduler lets it, while the receive goroutine goes on reading: a host
+// that answers S1F14 and sends S1F1 at once could find its S1F1 judged
+// before its S1F14. So these two replies are applied as they cross the
+// wire, on the receive goroutine, before the next frame is read: the
+// HSMS layer reports every inbound frame to its wire observer before it
+// interprets it. Applying a reply twice (here and when the request
+// returns) changes nothing.
+
+// onWire applies the host's S1F14 and S1F2 (on the receive goroutine: it
+// must be cheap and never block).
+func (e *Equipment) onWire(ev hsms.WireEvent) {
+	f := ev.Frame
+	// 4 length bytes, then session id (2), W|stream, function, PType,
+	// SType, system bytes (4).
+	if ev.Direction != hsms.WireInbound || len(f) < 14 || f[8] != 0 || f[9] != 0 || f[6] != 1 {
+		return // not a reply (no W-bit) of stream 1 in a data message
+	}
+	switch fn := f[7]; {
+	case fn == 14 && e.commState() == CommWaitCRA:
+		item, err := secs2.Decode(f[14:])
+		ack, aerr := secs2.NewCursor(item).At(0).Binary()
+		if err == nil && aerr == nil && len(ack) == 1 && ack[0] == 0 {
+			e.setComm(commAccepted)
+		} else {
+			e.setComm(commDenied)
+		}
+	case fn == 2 && e.controlState() == AttemptOnline:
+		e.control(attemptOK, "host answered S1F1")
+	}
+}
