@@ -128,6 +128,7 @@ type Equipment struct {
 	ctl      ControlState
 	remote   bool
 	session  uint64            // counts selected sessions
+	gen      uint64            // the HSMS generation of the session
 	peer     string            // the host's address
 	sockets  map[uint64]string // accepted sockets' remote addresses
 	ppExec   string            // the selected recipe (PP-SELECT)
@@ -256,21 +257,36 @@ func (e *Equipment) Run(ctx context.Context) error {
 	return nil
 }
 
-// onLifecycle follows the HSMS session (on the layer's notifier
-// goroutine; it never blocks).
+// onLifecycle follows the end of an HSMS session (on the layer's
+// notifier goroutine; it never blocks). Its start is seen on the wire
+// (onWire): the layer reports a session selected before its Select.rsp is
+// written, and nothing of ours may reach the host before that.
 func (e *Equipment) onLifecycle(ev hsms.LifecycleEvent) {
 	e.mu.Lock()
-	switch {
-	case ev.Current == hsms.SelectedState && e.comm == CommNoSession:
-		e.session++
-		e.peer = e.peerOf(ev.Socket)
-		e.comm = nextComm(e.comm, commSelected)
-		e.log.Noticef("host %s selected the session", e.peer)
-	case ev.Current != hsms.SelectedState && e.comm != CommNoSession:
+	// A session ends when its generation leaves Selected or drops its TCP
+	// link; the late report of the same generation entering NotSelected
+	// (before it was selected) ends nothing.
+	ended := ev.Previous == hsms.SelectedState || ev.Current == hsms.NotConnectedState
+	lost := ended && ev.Generation == e.gen && e.comm != CommNoSession
+	if lost {
 		e.session++
 		e.comm = nextComm(e.comm, commLost)
 		e.log.Noticef("host session ended (%s)", ev.Cause)
 	}
+	e.mu.Unlock()
+	if lost {
+		e.poke()
+	}
+}
+
+// selected starts a session: its Select.rsp is on the wire.
+func (e *Equipment) selected(ev hsms.WireEvent) {
+	e.mu.Lock()
+	e.session++
+	e.gen = ev.Generation
+	e.peer = e.peerOf(ev.Socket)
+	e.comm = nextComm(CommNoSession, commSelected)
+	e.log.Noticef("host %s selected the session", e.peer)
 	e.mu.Unlock()
 	e.poke()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/daemon/daemontest"
 	"github.com/waferd/waferd/gem"
 	"github.com/waferd/waferd/gem/gemhost"
@@ -41,17 +42,26 @@ type rig struct {
 func newRig(t *testing.T, edit func(*gem.Config), connect bool) *rig {
 	t.Helper()
 	r := &rig{}
-	r.Rig = daemontest.New(t, daemontest.Options{OnStep: func(s inspection.Step, site int) {
-		if f := r.step.Load(); f != nil {
-			(*f)(s, site)
-		}
-	}})
+	r.Rig = daemontest.New(t, daemontest.Options{
+		OnStep: func(s inspection.Step, site int) {
+			if f := r.step.Load(); f != nil {
+				(*f)(s, site)
+			}
+		},
+		// These tests are about the host's link, not the watchdog: on a
+		// shared machine under load (and the race detector) a stage poll
+		// can miss the daemontest's 1 s heartbeat, which would abort the
+		// run under test for reasons of its own.
+		Config: func(c *config.Config) {
+			c.Watchdog.StageHeartbeatMS, c.Watchdog.CameraHeartbeatMS, c.Watchdog.RunnerHeartbeatMS = 30000, 30000, 30000
+		},
+	})
 	require.NoError(t, os.Mkdir(r.Config.Data.Recipes, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(r.Config.Data.Recipes, "slow.toml"), []byte(daemontest.Recipe), 0o644))
 	cfg := gem.Config{
 		Listen: "127.0.0.1:0", DeviceID: 7, T3: 2 * time.Second, T6: time.Second, T7: 2 * time.Second, T8: time.Second,
 		EstablishRetry: 200 * time.Millisecond, InitialControl: gem.HostOffline, Remote: true, Revision: "test",
-		Log: logging.New(os.Stderr, logging.Options{Level: logging.Warn}).For("gem"),
+		Log: logging.New(os.Stderr, logging.Options{Level: testLogLevel}).For("gem"),
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -470,3 +480,11 @@ func TestRecipes(t *testing.T) {
 	ev = r.event(t, gem.CERunCompleted)
 	assert.Equal(t, uint64(1), num(t, ev.Values[gem.SVSitesDone]))
 }
+
+// testLogLevel is the interface's log level in tests (WAFERD_TEST_GEM_LOG=debug for more).
+var testLogLevel = func() logging.Level {
+	if l, err := logging.ParseLevel(os.Getenv("WAFERD_TEST_GEM_LOG")); err == nil && os.Getenv("WAFERD_TEST_GEM_LOG") != "" {
+		return l
+	}
+	return logging.Warn
+}()

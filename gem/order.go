@@ -5,6 +5,10 @@ import (
 	"github.com/arloliu/go-secs/v2/secs2"
 )
 
+// The session starts when our Select.rsp (status 0) has been written:
+// only then may the equipment's own S1F13 follow, and the HSMS layer
+// reports the session selected before it writes the Select.rsp.
+//
 // Two of the host's replies change how its next messages are judged: the
 // S1F14 answering our S1F13 (communicating, or not) and the S1F2
 // answering our S1F1 of an attempt to go online. The HSMS layer hands a
@@ -21,9 +25,18 @@ import (
 // must be cheap and never block).
 func (e *Equipment) onWire(ev hsms.WireEvent) {
 	f := ev.Frame
-	// 4 length bytes, then session id (2), W|stream, function, PType,
-	// SType, system bytes (4).
-	if ev.Direction != hsms.WireInbound || len(f) < 14 || f[8] != 0 || f[9] != 0 || f[6] != 1 {
+	// 4 length bytes, then session id (2), W|stream, function (the
+	// status of a Select.rsp), PType, SType, system bytes (4).
+	if len(f) < 14 || f[8] != 0 {
+		return
+	}
+	if ev.Direction == hsms.WireOutbound {
+		if f[9] == 2 && f[7] == 0 && ev.Generation != 0 {
+			e.selected(ev) // our Select.rsp, status 0, on the session's socket
+		}
+		return
+	}
+	if f[9] != 0 || f[6] != 1 {
 		return // not a reply (no W-bit) of stream 1 in a data message
 	}
 	switch fn := f[7]; {
