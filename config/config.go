@@ -36,6 +36,7 @@ type Config struct {
 	Data     Data     `toml:"data"`
 	Log      Log      `toml:"log"`
 	Console  Console  `toml:"console"`
+	GEM      GEM      `toml:"gem"`
 	Sim      Sim      `toml:"sim"`
 	Publish  Publish  `toml:"publish"`
 
@@ -176,6 +177,7 @@ func Default() *Config {
 		Data:    Data{Dir: "/var/lib/waferd", Recipes: "/etc/waferd/recipes"},
 		Log:     Log{Level: "info"},
 		Console: Console{Baud: 115200},
+		GEM:     defaultGEM(),
 		Sim:     Sim{TimeScale: 1},
 		Publish: Publish{TopicPrefix: "waferd", QoS: 1, OutboxMaxMB: 64, KeepAliveS: 30, DrainTimeoutMS: 2000},
 	}
@@ -352,6 +354,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("console.baud", "unsupported baud rate %d (use 9600 … 921600; field engineers expect 115200)", c.Console.Baud)
 	}
+	c.GEM.validate(bad)
 	if ts := c.Sim.TimeScale; ts <= 0 || ts > maxTimeScale {
 		bad("sim.time_scale", "must be in (0, %d] (got %g)", maxTimeScale, ts)
 	}

@@ -313,3 +313,30 @@ func TestStageHeartbeatFitsThePollCadence(t *testing.T) {
 	_, err = Parse("w.toml", []byte("[sim]\nenabled = true\n[stage]\npoll_ms = 100\n[watchdog]\nstage_heartbeat_ms = 500\n"))
 	require.NoError(t, err)
 }
+
+func TestGEMSection(t *testing.T) {
+	c, err := Parse("g.toml", []byte("[sim]\nenabled = true\n[gem]\nenabled = true\nlisten = \"127.0.0.1:5555\"\ndevice_id = 3\nt3_ms = 30000\n"))
+	require.NoError(t, err)
+	want := Default().GEM
+	want.Enabled, want.Listen, want.DeviceID, want.T3MS = true, "127.0.0.1:5555", 3, 30000
+	assert.Equal(t, want, c.GEM)
+
+	cases := map[string]string{
+		"listen = \"5000\"\n":             `bad.toml:4: gem.listen: want host:port such as 0.0.0.0:5000 (got "5000")`,
+		"listen = \"example.com:5000\"\n": `bad.toml:4: gem.listen: the host must be an IP address`,
+		"device_id = 40000\n":             "bad.toml:4: gem.device_id: must be in [0, 32767] (got 40000)",
+		"t3_ms = 0\n":                     "bad.toml:4: gem.t3_ms: must be in (0, 120000] ms (SEMI E37; got 0)",
+		"t8_ms = 200000\n":                "bad.toml:4: gem.t8_ms: must be in (0, 120000] ms",
+		"t6_ms = 300000\n":                "bad.toml:4: gem.t6_ms: must be in (0, 240000] ms",
+		"linktest_ms = -1\n":              "bad.toml:4: gem.linktest_ms: must be ≥ 0",
+		"establish_retry_ms = 0\n":        "bad.toml:4: gem.establish_retry_ms: must be in (0, 240000] ms",
+		"initial_control = \"remote\"\n":  `bad.toml:4: gem.initial_control: must be "equipment-offline", "host-offline" or "online" (got "remote")`,
+		"online_mode = \"maybe\"\n":       `bad.toml:4: gem.online_mode: must be "remote" or "local" (got "maybe")`,
+		"frobnicate = 1\n":                "bad.toml:4: gem.frobnicate: unknown key",
+	}
+	for body, want := range cases {
+		_, err := Parse("bad.toml", []byte("[sim]\nenabled = true\n[gem]\n"+body))
+		require.Error(t, err, body)
+		assert.Contains(t, err.Error(), want, body)
+	}
+}

@@ -29,6 +29,7 @@ func init() {
 		"home": cmdHome, "origin": cmdOrigin, "move": cmdMove, "jog": cmdJog, "light": cmdLight, "capture": cmdCapture,
 		"run": cmdRun, "stop": cmdStop, "reset": cmdReset, "runs": cmdRuns, "show": cmdShow,
 		"log": cmdLog, "watch": cmdWatch, "wait": cmdWait, "selftest": cmdSelfTest, "stats": cmdStats,
+		"gem": cmdGem,
 	}
 	for _, c := range commands {
 		if handlers[c.name] == nil {

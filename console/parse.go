@@ -81,6 +81,9 @@ var commands = []spec{
 		help: "Stage status (no motion), light on and off, one lit frame, heartbeats, temperature."},
 	{name: "stats", summary: "stop latency, stops by reason, messages published",
 		help: "Stop requests by reason, operations ended by a stop, stop latency histograms; messages sent to the broker, sent again, and dropped by a full outbox."},
+	{name: "gem", usage: "[online|offline|local|remote]", summary: "the factory host's link (SECS/GEM), or switch its control state", max: 1,
+		help:  "Without a word: where it listens, the host, communication and control state, alarms set. local: the host may watch but its commands are refused; remote: it may start and stop runs; offline/online: as E30's operator switch.",
+		check: checkGem},
 }
 
 // lookup finds the spec of a lower-case command name or alias.

@@ -60,6 +60,8 @@ type Options struct {
 	// LogSink, if set, prints log lines above the line being typed while
 	// this session runs.
 	LogSink *LogSink
+	// Host, if set, is the factory host's interface (the gem command).
+	Host control.HostLink
 }
 
 // Limits of a session.

@@ -23,6 +23,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/waferd/waferd/config"
+	"github.com/waferd/waferd/control"
 	"github.com/waferd/waferd/daemon"
 	"github.com/waferd/waferd/daemon/daemontest"
 	"github.com/waferd/waferd/inspection/results"
@@ -584,6 +585,58 @@ func TestLightLevelsThroughAConsole(t *testing.T) {
 		"light level 100%: used by the next light on\n",
 		"light level 35%: used by the next light on\n",
 		"(light on uses 35%)",
+	} {
+		assert.Contains(t, out, want)
+	}
+}
+
+// fakeHost is a control.HostLink.
+type fakeHost struct {
+	mu      sync.Mutex
+	control string
+}
+
+func (h *fakeHost) HostStatus() control.HostStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return control.HostStatus{Listen: "127.0.0.1:5000", DeviceID: 3, Host: "10.0.0.9:4242", Communication: "communicating",
+		Control: h.control, Remote: true, Selected: "demo", AlarmsSet: []uint32{3}}
+}
+
+func (h *fakeHost) SetHostControl(to string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.control = "online " + to
+	return h.control, nil
+}
+
+// TestGemCommand: the factory host's link, shown and switched.
+func TestGemCommand(t *testing.T) {
+	m := startMachine(t)
+	run := func(o Options, script string) string {
+		port := &rwc{r: strings.NewReader(script)}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		eof := make(chan struct{})
+		go func() {
+			<-eof
+			cancel()
+		}()
+		o.Name, o.Version, o.OnEOF = "stdio", "test", func() { close(eof) }
+		assert.ErrorIs(t, Serve(ctx, port, m.d, o), io.EOF)
+		return port.String()
+	}
+	out := run(Options{}, "gem\n")
+	assert.Contains(t, out, "error: gem: the factory host's interface is off: set [gem] enabled = true, or serve --gem ADDR\n")
+	h := &fakeHost{control: "online remote"}
+	out = run(Options{Host: h}, "gem\ngem LOCAL\ngem sideways\n")
+	for _, want := range []string{
+		"gem       HSMS-SS on 127.0.0.1:5000, device id 3\n",
+		"host      10.0.0.9:4242, communicating\n",
+		"control   online remote (online goes remote); recipe selected by the host: demo\n",
+		"alarms    set: [3] (reset clears the latch, and them)\n",
+		"gem: control state online local\n",
+		`error: gem: "sideways": want online, offline, local or remote`,
 	} {
 		assert.Contains(t, out, want)
 	}

@@ -276,7 +276,7 @@ func TestExampleConfigDocumented(t *testing.T) {
 		sections = append(sections, s)
 	}
 	slices.Sort(sections)
-	want := []string{"button", "camera", "console", "data", "estop", "light", "log", "publish", "runner", "sim", "stage", "watchdog"}
+	want := []string{"button", "camera", "console", "data", "estop", "gem", "light", "log", "publish", "runner", "sim", "stage", "watchdog"}
 	if !slices.Equal(sections, want) {
 		t.Errorf("waferd.toml sections %v, want %v", sections, want)
 	}
