@@ -130,7 +130,7 @@ var variables = []variable{
 	}},
 	{id: SVPositionTrust, name: "PositionTrusted", sv: true, status: true, value: func(f *frame) secs2.Item { return secs2.NewBooleanItem(f.status.Trusted) }},
 	{id: SVLightOn, name: "LightOn", sv: true, status: true, value: func(f *frame) secs2.Item { return secs2.NewBooleanItem(f.status.Light.On) }},
-	{id: SVLightLevel, name: "LightLevel", units: "1", sv: true, status: true, value: func(f *frame) secs2.Item {
+	{id: SVLightLevel, name: "LightLevel", sv: true, status: true, value: func(f *frame) secs2.Item {
 		return secs2.NewFloatItem(4, float32(f.status.Light.Level))
 	}},
 	{id: SVPPExecName, name: "PPExecName", sv: true, value: func(f *frame) secs2.Item { return ascii(f.ppExec) }},

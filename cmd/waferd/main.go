@@ -1,8 +1,9 @@
 // Command waferd is the wafer-inspection controller.
 //
 //	waferd run --recipe FILE [--config FILE | --sim] [--data DIR]  run one inspection
-//	waferd serve (--config FILE | --sim) [--data DIR]               run the controller daemon
+//	waferd serve (--config FILE | --sim) [--data DIR] [--gem ADDR]  run the controller daemon
 //	waferd collect --broker URL [--db DSN]                          write the fleet's results to PostgreSQL
+//	waferd gem-host HOST:PORT                                       a factory host for people (SECS/GEM)
 //	waferd version                                                  print the version
 //
 // Exit status: 0 completed, 2 usage or configuration error, 3 canceled,
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		sigs := newSignals(collectReason)
 		defer sigs.close()
 		return cmdCollect(sigs, args[1:], stdout, stderr)
+	case "gem-host":
+		return cmdGemHost(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "waferd", version)
 		return 0
@@ -67,13 +70,15 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   waferd run --recipe FILE [--config FILE | --sim] [--data DIR] [--time-scale N] [--log-level L]
         run one inspection (without --config: on the simulated board)
-  waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]... [--publish URL]
+  waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]... [--publish URL] [--gem ADDR]
         run the controller daemon
   waferd collect --broker URL... [--db DSN] [--prefix P]
         write every tool's runs and events from the broker into PostgreSQL
+  waferd gem-host [--device-id N] [--trace] HOST:PORT
+        a factory host for people: talk SECS/GEM to a waferd serve --gem
   waferd version
         print the version
 
-"waferd run -h", "waferd serve -h" and "waferd collect -h" describe every option.
+"waferd run -h", "waferd serve -h", "waferd collect -h" and "waferd gem-host -h" describe every option.
 `)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/waferd/waferd/board"
 	"github.com/waferd/waferd/config"
 	"github.com/waferd/waferd/console"
+	"github.com/waferd/waferd/gem"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/stop"
@@ -35,6 +36,7 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data", "", "results `directory` (overrides [data] dir)")
 	logLevel := fs.String("log-level", "", "log `level` (overrides [log] level)")
 	publishURL := fs.String("publish", "", "publish events and results to the MQTT broker at `URL` (mqtt://host:1883, mqtts://host:8883; turns [publish] on with that broker)")
+	gemAddr := fs.String("gem", "", "serve the factory host (SECS/GEM over HSMS-SS) on `host:port` (as [gem] enabled, listen)")
 	var consoles []string
 	fs.Func("console", "also serve the console on `WHERE`: stdio (stdin/stdout; end of input shuts down), pty (simulated board: a new pseudo-terminal, its path is printed) or a serial device; repeatable", func(v string) error {
 		consoles = append(consoles, v)
@@ -59,6 +61,13 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "waferd serve: %v\n", err)
 		return exitUsage
+	}
+	if *gemAddr != "" {
+		if err := checkGemFlag(*gemAddr); err != nil {
+			fmt.Fprintf(stderr, "waferd serve: %v\n", err)
+			return exitUsage
+		}
+		cfg.GEM.Enabled, cfg.GEM.Listen = true, *gemAddr
 	}
 	consoles, err = consoleList(consoles, cfg)
 	if err != nil {
@@ -115,6 +124,17 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	d := m.d
 	sigs.attach(d.Stop, d.Hurry)
 
+	// The factory host's interface: one more front end of the daemon.
+	var eq *gem.Equipment
+	if cfg.GEM.Enabled {
+		if eq, err = gem.New(gemConfig(cfg.GEM, logs), d); err != nil {
+			log.Errorf("%v", err)
+			return exitFailed
+		}
+		defer eq.Close()
+		fmt.Fprintf(stdout, "gem on %s (HSMS-SS, device id %d)\n", eq.Addr(), cfg.GEM.DeviceID)
+	}
+
 	// The end of a stdio console's input shuts down as a signal does.
 	sctx, shutdown := context.WithCancelCause(ctx)
 	defer shutdown(nil)
@@ -139,6 +159,9 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 	clog := logs.For("console")
 	for _, where := range consoles {
 		opts := console.Options{Version: version, Log: clog}
+		if eq != nil {
+			opts.Host = eq
+		}
 		var serve func(context.Context) error
 		switch where {
 		case "stdio":
@@ -182,12 +205,26 @@ func cmdServe(sigs *signals, args []string, stdout, stderr io.Writer) int {
 
 	d.Start()
 	pub.start()
+	// The host hears how a run the shutdown stops ends: its interface
+	// ends after the daemon.
+	gctx, gcancel := context.WithCancel(context.Background())
+	gemDone := make(chan error, 1)
+	if eq != nil {
+		go func() { gemDone <- eq.Run(gctx) }()
+	} else {
+		gemDone <- nil
+	}
 	<-sctx.Done()
 	detail := "shutdown"
 	if c, ok := stop.FromContext(sctx); ok {
 		detail = c.Detail
 	}
-	if err := m.shutdown(context.Background(), detail); err != nil {
+	err = m.shutdown(context.Background(), detail)
+	gcancel()
+	if gerr := <-gemDone; gerr != nil {
+		log.Errorf("%v", gerr)
+	}
+	if err != nil {
 		log.Errorf("%v", err)
 		return exitFailed
 	}
@@ -221,7 +258,7 @@ func consoleList(flags []string, cfg *config.Config) ([]string, error) {
 	return out, nil
 }
 
-const serveUsage = `usage: waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]... [--publish URL]
+const serveUsage = `usage: waferd serve (--config FILE | --sim) [--data DIR] [--log-level L] [--console WHERE]... [--publish URL] [--gem ADDR]
 
 Runs the controller daemon (systemd Type=notify) until SIGTERM or SIGINT,
 which stop any run safely; exits 0 then, 2 on a bad configuration, 4 if

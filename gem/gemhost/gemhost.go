@@ -47,6 +47,10 @@ type Host struct {
 	trace   chan traced
 	traceWG sync.WaitGroup
 
+	lost     chan struct{} // closed when the session ends
+	lostOnce sync.Once
+	stopLife func()
+
 	mu      sync.Mutex
 	reports map[uint32][]uint32 // RPTID → VIDs, as Setup defined them
 	closed  bool
@@ -79,7 +83,7 @@ func Dial(ctx context.Context, cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gemhost: address %q: bad port", cfg.Addr)
 	}
-	h := &Host{cfg: cfg, msgs: make(chan *hsms.DataMessage, Buffer), reports: map[uint32][]uint32{}}
+	h := &Host{cfg: cfg, msgs: make(chan *hsms.DataMessage, Buffer), reports: map[uint32][]uint32{}, lost: make(chan struct{})}
 	opts := []hsmsss.Option{
 		hsmsss.WithActive(), hsmsss.WithHostRole(), hsmsss.WithConnectTimeout(cfg.T6),
 		hsmsss.WithConnectionOption(hsms.WithSessionID(cfg.DeviceID)),
@@ -117,6 +121,11 @@ func Dial(ctx context.Context, cfg Config) (*Host, error) {
 		h.stopTrace()
 		return nil, fmt.Errorf("gemhost: connect to %s: %w", cfg.Addr, err)
 	}
+	h.stopLife = h.conn.SubscribeLifecycle(func(ev hsms.LifecycleEvent) {
+		if ev.Previous == hsms.SelectedState {
+			h.lostOnce.Do(func() { close(h.lost) })
+		}
+	})
 	return h, nil
 }
 
@@ -136,11 +145,17 @@ func (h *Host) Close() error {
 	}
 	h.closed = true
 	h.mu.Unlock()
+	h.stopLife()
 	err := h.conn.Close()
 	h.stopTrace()
 	close(h.msgs)
 	return err
 }
+
+// Lost is closed when the selected session ends (the equipment closed
+// it, or the link failed); the connection does not come back by itself
+// as far as a Host is concerned: Dial again.
+func (h *Host) Lost() <-chan struct{} { return h.lost }
 
 // Selected reports whether the HSMS session is still selected.
 func (h *Host) Selected() bool { return h.conn.State() == hsms.SelectedState }
