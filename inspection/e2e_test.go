@@ -20,6 +20,7 @@ import (
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/emuchild"
 	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/grbl"
@@ -28,9 +29,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if scale := os.Getenv(emulatorChildEnv); scale != "" {
-		os.Exit(runEmulatorChild(scale))
-	}
+	emuchild.Main()
 	goleak.VerifyTestMain(m)
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/emuchild"
 	"github.com/waferd/waferd/machine"
 )
 
@@ -45,8 +46,8 @@ max_defects_per_site = 2
 //
 // One iteration is one whole run (about a minute): use -benchtime=1x.
 func BenchmarkLongRun(b *testing.B) {
-	emu := startEmulatorChild(b, 1000, true)
-	brd := openChildBoard(b, emu, 64, 64)
+	emu := emuchild.Start(b, 1000, true)
+	brd := emuchild.OpenBoard(b, emu, 64, 64)
 	rec, err := recipe.Parse("long.toml", []byte(longRecipe), brd.Limits)
 	if err != nil {
 		b.Fatal(err)

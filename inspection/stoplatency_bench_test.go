@@ -32,6 +32,7 @@ import (
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
+	"github.com/waferd/waferd/internal/emuchild"
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/stop"
@@ -66,7 +67,7 @@ const benchScale = 50
 type stopBench struct {
 	b      *testing.B
 	board  *board.Board
-	emu    *emulatorChild
+	emu    *emuchild.Child
 	m      *machine.Machine
 	runner *inspection.Runner
 	rec    *recipe.Recipe
@@ -99,8 +100,8 @@ func newStopBench(b *testing.B) *stopBench {
 	// The stage controller is the emulator in a process of its own, on a
 	// pty; the light and camera are the board's simulated devices
 	// (per-device "sim"), as during machine bring-up.
-	emu := startEmulatorChild(b, benchScale, false)
-	brd := openChildBoard(b, emu, 160, 160)
+	emu := emuchild.Start(b, benchScale, false)
+	brd := emuchild.OpenBoard(b, emu, 160, 160)
 	rec, err := recipe.Parse("far.toml", []byte(farSite), brd.Limits)
 	if err != nil {
 		b.Fatal(err)

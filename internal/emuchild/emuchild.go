@@ -1,10 +1,11 @@
-package inspection_test
-
-// The stop benchmarks run the GRBL emulator in a child process (this test
-// binary, re-executed), the way the controller is a separate machine: its
-// serial receive path does not wait for a Go scheduler it shares with the
-// runner. The child serves a pty and reports, on stdout, every real-time
-// byte it reads and every state change, with wall-clock times.
+// Package emuchild runs the GRBL emulator in a child process (the test
+// binary, re-executed), the way the stage controller is a separate
+// machine: its serial receive path does not wait for a Go scheduler it
+// shares with waferd. The child serves a pty and reports, on stdout, every
+// real-time byte it reads and every state change, with wall-clock times.
+// The stop-latency benchmarks of inspection and gem use it; a test binary
+// that starts children calls Main first thing in its TestMain.
+package emuchild
 
 import (
 	"bufio"
@@ -34,6 +35,15 @@ const (
 	emulatorChildEnv = "WAFERD_TEST_EMULATOR_CHILD"
 	emulatorQuietEnv = "WAFERD_TEST_EMULATOR_QUIET"
 )
+
+// Main runs the emulator child and exits, when this process is one (its
+// environment says so); otherwise it returns at once. Call it first in
+// TestMain.
+func Main() {
+	if scale := os.Getenv(emulatorChildEnv); scale != "" {
+		os.Exit(runEmulatorChild(scale))
+	}
+}
 
 // runEmulatorChild serves the emulator on a pty until stdin closes. Its
 // stdout protocol, one line each:
@@ -75,8 +85,8 @@ func runEmulatorChild(scale string) int {
 	return 0
 }
 
-// emulatorChild is the parent's handle on a running child.
-type emulatorChild struct {
+// Child is the parent's handle on a running emulator child.
+type Child struct {
 	PTY string
 	cmd *exec.Cmd
 	in  io.WriteCloser
@@ -90,9 +100,9 @@ type emulatorChild struct {
 	done   chan struct{}
 }
 
-// startEmulatorChild starts the emulator child at the time scale and waits
-// for its pty. A quiet child reports no events.
-func startEmulatorChild(tb testing.TB, scale float64, quiet bool) *emulatorChild {
+// Start starts the emulator child at the time scale and waits for its
+// pty. A quiet child reports no events. It ends when the test does.
+func Start(tb testing.TB, scale float64, quiet bool) *Child {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), emulatorChildEnv+"="+strconv.FormatFloat(scale, 'g', -1, 64))
@@ -111,7 +121,7 @@ func startEmulatorChild(tb testing.TB, scale float64, quiet bool) *emulatorChild
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	c := &emulatorChild{cmd: cmd, in: in, done: make(chan struct{})}
+	c := &Child{cmd: cmd, in: in, done: make(chan struct{})}
 	tb.Cleanup(func() {
 		_ = c.in.Close()
 		<-c.done
@@ -126,7 +136,7 @@ func startEmulatorChild(tb testing.TB, scale float64, quiet bool) *emulatorChild
 	return c
 }
 
-func (c *emulatorChild) read(sc *bufio.Scanner) {
+func (c *Child) read(sc *bufio.Scanner) {
 	defer close(c.done)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -152,17 +162,17 @@ func (c *emulatorChild) read(sc *bufio.Scanner) {
 }
 
 // Moving reports whether the last state change left the stage moving.
-func (c *emulatorChild) Moving() bool {
+func (c *Child) Moving() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.moving
 }
 
-// openChildBoard opens, through board.Open as for a machine, a board whose
+// OpenBoard opens, through board.Open as for a machine, a board whose
 // stage is the emulator child on its pty and whose light and camera are the
 // simulated devices (per-device "sim"), the camera w×h pixels of 20 µm. The
 // production GRBL driver settings apply (grbl.Config's defaults).
-func openChildBoard(tb testing.TB, emu *emulatorChild, w, h int) *board.Board {
+func OpenBoard(tb testing.TB, emu *Child, w, h int) *board.Board {
 	tb.Helper()
 	cfg, err := config.Parse("bench.toml", []byte(fmt.Sprintf(`
 [stage]
