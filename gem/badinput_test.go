@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -288,4 +289,41 @@ func TestSecondHostRefused(t *testing.T) {
 	vals, err := r.host.Status(context.Background(), gem.SVControlState)
 	require.NoError(t, err, "the first host is still served")
 	assert.Equal(t, "<U1[1] 5>", vals[0].ToSML())
+}
+
+// TestPipelinedHost: a host that sends its S1F13 and S1F1 right behind its
+// Select.req, without waiting for the Select.rsp, is answered, not
+// aborted: its data arrive in a selected session, whenever the equipment
+// learns that its Select.rsp has gone out.
+func TestPipelinedHost(t *testing.T) {
+	r := newRig(t, func(c *gem.Config) { c.InitialControl = gem.OnlineRemote }, false)
+	for i := range 20 {
+		var c net.Conn
+		require.Eventually(t, func() bool { // the equipment listens again shortly after a session
+			var err error
+			c, err = net.Dial("tcp", r.eq.Addr())
+			return err == nil
+		}, 5*time.Second, 5*time.Millisecond)
+		burst := append(controlFrame(1, 1), frame(7, 1, 13, true, 2, []byte{0x01, 0x00})...)
+		burst = append(burst, frame(7, 1, 1, true, 3, nil)...)
+		_, err := c.Write(burst)
+		require.NoError(t, err)
+		var got []string
+		for len(got) < 3 {
+			f, err := readFrame(c, 5*time.Second)
+			require.NoError(t, err, "case %d after %v", i, got)
+			switch {
+			case f[9] == 2:
+				got = append(got, "Select.rsp")
+			case f[6] == 0x81 && f[7] == 13: // the equipment's own S1F13: answered
+				_, err := c.Write(frame(7, 1, 14, false, binary.BigEndian.Uint32(f[10:]), []byte{0x01, 0x02, 0x21, 0x01, 0x00, 0x01, 0x00}))
+				require.NoError(t, err)
+			default:
+				got = append(got, fmt.Sprintf("S%dF%d", f[6]&0x7f, f[7]))
+			}
+		}
+		assert.Equal(t, []string{"Select.rsp", "S1F14", "S1F2"}, got, "case %d", i)
+		require.NoError(t, c.Close())
+		require.Eventually(t, func() bool { return r.eq.HostStatus().Host == "" }, 5*time.Second, time.Millisecond)
+	}
 }

@@ -279,9 +279,14 @@ func (e *Equipment) onLifecycle(ev hsms.LifecycleEvent) {
 	}
 }
 
-// selected starts a session: its Select.rsp is on the wire.
+// selected starts the session of ev's generation, once: its Select.rsp
+// is on the wire, or the host has sent a data message in it.
 func (e *Equipment) selected(ev hsms.WireEvent) {
 	e.mu.Lock()
+	if ev.Generation == e.gen && e.comm != CommNoSession {
+		e.mu.Unlock()
+		return
+	}
 	e.session++
 	e.gen = ev.Generation
 	e.peer = e.peerOf(ev.Socket)

@@ -20,12 +20,16 @@ import (
 	"github.com/waferd/waferd/gem"
 	"github.com/waferd/waferd/gem/gemhost"
 	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/internal/emuchild"
 	"github.com/waferd/waferd/internal/logging"
 	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/stop"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	emuchild.Main() // the benchmark's emulator child
+	goleak.VerifyTestMain(m)
+}
 
 // rig is a daemon on fake devices with the equipment interface on
 // loopback, and a host connected to it.

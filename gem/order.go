@@ -7,7 +7,10 @@ import (
 
 // The session starts when our Select.rsp (status 0) has been written:
 // only then may the equipment's own S1F13 follow, and the HSMS layer
-// reports the session selected before it writes the Select.rsp.
+// reports the session selected before it writes the Select.rsp. The
+// writer reports the Select.rsp after its write returned, and the host
+// may have answered by then: its first data message starts the session
+// too, before it is judged.
 //
 // Two of the host's replies change how its next messages are judged: the
 // S1F14 answering our S1F13 (communicating, or not) and the S1F2
@@ -35,6 +38,13 @@ func (e *Equipment) onWire(ev hsms.WireEvent) {
 			e.selected(ev) // our Select.rsp, status 0, on the session's socket
 		}
 		return
+	}
+	if f[9] == 0 && ev.Generation != 0 {
+		// A data message: the session is selected (the HSMS layer takes
+		// data only then), and its Select.rsp written if the host waited
+		// for it, as it must. The writer's report of that Select.rsp may
+		// come later than this frame.
+		e.selected(ev)
 	}
 	if f[9] != 0 || f[6] != 1 {
 		return // not a reply (no W-bit) of stream 1 in a data message
