@@ -11,6 +11,8 @@
 #                 of 2048x2048 frames in real time per count and mode)
 #   STARTS=20     starts of waferd per count in BenchmarkServeReady
 #   OUTBOX=20000  events per count in BenchmarkOutbox (publishing, needs mosquitto)
+#   ABORTS=50     iterations per count of BenchmarkHostAbort (each stops two
+#                 runs: one by the host's ABORT, one by the console's stop)
 #   BENCHTIME=1s  -benchtime of the throughput benchmarks
 #   OUT=BENCHMARKS.md
 #
@@ -27,6 +29,7 @@ SAFESTOPS=${SAFESTOPS:-50}
 RUNS=${RUNS:-3}
 STARTS=${STARTS:-20}
 OUTBOX=${OUTBOX:-20000}
+ABORTS=${ABORTS:-50}
 BENCHTIME=${BENCHTIME:-1s}
 OUT=${OUT:-BENCHMARKS.md}
 
@@ -61,6 +64,7 @@ analysis='^Benchmark(Analyze|AnalyzeNoCancelChecks|Memmove|AnalyzeVsMemmove|Canc
 stops='^Benchmark(StopLatency|SafeStop|Run|LongRun|StopLatencyPublishing)$'
 ready='^BenchmarkServeReady$'
 outbox='^BenchmarkOutbox$'
+hostabort='^BenchmarkHostAbort$'
 run analysis "$GO" test -run '^$' -bench "$analysis" -benchtime="$BENCHTIME" -count="$COUNT" -benchmem ./inspection/analysis/
 run stop "$GO" test -run '^$' -bench '^BenchmarkStopLatency$' -benchtime="${STOPS}x" -count="$COUNT" -timeout=30m ./inspection/
 run safestop "$GO" test -run '^$' -bench '^BenchmarkSafeStop$' -benchtime="${SAFESTOPS}x" -count="$COUNT" -timeout=30m ./inspection/
@@ -69,6 +73,7 @@ run longrun "$GO" test -run '^$' -bench '^BenchmarkLongRun$' -benchtime=1x -coun
 run ready "$GO" test -run '^$' -bench "$ready" -benchtime="${STARTS}x" -count="$COUNT" ./cmd/waferd/
 run stoppub "$GO" test -run '^$' -bench '^BenchmarkStopLatencyPublishing$' -benchtime="${STOPS}x" -count="$COUNT" -timeout=30m ./inspection/
 run outbox "$GO" test -run '^$' -bench "$outbox" -benchtime="${OUTBOX}x" -count="$COUNT" -timeout=30m ./publish/
+run hostabort "$GO" test -run '^$' -bench "$hostabort" -benchtime="${ABORTS}x" -count="$COUNT" -timeout=30m ./gem/
 
 # Every other benchmark in the module, found by name.
 pkgs=$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
@@ -80,6 +85,7 @@ for p in $pkgs; do
 	./inspection) names=$(grep -Evx "${stops//[\^\$]/}" <<<"$names" || true) ;;
 	./cmd/waferd) names=$(grep -Evx "${ready//[\^\$]/}" <<<"$names" || true) ;;
 	./publish) names=$(grep -Evx "${outbox//[\^\$]/}" <<<"$names" || true) ;;
+	./gem) names=$(grep -Evx "${hostabort//[\^\$]/}" <<<"$names" || true) ;;
 	esac
 	[[ -n $names ]] || continue
 	re="^($(paste -sd'|' <<<"$names"))\$"
@@ -190,6 +196,13 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	row "Stop button edge → \`!\`, over the bare \`Halt\`, paired, median of the ratios" "$(med BenchmarkStopLatency button-ratio-p50)" "×" "" ""
 	row "… button edge → \`!\`, p50" "$(med BenchmarkStopLatency button-p50-µs)" µs "" ""
 	row "… the pty alone: one byte written → read by the emulator, idle (BenchmarkPTYByte), p50" "$(med BenchmarkPTYByte p50-µs)" µs "" ""
+	row "Factory host's ABORT → soft reset (0x18) at the emulator, p99, minus the console's \`stop\` → \`!\`, p99, same run (BenchmarkHostAbort)" "$(med BenchmarkHostAbort added-p99-µs)" µs "< 1000 µs" "x < 1000"
+	row "… the same at p50" "$(med BenchmarkHostAbort added-p50-µs)" µs "" ""
+	row "… ABORT frame written → 0x18 at the emulator, p50" "$(med BenchmarkHostAbort abort-reset-p50-µs)" µs "" ""
+	row "… ABORT frame written → 0x18, p99" "$(med BenchmarkHostAbort abort-reset-p99-µs)" µs "" ""
+	row "… ABORT frame written → \`!\` (the feed hold every stop writes first), p50" "$(med BenchmarkHostAbort abort-bang-p50-µs)" µs "" ""
+	row "… console \`stop\` line → \`!\`, p50" "$(med BenchmarkHostAbort stop-p50-µs)" µs "" ""
+	row "… console \`stop\` line → \`!\`, p99" "$(med BenchmarkHostAbort stop-p99-µs)" µs "" ""
 	row "Safe stop, \`Hold:0\` → outcome persisted, p50" "$(med BenchmarkSafeStop p50-ms)" ms "≤ 10 ms" "x <= 10"
 	row "Safe stop, \`Hold:0\` → outcome persisted, p99" "$(med BenchmarkSafeStop p99-ms)" ms "≤ 10 ms" "x <= 10"
 	row "… of which \`Hold:0\` → soft reset sent (hold seen by polling), p50" "$(med BenchmarkSafeStop hold-p50-ms)" ms "" ""
@@ -259,6 +272,12 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	echo "  cancellation-check cost is measured."
 	echo "  It is the lower of the two on a quiet machine: each Detect follows a copy"
 	echo "  that has pushed part of its data out of the caches."
+	echo "- The factory host's ABORT (BenchmarkHostAbort) runs on the same kind of board, with"
+	echo "  the daemon, the equipment interface on loopback TCP and a console session on a"
+	echo "  pipe. The host is a raw socket: the ABORT frame is encoded beforehand and timed"
+	echo "  from its write(2); the console's stop from the write of its line. An ABORT"
+	echo "  writes the feed hold first, as every stop does, and the soft reset follows at"
+	echo "  once (no controlled hold); the latch is reset between runs."
 	echo "- For the stop benchmarks ns/op is the mean of the measured latency, not the"
 	echo "  time of an iteration (a whole run); \`late\` counts stops that found the stage"
 	echo "  already at rest, which are left out."
@@ -271,7 +290,7 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	echo
 	echo "## Commands"
 	echo
-	echo "Run from the repository root, in this order (\`COUNT=$COUNT STOPS=$STOPS SAFESTOPS=$SAFESTOPS RUNS=$RUNS STARTS=$STARTS BENCHTIME=$BENCHTIME scripts/bench.sh\`):"
+	echo "Run from the repository root, in this order (\`COUNT=$COUNT STOPS=$STOPS SAFESTOPS=$SAFESTOPS RUNS=$RUNS STARTS=$STARTS ABORTS=$ABORTS BENCHTIME=$BENCHTIME scripts/bench.sh\`):"
 	echo
 	echo '```sh'
 	cat "$tmp/commands"
