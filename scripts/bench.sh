@@ -198,6 +198,8 @@ commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 	row "… the pty alone: one byte written → read by the emulator, idle (BenchmarkPTYByte), p50" "$(med BenchmarkPTYByte p50-µs)" µs "" ""
 	row "Factory host's ABORT → soft reset (0x18) at the emulator, p99, minus the console's \`stop\` → \`!\`, p99, same run (BenchmarkHostAbort)" "$(med BenchmarkHostAbort added-p99-µs)" µs "< 1000 µs" "x < 1000"
 	row "… the same at p50" "$(med BenchmarkHostAbort added-p50-µs)" µs "" ""
+	row "… ABORT → \`!\` minus console \`stop\` → \`!\` (the first byte either way), p50" "$(med BenchmarkHostAbort added-bang-p50-µs)" µs "" ""
+	row "… ABORT → \`!\` minus console \`stop\` → \`!\`, p99" "$(med BenchmarkHostAbort added-bang-p99-µs)" µs "" ""
 	row "… ABORT frame written → 0x18 at the emulator, p50" "$(med BenchmarkHostAbort abort-reset-p50-µs)" µs "" ""
 	row "… ABORT frame written → 0x18, p99" "$(med BenchmarkHostAbort abort-reset-p99-µs)" µs "" ""
 	row "… ABORT frame written → \`!\` (the feed hold every stop writes first), p50" "$(med BenchmarkHostAbort abort-bang-p50-µs)" µs "" ""
