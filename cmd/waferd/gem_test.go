@@ -16,6 +16,7 @@ import (
 	"github.com/arloliu/go-secs/v2/secs2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/waferd/waferd/gem"
 	"github.com/waferd/waferd/gem/gemhost"
@@ -184,6 +185,9 @@ func runRecord(t *testing.T, data, id string) map[string]any {
 // (the alarm cleared), a bad and a good recipe uploaded, and the
 // console's gem local refusing the host's commands.
 func TestServeGEM(t *testing.T) {
+	// The host's goroutines (go-secs, in this process) end with the test.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	s := startGEMServe(t)
 	h := connectHost(t, s.addr)
 	defer h.Close()
