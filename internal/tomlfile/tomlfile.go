@@ -38,7 +38,7 @@ import (
 // takes 26 bytes ("[[site]]\ndie = [-12, 34]\n\n"), so a recipe of 10,000
 // sites is 260 KB (measured on the demo recipe with 10,000 [[site]]
 // tables), and 1 MiB leaves room for a comment on every site. The daemon's
-// configuration, every key commented, is 12 KB.
+// configuration, every key commented, is 14 KB.
 const MaxSize = 1 << 20
 
 // MaxErrors is how many problems one error lists; more are counted.
