@@ -81,10 +81,10 @@ func closedByEquipment(t *testing.T, c net.Conn, d time.Duration) {
 	}
 }
 
-// longRun starts a run that lasts a second or two on the fakes.
+// longRun starts a run that lasts about a second on the fakes.
 func longRun(t *testing.T, r *rig) {
 	t.Helper()
-	slow := strings.Replace(daemontest.Recipe, "settle_ms = 5", "settle_ms = 50", 1)
+	slow := strings.Replace(daemontest.Recipe, "settle_ms = 5", "settle_ms = 25", 1)
 	rec, err := recipe.Parse("long.toml", []byte(slow), daemontest.Limits)
 	require.NoError(t, err)
 	require.NoError(t, r.D.StartRun(context.Background(), rec))
@@ -297,7 +297,7 @@ func TestSecondHostRefused(t *testing.T) {
 // learns that its Select.rsp has gone out.
 func TestPipelinedHost(t *testing.T) {
 	r := newRig(t, func(c *gem.Config) { c.InitialControl = gem.OnlineRemote }, false)
-	for i := range 20 {
+	for i := range 10 {
 		var c net.Conn
 		require.Eventually(t, func() bool { // the equipment listens again shortly after a session
 			var err error
