@@ -129,6 +129,7 @@ type Equipment struct {
 	remote   bool
 	session  uint64            // counts selected sessions
 	gen      uint64            // the HSMS generation of the session
+	rspOut   bool              // the session's Select.rsp is on the wire: we may send
 	peer     string            // the host's address
 	sockets  map[uint64]string // accepted sockets' remote addresses
 	ppExec   string            // the selected recipe (PP-SELECT)
@@ -281,14 +282,25 @@ func (e *Equipment) onLifecycle(ev hsms.LifecycleEvent) {
 
 // selected starts the session of ev's generation, once: its Select.rsp
 // is on the wire, or the host has sent a data message in it.
+//
+// Our own messages wait for the Select.rsp on the wire (rspOut): a host
+// that sent data before it had our Select.rsp must still receive the
+// Select.rsp first.
 func (e *Equipment) selected(ev hsms.WireEvent) {
+	rsp := ev.Direction == hsms.WireOutbound
 	e.mu.Lock()
 	if ev.Generation == e.gen && e.comm != CommNoSession {
+		if rsp && !e.rspOut {
+			e.rspOut = true
+			e.mu.Unlock()
+			e.poke()
+			return
+		}
 		e.mu.Unlock()
 		return
 	}
 	e.session++
-	e.gen = ev.Generation
+	e.gen, e.rspOut = ev.Generation, rsp
 	e.peer = e.peerOf(ev.Socket)
 	e.comm = nextComm(CommNoSession, commSelected)
 	e.log.Noticef("host %s selected the session", e.peer)

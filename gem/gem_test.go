@@ -63,7 +63,7 @@ func newRig(t *testing.T, edit func(*gem.Config), connect bool) *rig {
 	require.NoError(t, os.Mkdir(r.Config.Data.Recipes, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(r.Config.Data.Recipes, "slow.toml"), []byte(daemontest.Recipe), 0o644))
 	cfg := gem.Config{
-		Listen: "127.0.0.1:0", DeviceID: 7, T3: 2 * time.Second, T6: time.Second, T7: 2 * time.Second, T8: time.Second,
+		Listen: "127.0.0.1:0", DeviceID: 7, T3: 10 * time.Second, T6: time.Second, T7: 2 * time.Second, T8: time.Second,
 		EstablishRetry: 200 * time.Millisecond, InitialControl: gem.HostOffline, Remote: true, Revision: "test",
 		Log: logging.New(os.Stderr, logging.Options{Level: testLogLevel}).For("gem"),
 	}
@@ -100,7 +100,7 @@ func (r *rig) connect(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	var err error
-	r.host, err = gemhost.Dial(ctx, gemhost.Config{Addr: r.eq.Addr(), DeviceID: 7, T3: 2 * time.Second, T6: time.Second})
+	r.host, err = gemhost.Dial(ctx, gemhost.Config{Addr: r.eq.Addr(), DeviceID: 7, T3: 10 * time.Second, T6: time.Second})
 	require.NoError(t, err)
 	r.msgs = r.host.Messages()
 	code, err := r.host.Establish(ctx)
@@ -118,7 +118,7 @@ func (r *rig) connect(t *testing.T) {
 // (S6F11 of a CEID, S5F1 of an ALID, S10F1), skipping the others.
 func (r *rig) next(t *testing.T, want func(*hsms.DataMessage) bool) *hsms.DataMessage {
 	t.Helper()
-	timeout := time.After(5 * time.Second)
+	timeout := time.After(15 * time.Second)
 	for {
 		select {
 		case m, ok := <-r.msgs:
@@ -127,7 +127,7 @@ func (r *rig) next(t *testing.T, want func(*hsms.DataMessage) bool) *hsms.DataMe
 				return m
 			}
 		case <-timeout:
-			t.Fatal("no such message from the equipment within 5 s")
+			t.Fatal("no such message from the equipment within 15 s")
 			return nil
 		}
 	}

@@ -70,8 +70,18 @@ func (e *Equipment) comms(ctx context.Context, drain <-chan struct{}) {
 	waiting := false // retry is armed for this wait
 	for {
 		e.mu.Lock()
-		st := e.comm
+		st, rsp := e.comm, e.rspOut
 		e.mu.Unlock()
+		if st != CommNoSession && !rsp {
+			// The host sent data before our Select.rsp was written:
+			// nothing of ours goes out before it.
+			select {
+			case <-e.kick:
+			case <-drain:
+				return
+			}
+			continue
+		}
 		if st != CommWaitDelay {
 			waiting = false
 		} else if !waiting {
