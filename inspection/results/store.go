@@ -66,12 +66,13 @@ func Open(dataDir string, opts ...Option) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("results: runs directory %s is not a directory", dir)
 	}
-	probe, err := os.CreateTemp(dir, ".probe-*")
-	if err != nil {
+	// One fixed name: a probe left by a SIGKILL is the next start's, and
+	// removed by it.
+	probe := filepath.Join(dir, ".probe")
+	if err := os.WriteFile(probe, nil, 0o644); err != nil {
 		return nil, fmt.Errorf("results: runs directory %s is not writable: %w", dir, err)
 	}
-	_ = probe.Close()
-	_ = os.Remove(probe.Name())
+	_ = os.Remove(probe)
 
 	s := &Store{
 		dir:         dir,
