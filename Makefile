@@ -118,10 +118,12 @@ cross-version: cross
 # binary that cmd/waferd's tests start through WAFERD_TEST_EXEC (the kernel
 # may have no binfmt_misc handler for ARM). No -race: linux/arm has no race
 # detector, and on arm64 it needs cgo with an aarch64 cross C compiler.
+# -short: the random-stop and crash tests run fewer cases and the fleet test
+# none (make test runs them in full, natively, with -race).
 define arm-test
 	@command -v $(2) >/dev/null || { echo "$(2) not found: apt-get install qemu-user-static" >&2; exit 1; }
 	CGO_ENABLED=0 GOOS=linux $(1) WAFERD_TEST_EXEC=$(2) \
-	  $(GO) test -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec $(2) $(PKGS) $(ARM_TEST_FLAGS)
+	  $(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec $(2) $(PKGS) $(ARM_TEST_FLAGS)
 endef
 
 ## test-arm64: the whole suite built for linux/arm64, run under qemu-aarch64-static

@@ -233,20 +233,25 @@ func outcomeFor(r stop.Reason) (machine.Outcome, machine.State) {
 // TestStopAtRandomTimes stops runs at seeded random moments with random
 // reasons, on four simulated boards at once: the production GRBL driver
 // against the emulator on a pty, the stop landing wherever the driver is.
-// The machine's own storm on fake devices (machine.TestStopStorm, 200
+// The machine's own storm on fake devices (machine.TestStopStorm, 50
 // cases on a fake clock) covers the stop path's logic; this one covers the
-// link. More cases: go test -run TestStopAtRandomTimes ./inspection/ -args
+// link. With -short (the ARM suites under qemu-user) 12 cases. More: make
+// soak, or go test -run TestStopAtRandomTimes ./inspection/ -args
 // -stop.cases=2000
 func TestStopAtRandomTimes(t *testing.T) {
 	checkNoFDLeak(t)
 	const boards = 4
+	cases := *randomCases
+	if testing.Short() {
+		cases = min(cases, 12)
+	}
 	for b := range boards {
 		t.Run(fmt.Sprintf("board%d", b), func(t *testing.T) {
 			t.Parallel()
 			g := newStopRig(t, threeSites, 50)
 			rng := rand.New(rand.NewPCG(2026, uint64(b)))
 			counts := map[machine.Outcome]int{}
-			n := (*randomCases + boards - 1 - b) / boards
+			n := (cases + boards - 1 - b) / boards
 			for i := range n {
 				reason := reasons[rng.IntN(len(reasons))]
 				delay := time.Duration(rng.IntN(300_000)) * time.Microsecond

@@ -53,16 +53,21 @@ var stormCases = flag.Int("storm.cases", 50, "number of random-time stops in Tes
 // the reason (or completed, when the stop came after the run), the record
 // valid and consistent, and, after a reset, that the next run completes.
 // Each case writes a run's record and wafer map, about 0.5 s of CPU under
-// the race detector, so make test runs 50; make soak runs 5000 (or
+// the race detector, so make test runs 50 and -short (the ARM suites under
+// qemu-user) 10; make soak runs 5000 (or
 // go test -run TestStopStorm ./machine/ -args -storm.cases=5000).
 func TestStopStorm(t *testing.T) {
+	cases := *stormCases
+	if testing.Short() {
+		cases = min(cases, 10)
+	}
 	synctest.Test(t, func(t *testing.T) {
 		r := daemontest.New(t, daemontest.Options{})
 		rec, err := recipe.Parse("three.toml", []byte(threeSites), daemontest.Limits)
 		require.NoError(t, err)
 		rng := rand.New(rand.NewPCG(2026, 12))
 		counts := map[machine.Outcome]int{}
-		for i := range *stormCases {
+		for i := range cases {
 			reason := reasons[rng.IntN(len(reasons))]
 			delay := time.Duration(rng.IntN(200_000)) * time.Microsecond // a run takes about 170 ms
 			timer := time.AfterFunc(delay, func() { r.D.Stop(reason, "storm") })
@@ -105,7 +110,7 @@ func TestStopStorm(t *testing.T) {
 				require.NoError(t, r.D.Reset(context.Background()), what)
 			}
 		}
-		t.Logf("outcomes over %d random stops: %v", *stormCases, counts)
+		t.Logf("outcomes over %d random stops: %v", cases, counts)
 		res, err := r.D.Run(context.Background(), r.Recipe)
 		require.NoError(t, err)
 		assert.Equal(t, machine.Completed, res.Outcome, "after all that, a run completes")

@@ -110,7 +110,7 @@ func (ft *fleetTool) ended() int { return ft.p.count(runEnded) }
 // A longer soak: go test -run TestFleet ./cmd/waferd/ -args -fleet.tools=20 -fleet.runs=10
 func TestFleet(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short")
+		t.Skip("-short (the ARM suites): a fleet of processes and a broker is not what they check; make test runs it")
 	}
 	b := mqtttest.Start(t, mqtttest.Options{})
 	pg := pgtest.Start(t)
