@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,6 +241,11 @@ func TestBoundsKeepValuesSane(t *testing.T) {
 	} {
 		if strings.HasPrefix(doc, "[sim]") {
 			doc = strings.Replace(doc, "[sim]\n", "", 1)
+		}
+		if strconv.IntSize == 32 && strings.Contains(doc, "9000000000") {
+			// On a 32-bit board (armv7) int is 32 bits: the decoder
+			// refuses the value before the bound does, as clearly.
+			want = "c.toml:4: stage.homing_timeout_ms: expected an integer from -2147483648 to 2147483647, found the integer 9000000000"
 		}
 		_, err := Parse("c.toml", []byte(simDoc(doc)))
 		require.Error(t, err, doc)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -273,6 +274,17 @@ func TestBoundsKeepValuesSane(t *testing.T) {
 	} {
 		doc := strings.Replace(good, edit[0], edit[1], 1)
 		require.NotEqual(t, good, doc)
+		if strconv.IntSize == 32 {
+			// On a 32-bit board (armv7) int is 32 bits: the decoder
+			// refuses a die index beyond it before the bound does, as
+			// clearly.
+			switch {
+			case strings.HasPrefix(edit[1], "reference"):
+				want = "t.toml:8: dies.reference[0]: expected an integer from -2147483648 to 2147483647, found the integer 9223372036854775807"
+			case strings.HasPrefix(edit[1], "die ="):
+				want = "t.toml:10: site[0].die[1]: expected an integer from -2147483648 to 2147483647, found the integer -4611686018427387904"
+			}
+		}
 		_, err := Parse("t.toml", []byte(doc), Limits{FOV: lim.FOV})
 		require.Error(t, err, edit[1])
 		assert.Contains(t, err.Error(), want, edit[1])
