@@ -236,6 +236,10 @@ func TestSignalsFromTheFirstInstant(t *testing.T) {
 
 // TestSIGINTThenSIGTERM sends Ctrl-C, then SIGTERM, to a run on the
 // simulated board: the stronger reason takes over the stop in progress.
+// The two signals are sent back to back, but on a loaded host the safe
+// stop of the first can end before the second is handled (the machine
+// package's stop table checks the escalation itself, without that race):
+// then the SIGTERM must be seen arriving after the stop, not lost.
 func TestSIGINTThenSIGTERM(t *testing.T) {
 	data := t.TempDir()
 	cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data, "--time-scale", "5")
@@ -260,7 +264,15 @@ func TestSIGINTThenSIGTERM(t *testing.T) {
 	assert.Equal(t, 3, ee.ExitCode(), "stderr:\n%s", stderr.String())
 	m := readRun(t, data)
 	assert.Equal(t, "canceled", m["state"])
-	assert.True(t, strings.HasPrefix(m["reason"].(string), "shutdown"), "reason %q: SIGTERM ranks above Ctrl-C", m["reason"])
+	reason := m["reason"].(string)
+	if strings.HasPrefix(reason, "operator") {
+		// Legitimate only if the SIGTERM came after the stop had ended.
+		assert.Contains(t, stderr.String(), "hurry (second signal, terminated) ignored: no stop in progress",
+			"reason %q: SIGTERM ranks above Ctrl-C, and it came while the stop was in progress", reason)
+		t.Logf("the SIGTERM was handled after the Ctrl-C's safe stop had ended (a loaded host)")
+		return
+	}
+	assert.True(t, strings.HasPrefix(reason, "shutdown"), "reason %q: SIGTERM ranks above Ctrl-C", reason)
 }
 
 // TestFullDiskStillRecordsTheOutcome: the data disk fills during a run. The
