@@ -41,7 +41,7 @@ func TestOpenRefusesTravelOutsideController(t *testing.T) {
 	require.ErrorIs(t, err, ErrMismatch, "a configuration error")
 	for _, want := range []string{
 		"board: stage on " + port + ": stage.travel_min_mm, stage.travel_max_mm: grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm",
-		"does not fit the controller's machine space X [-200.000, 0.000] Y [-200.000, 0.000] mm",
+		"does not fit the controller's machine space clear of its switches X [-200.000, -1.000] Y [-200.000, -1.000] mm",
 		"$130=200, $131=200", "pull-off $27=1",
 	} {
 		assert.Contains(t, err.Error(), want)

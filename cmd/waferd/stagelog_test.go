@@ -103,7 +103,7 @@ func TestServeRefusesATravelTheControllerCannotReach(t *testing.T) {
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, "%s", out)
 	assert.Equal(t, 2, ee.ExitCode(), "%s", out)
-	assert.Contains(t, string(out), "stage.travel_min_mm, stage.travel_max_mm: grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm does not fit the controller's machine space X [-200.000, 0.000] Y [-200.000, 0.000] mm")
+	assert.Contains(t, string(out), "stage.travel_min_mm, stage.travel_max_mm: grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm does not fit the controller's machine space clear of its switches X [-200.000, -1.000] Y [-200.000, -1.000] mm")
 }
 
 // TestRunOnAConfiguredMachine: waferd run --config runs on the hardware a

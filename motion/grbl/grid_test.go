@@ -130,11 +130,23 @@ func TestSimMachineAndTravel(t *testing.T) {
 	err = m.CheckTravel(motion.Rect{Max: motion.Point{X: motion.MM(300), Y: motion.MM(300)}})
 	require.Error(t, err)
 	for _, want := range []string{
-		"grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm does not fit the controller's machine space X [-300.000, 0.000] Y [-250.000, 0.000] mm",
+		"grbl: travel X [0.000, 300.000] Y [0.000, 300.000] mm does not fit the controller's machine space clear of its switches X [-300.000, -2.000] Y [-250.000, -2.000] mm",
 		"$130=300, $131=250", "homing to the + end of X and Y ($23=0)", "pull-off $27=2", "homes into negative space",
 	} {
 		assert.Contains(t, err.Error(), want)
 	}
+
+	// The switch's end keeps the pull-off clear: a travel up to machine
+	// zero would trip the switch.
+	assert.ErrorContains(t, m.CheckTravel(space), "clear of its switches X [-300.000, -2.000] Y [-250.000, -2.000] mm")
+	clear, ok := m.Clear()
+	require.True(t, ok)
+	assert.Equal(t, motion.Rect{Min: motion.Point{X: motion.MM(-300), Y: motion.MM(-250)}, Max: motion.Point{X: motion.MM(-2), Y: motion.MM(-2)}}, clear)
+	// X homes to its - end: its switch is at -$130.
+	m.HomingDirMask = 1
+	clear, _ = m.Clear()
+	assert.Equal(t, motion.Rect{Min: motion.Point{X: motion.MM(-298), Y: motion.MM(-250)}, Max: motion.Point{X: 0, Y: motion.MM(-2)}}, clear)
+	m.HomingDirMask = 0
 
 	// Force origin, homing to the - ends: positive space.
 	m.ForceOrigin, m.HomingDirMask = true, 3

@@ -76,12 +76,38 @@ func (m Machine) Space() (space motion.Rect, ok bool) {
 	return motion.Rect{Min: motion.Point{X: lo[0], Y: lo[1]}, Max: motion.Point{X: hi[0], Y: hi[1]}}, true
 }
 
+// Clear returns the part of machine space (see Space) the stage can be
+// sent to: without HOMING_FORCE_SET_ORIGIN machine zero is at the switch
+// of an axis homed to its + end (and -$13x at one homed to its - end), so
+// the pull-off ($27) on that side is kept clear; a move onto the switch
+// would trip it (an alarm with hard limits, $21=1). With
+// HOMING_FORCE_SET_ORIGIN zero is already pull-off from the switch. ok is
+// false when homing is disabled.
+func (m Machine) Clear() (clear motion.Rect, ok bool) {
+	space, ok := m.Space()
+	if !ok || m.ForceOrigin {
+		return space, ok
+	}
+	p := motion.MM(m.PullOff)
+	if m.HomingDirMask&1 != 0 {
+		space.Min.X += p
+	} else {
+		space.Max.X -= p
+	}
+	if m.HomingDirMask&2 != 0 {
+		space.Min.Y += p
+	} else {
+		space.Max.Y -= p
+	}
+	return space, true
+}
+
 // CheckTravel returns an error naming both when travel (a box of machine
 // coordinates the stage is to reach) does not lie inside machine space
-// (see Space). With homing disabled there is nothing to check against and
-// it returns nil.
+// less the pull-off at the switches (see Clear). With homing disabled
+// there is nothing to check against and it returns nil.
 func (m Machine) CheckTravel(travel motion.Rect) error {
-	space, ok := m.Space()
+	space, ok := m.Clear()
 	if !ok {
 		return nil
 	}
@@ -106,7 +132,7 @@ func (m Machine) CheckTravel(travel motion.Rect) error {
 	if m.ForceOrigin {
 		how = "this firmware (built with HOMING_FORCE_SET_ORIGIN) sets machine zero where homing leaves the stage, so an axis homed to its - end has positive space"
 	}
-	return fmt.Errorf("grbl: travel %s does not fit the controller's machine space %s ($130=%s, $131=%s, homing to the %s ($23=%d), pull-off $27=%s mm): %s",
+	return fmt.Errorf("grbl: travel %s does not fit the controller's machine space clear of its switches %s ($130=%s, $131=%s, homing to the %s ($23=%d), pull-off $27=%s mm): %s",
 		fmtBox(travel), fmtBox(space), fmtSetting(m.MaxTravel[0]), fmtSetting(m.MaxTravel[1]),
 		strings.Join(ends, ", "), m.HomingDirMask, fmtSetting(m.PullOff), how)
 }
