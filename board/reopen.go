@@ -294,6 +294,17 @@ func (s *ReopeningStage) Halt() error {
 	return s.wrap(d.Halt())
 }
 
+// Abort writes a soft reset at once (see grbl.Stage.Abort); it does not
+// block beyond the write. While the link is down it fails: the controller
+// is then beyond reach, whatever it is doing.
+func (s *ReopeningStage) Abort() error {
+	d, err := s.driver()
+	if err != nil {
+		return err
+	}
+	return s.wrap(d.Abort())
+}
+
 // LastStatus returns the last status report received, from the link that
 // was lost while the link is down. It does not block.
 func (s *ReopeningStage) LastStatus() (motion.Status, time.Time) {

@@ -342,8 +342,8 @@ func TestAbortMidMove(t *testing.T) {
 	ev = got.event(t, gem.CEMachineFaulted)
 	assert.Equal(t, "faulted", str(t, ev.Values[gem.SVMachineState]))
 	calls := r.Stage.Calls()
-	assert.Equal(t, "Halt", calls[0], "halted first: %v", calls)
-	assert.Equal(t, []string{"Reset"}, stageActions(calls), "reset at once, no hold: %v", calls)
+	assert.Equal(t, "Abort", calls[0], "reset at once, the first thing the stop does: %v", calls)
+	assert.Equal(t, []string{"Reset"}, stageActions(calls), "then the safe stop's reset, no hold: %v", calls)
 	assert.Equal(t, machine.Faulted, r.D.Machine.State())
 	assert.False(t, r.D.Machine.Trusted())
 

@@ -14,11 +14,12 @@
 //
 // Every stop source (console, stop button, e-stop, signals, watchdog,
 // device faults, the factory host) is one caller of Stop. A stop first
-// halts the devices (Light.Halt, then Stage.Halt: the one-byte feed hold),
-// then cancels the claim's context with a *stop.Cause. The operation
-// returns, and its End runs the safe stop: light off, stage held until it
-// is at rest (or, for an e-stop or when hurried, reset at once), soft
-// reset, alarm check. The README's stop table maps row by row onto this
+// halts the devices (Stage.Halt, the one-byte feed hold, or Stage.Abort,
+// the soft reset, for an e-stop or abort; then Light.Halt), then cancels
+// the claim's context with a *stop.Cause. The operation returns, and its
+// End runs the safe stop: light off, stage held until it is at rest
+// (skipped for an e-stop or abort, or when hurried), soft reset, alarm
+// check. The README's stop table maps row by row onto this
 // package (see its tests).
 package machine
 
@@ -229,9 +230,10 @@ func (m *Machine) Claim(ctx context.Context, what string) (*Claim, error) {
 // for the machine to come to rest (the claim's End does), only for the
 // devices' Halt (a GPIO write and a one-byte serial write).
 //
-// It halts the stage if an operation holds the machine (Stage.Halt: the
-// feed hold, the first thing it does) and always switches the light off
-// (Light.Halt). Then:
+// It halts the stage if an operation holds the machine, the first thing
+// it does (Stage.Halt: the feed hold; for an e-stop or abort, Stage.Abort:
+// the soft reset at once, also when it escalates a stop in progress), and
+// always switches the light off (Light.Halt). Then:
 //   - an operation holding the machine is stopped: the first stop cancels
 //     the claim's context with a *stop.Cause; a stronger reason later
 //     escalates the stop in progress
@@ -252,7 +254,17 @@ func (m *Machine) Stop(reason stop.Reason, detail string) {
 func (m *Machine) stopLocked(cause *stop.Cause) {
 	c := m.claim
 	m.stats.request(cause.Reason)
-	if c != nil && !c.done && !c.stopping && c.reason == stop.None {
+	switch {
+	case c == nil || c.done:
+	case cause.Reason.Immediate() && cause.Reason > c.reason:
+		// An e-stop or abort, first or escalating a stop in progress: the
+		// soft reset at once (the steppers stop dead), not once the
+		// operation has returned to its safe stop. A reset after the safe
+		// stop's own is harmless.
+		if err := m.cfg.Stage.Abort(); err != nil {
+			m.later(func() { m.log.Errorf("stop: resetting the stage: %v", err) })
+		}
+	case !c.stopping && c.reason == stop.None:
 		// The first stop of an operation in progress: the feed hold is the
 		// most urgent thing, before anything else (even the light, which
 		// follows within microseconds). It is written under the lock that

@@ -178,8 +178,12 @@ func TestEStopResetsAtOnce(t *testing.T) {
 		c.Homed()
 		time.Sleep(50 * time.Millisecond)
 		r.m.Stop(stop.EStop, "estop line")
+		// Written by Stop itself, before the operation has returned.
+		assert.Equal(t, "Abort", r.stage.Calls()[len(r.stage.Calls())-1], "the soft reset is the stop's first act")
+		assert.False(t, r.stage.Moving(), "the steppers stopped dead")
 		e := <-done
 		assert.NotContains(t, r.stage.Calls(), "Hold", "no controlled hold on an e-stop")
+		assert.NotContains(t, r.stage.Calls(), "Halt", "no feed hold either")
 		assert.Equal(t, "Reset", r.stage.Calls()[len(r.stage.Calls())-1])
 		assert.Equal(t, Aborted, e.Outcome)
 		assert.Equal(t, EStop, e.After)
@@ -213,6 +217,9 @@ func TestEscalationDuringTheHold(t *testing.T) {
 				time.Sleep(100 * time.Millisecond) // in the hold
 				require.Equal(t, Stopping, r.m.State())
 				r.m.Stop(second, "second")
+				if second.Immediate() {
+					assert.Contains(t, r.stage.Calls(), "Abort", "an e-stop during the hold resets at once, within Stop")
+				}
 				e := <-done
 				switch {
 				case second <= stop.Operator:

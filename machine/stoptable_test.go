@@ -156,16 +156,25 @@ func expected(r stop.Reason) (machine.Outcome, machine.State) {
 }
 
 // stageActions reduces the calls the stage saw after the stop to what the
-// safe stop did: "hold, reset" or "reset" (repeated halts, and the moves
-// and polls before, left out).
+// stop and the safe stop did: "hold, reset", or "abort, reset" (repeated
+// halts, and the moves and polls before, left out).
 func stageActions(calls []string) string {
 	var acts []string
 	for _, c := range calls {
-		if c == "Hold" || c == "Reset" {
+		if c == "Hold" || c == "Reset" || c == "Abort" {
 			acts = append(acts, c)
 		}
 	}
 	return fmt.Sprint(acts)
+}
+
+// atStop is the stage's first call on a stop: the soft reset at once for
+// an e-stop or a host abort, the feed hold for every other reason.
+func atStop(r stop.Reason) string {
+	if r.Immediate() {
+		return "Abort"
+	}
+	return "Halt"
 }
 
 func TestStopTable(t *testing.T) {
@@ -203,10 +212,14 @@ func TestStopTable(t *testing.T) {
 				assert.Equal(t, reason.String()+": table", last.Ending.Why)
 				calls := r.Stage.Calls()
 				switch {
-				case reason.Immediate() && a.homing:
-					assert.Equal(t, "[Reset Reset]", stageActions(calls), "the driver's abort, then at once the safe stop's: %v", calls)
 				case reason.Immediate():
-					assert.Equal(t, "[Reset]", stageActions(calls), "an e-stop or a host abort resets at once: %v", calls)
+					// Stop itself resets the stage (Abort), before the
+					// operation returns (and, homing, before the driver's
+					// own abort); the safe stop then completes the restart
+					// without a hold.
+					assert.Equal(t, atStop(reason), calls[0], "an e-stop or a host abort resets at once, within Stop: %v", calls)
+					acts := stageActions(calls)
+					assert.True(t, acts == "[Abort Reset]" || a.homing && acts == "[Abort Reset Reset]", "reset at once, no hold: %v", calls)
 				case a.homing:
 					// The driver's abort (a reset: GRBL ignores a feed hold
 					// while homing), then the safe stop.
@@ -214,7 +227,7 @@ func TestStopTable(t *testing.T) {
 				default:
 					assert.Equal(t, "[Hold Reset]", stageActions(calls), "controlled hold, then reset: %v", calls)
 				}
-				assert.Equal(t, "Halt", calls[0], "the stage is halted first: %v", calls)
+				assert.Equal(t, atStop(reason), calls[0], "the stage is halted first: %v", calls)
 				trusted := !reason.Immediate() && !a.homing
 				assert.Equal(t, trusted, r.D.Machine.Trusted(), "position trust")
 			})

@@ -210,6 +210,13 @@ type Stage interface {
 	// stage executes nothing until Resume or Reset. Every stop calls it
 	// first (package machine).
 	Halt() error
+	// Abort stops motion at once, losing the position (GRBL: the one-byte
+	// soft reset 0x18; the steppers stop dead), and returns without
+	// waiting for the controller to restart: Reset, called after it,
+	// completes the restart. An e-stop and the host's ABORT call it first,
+	// instead of Halt. Like Halt it blocks for nothing but that write, is
+	// idempotent, and is safe from any goroutine at any time.
+	Abort() error
 	// Home runs the homing cycle and blocks until it ends. After homing the
 	// position is trusted.
 	Home(ctx context.Context) error

@@ -314,7 +314,7 @@ func (s *Stage) Connect(ctx context.Context) error {
 			return fmt.Errorf("grbl: connect: %w", err)
 		}
 		s.logf("grbl: no banner within %v; sending soft reset", s.cfg.ConnectTimeout)
-		bch, err = s.beginReset()
+		bch, err = s.beginReset(ctx)
 		if err != nil {
 			return fmt.Errorf("grbl: connect: %w", err)
 		}
@@ -496,6 +496,31 @@ func (s *Stage) writeHeld(p []byte, seq *atomic.Uint64) (uint64, error) {
 func (s *Stage) Halt() error {
 	if _, err := s.writeRT(rtFeedHold); err != nil {
 		return fmt.Errorf("grbl: feed hold: %w", err)
+	}
+	return nil
+}
+
+// Abort writes soft reset (0x18) at once and returns without waiting for
+// the controller to restart: the steppers stop dead, mid-move if need be
+// (GRBL then raises ALARM:3, position lost). It is the first thing an
+// e-stop does (motion.Stage.Abort). New lines wait from now on, and the
+// next Reset waits for this reset's banner before it resets again, so no
+// banner is taken for another's. It does nothing while a reset is already
+// on its way, or after ALARM:1/2, when GRBL has stopped the steppers
+// itself and discards a reset until it says "Reset to continue". Like
+// Halt it waits on nothing but the write mutex; safe from any goroutine.
+func (s *Stage) Abort() error {
+	s.mu.Lock()
+	if s.resetting || s.critMsg != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.resetting = true
+	bch := s.banner
+	s.mu.Unlock()
+	if _, err := s.writeRT(rtSoftReset); err != nil {
+		s.resetFailed(bch, err)
+		return fmt.Errorf("grbl: soft reset: %w", err)
 	}
 	return nil
 }
@@ -775,13 +800,29 @@ func (s *Stage) waitBanner(ctx context.Context, bch <-chan struct{}, timeout tim
 }
 
 // beginReset stops new lines, writes 0x18 and returns the channel closed by
-// the next banner.
-func (s *Stage) beginReset() (<-chan struct{}, error) {
-	s.mu.Lock()
-	s.resetting = true
-	bch := s.banner
-	crit := s.critMsg
-	s.mu.Unlock()
+// the next banner. A reset already on its way (an Abort's, or another
+// call's) is let finish first, at most ReplyTimeout (or until ctx ends):
+// its banner must not be taken for this one's.
+func (s *Stage) beginReset(ctx context.Context) (<-chan struct{}, error) {
+	var bch, crit chan struct{}
+	for {
+		s.mu.Lock()
+		if !s.resetting {
+			s.resetting = true
+			bch, crit = s.banner, s.critMsg
+			s.mu.Unlock()
+			break
+		}
+		prev := s.banner
+		s.mu.Unlock()
+		if err := s.waitBanner(ctx, prev, s.cfg.ReplyTimeout); err != nil {
+			if errors.Is(err, motion.ErrTimeout) {
+				s.resetFailed(prev, err) // and send one of our own
+				continue
+			}
+			return nil, err
+		}
+	}
 	if crit != nil {
 		// After ALARM:1/2 GRBL pauses 500 ms, prints "[MSG:Reset to
 		// continue]" and then discards any reset received so far: wait for

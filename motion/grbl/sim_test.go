@@ -208,6 +208,40 @@ func TestSimResetWhileMovingRaisesAlarm3(t *testing.T) {
 	require.NoError(t, s.MoveTo(ctxTimeout(t, 10*time.Second), motion.Point{X: motion.MM(5)}, 6000))
 }
 
+// TestSimAbortResetsAtOnce: Abort writes the soft reset and returns before
+// the controller restarts, stopping a move dead; a second Abort sends
+// nothing; the Reset after it waits for that reset's banner, resets again,
+// and finds the controller in alarm (position lost).
+func TestSimAbortResetsAtOnce(t *testing.T) {
+	s, e := homed(t)
+	base := e.Counters().Resets
+	moved := make(chan error, 1)
+	go func() { moved <- s.MoveTo(context.Background(), motion.Point{X: motion.MM(280)}, 3000) }()
+	require.Eventually(t, e.Moving, 5*time.Second, time.Millisecond)
+
+	require.NoError(t, s.Abort())
+	require.NoError(t, s.Abort(), "idempotent")
+	select {
+	case err := <-moved:
+		assert.True(t, errors.Is(err, motion.ErrAlarm) || errors.Is(err, motion.ErrReset), "got %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("MoveTo did not end after the abort")
+	}
+	assert.Equal(t, 1, e.Counters().Resets-base, "one reset for two Aborts")
+	assert.Less(t, e.Position().X, motion.MM(280), "stopped dead, short of the target")
+
+	err := s.Reset(ctxTimeout(t, 5*time.Second))
+	if err != nil {
+		require.ErrorIs(t, err, motion.ErrAlarm)
+	}
+	assert.Equal(t, 2, e.Counters().Resets-base, "the Reset's own, after the Abort's banner")
+	st, err := s.Status(ctxTimeout(t, 2*time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, motion.StateAlarm, st.State, "a reset mid-move loses the position")
+	require.NotNil(t, s.Alarm())
+	require.NoError(t, s.Unlock(ctxTimeout(t, 2*time.Second)), "no banner left over to fail the next line")
+}
+
 func TestSimSoftLimitAlarm(t *testing.T) {
 	s, e := homed(t)
 	err := s.MoveTo(ctxTimeout(t, 5*time.Second), motion.Point{X: motion.MM(400)}, 3000)

@@ -330,7 +330,7 @@ func (s *Stage) home(ctx context.Context, line string) error {
 // homing cycle) and waits, at most ReplyTimeout, for the banner so that the
 // stream does not stay blocked if none comes.
 func (s *Stage) abortHoming() {
-	bch, err := s.beginReset()
+	bch, err := s.beginReset(context.Background())
 	if err != nil {
 		return
 	}
@@ -388,12 +388,13 @@ func (s *Stage) Resume(ctx context.Context) error {
 // alarm state: if the controller printed ALARM:N during the reset (ALARM:3
 // after a reset while moving: position lost, re-home) Reset returns an error
 // wrapping that *Alarm (motion.ErrAlarm), and the alarm stays latched. A
-// reset after which the controller is not in alarm clears the latch.
+// reset after which the controller is not in alarm clears the latch. After
+// an Abort it waits for that reset's banner first, then resets again.
 func (s *Stage) Reset(ctx context.Context) error {
 	s.mu.Lock()
 	base := s.alarmSeq
 	s.mu.Unlock()
-	bch, err := s.beginReset()
+	bch, err := s.beginReset(ctx)
 	if err != nil {
 		return fmt.Errorf("grbl: reset: %w", err)
 	}

@@ -1,6 +1,6 @@
 // Package motiontest is a scriptable motion.Stage for unit tests: moves and
 // homing take a set time (use testing/synctest for a fake clock), and the
-// stage records the calls that matter to a stop (Halt, Hold, Reset, ...) in
+// stage records the calls that matter to a stop (Halt, Abort, Hold, Reset, ...) in
 // order, so a test can assert "held, then reset" or "reset at once". It
 // behaves like a GRBL controller where a stop depends on it:
 //
@@ -9,7 +9,7 @@
 //     executes no move until Resume or Reset;
 //   - Reset while the stage moves (or decelerates, or homes) stops it dead
 //     and raises an alarm (position lost); Reset after Hold:0 keeps the
-//     position and raises none;
+//     position and raises none; Abort does the same without blocking;
 //   - a cancelled MoveTo halts the stage (the driver's abort hook) and a
 //     cancelled Home resets it (GRBL ignores a feed hold while homing).
 //
@@ -424,6 +424,26 @@ func (s *Stage) Resume(context.Context) error {
 	if s.state == motion.StateHold {
 		s.state, s.sub = motion.StateRun, -1
 		s.wakeLocked()
+	}
+	return nil
+}
+
+// Abort is the soft reset at once (motion.Stage.Abort): a moving stage
+// stops dead in alarm (position lost), a held or idle one becomes Idle,
+// an alarm stays. It does not block; the Reset after it completes the
+// restart, as GRBL's does.
+func (s *Stage) Abort() error {
+	if err := s.begin("Abort"); err != nil {
+		return fmt.Errorf("motiontest: abort: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.wakeLocked()
+	switch {
+	case s.movingLocked():
+		s.state, s.sub = motion.StateAlarm, -1
+	case s.state != motion.StateAlarm:
+		s.state, s.sub = motion.StateIdle, -1
 	}
 	return nil
 }
