@@ -24,8 +24,9 @@ const DefaultLightLevel = 0.8
 // switching, so it is refused during a run or another operation and while
 // the machine is latched; the light then stays on until a console switches
 // it off, a Stop, a run starting, or 90% of the watchdog's maximum on-time
-// (so that the watchdog never faults). Switching off works whenever no
-// operation holds the machine (a run switches the light itself: stop it).
+// (so that the watchdog never faults). Switching off always works: off is
+// the safe state. During a run it is logged, because the run switches the
+// light on again at its next site (a capture it interrupts may be dark).
 func (d *Daemon) SetLight(on bool, level float64) error {
 	if level != 0 && !recipe.ValidLightLevel(level) {
 		return fmt.Errorf("daemon: light level %g: %w", level, errLightLevel)
@@ -38,7 +39,8 @@ func (d *Daemon) SetLight(on bool, level float64) error {
 	d.mu.Unlock()
 	if !on {
 		if busy := d.Machine.Busy(); busy != "" {
-			return fmt.Errorf("daemon: light off refused: %w: %s in progress switches the light itself (stop it)", machine.ErrBusy, busy)
+			d.log.Noticef("light switched off by a console during %s", busy)
+			d.notice("light switched off during %s: it switches the light on again when it needs it (stop it to keep it off)", busy)
 		}
 		d.stopLightTimer()
 		return d.light.Off()
