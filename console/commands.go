@@ -243,7 +243,9 @@ func cmdHome(s *session, ctx context.Context, _ Command) {
 		s.errorf("home refused: %s in progress (stop it, or wait for it to end)", busy)
 		return
 	}
-	s.print("homing...")
+	if st := s.m.Status(ctx); st.Homes && !st.Machine.Latched() {
+		s.print("homing...") // a refusal (latched, no switches) comes at once, without it
+	}
 	if err := s.m.Home(ctx); err != nil {
 		s.failed("home", err)
 		return
