@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,6 +234,100 @@ func TestSignalsFromTheFirstInstant(t *testing.T) {
 			assert.Equal(t, "canceled", readRun(t, data)["state"])
 		}
 	}
+}
+
+// TestCtrlCStopsABackgroundRun: a script that starts `waferd run ... &`
+// starts it with SIGINT ignored (a shell without job control ignores
+// SIGINT and SIGQUIT in its asynchronous commands, POSIX "Signals and
+// Error Handling"), and a child keeps its ignored signals across exec. Go's
+// runtime leaves an ignored SIGINT ignored unless signal.Notify asks for it
+// (os/signal: "If the program was started with SIGHUP or SIGINT ignored,
+// and Notify is called for either signal, a signal handler will be
+// installed for that signal and it will no longer be ignored"); waferd
+// asks from its first instant, so a SIGINT to the background job still
+// stops the run, exit 3, recorded canceled. Without that Notify the SIGINT
+// would be dropped by the kernel and the run would complete (exit 0): the
+// test first checks, on a probe started the same way, that the shell does
+// ignore SIGINT in its background jobs, then that waferd no longer does.
+func TestCtrlCStopsABackgroundRun(t *testing.T) {
+	const script = `"$0" "$@" & echo "pid $!"; wait $!; echo "exit $?"`
+
+	// The premise: the same shell starts its background job with SIGINT
+	// ignored (otherwise this test would not test the Notify).
+	probe, err := exec.Command("sh", "-c", `grep '^SigIgn:' /proc/self/status & wait $!`).Output()
+	require.NoError(t, err)
+	require.True(t, sigintIgnored(t, string(probe)),
+		"sh must start its background jobs with SIGINT ignored (POSIX, no job control): %q", probe)
+
+	data := t.TempDir()
+	cmd := exec.Command("sh", "-c", script, waferdBin, "run", "--sim", "--recipe", repoFile("examples", "recipes", "demo.toml"), "--data", data, "--time-scale", "5")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr lockedBuffer // read before Wait, in failure messages
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	// The shell and waferd share stdout: "pid N" from the shell, the sites
+	// from waferd, then "exit N" from the shell. Each is one write.
+	pid := 0
+	t.Cleanup(func() {
+		if pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL) // a no-op once it has exited
+		}
+	})
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if p, ok := strings.CutPrefix(sc.Text(), "pid "); ok {
+			pid, err = strconv.Atoi(p)
+			require.NoError(t, err)
+		}
+		if strings.HasPrefix(sc.Text(), "site 1/") {
+			break
+		}
+	}
+	require.NotZero(t, pid, "no pid from the shell; stdout %v\nstderr:\n%s", lines, stderr.String())
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err, "waferd ended before its first site was done; stdout %v\nstderr:\n%s", lines, stderr.String())
+	assert.False(t, sigintIgnored(t, string(status)), "waferd's Notify installs a handler for the ignored SIGINT")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGINT))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("waferd did not stop after SIGINT; stdout %v\nstderr:\n%s", lines, stderr.String())
+	}
+	require.NoError(t, cmd.Wait(), "stderr:\n%s", stderr.String())
+	require.NotEmpty(t, lines)
+	assert.Equal(t, "exit 3", lines[len(lines)-1], "exit status 3 = canceled; stdout %v\nstderr:\n%s", lines, stderr.String())
+	m := readRun(t, data)
+	assert.Equal(t, "canceled", m["state"])
+	assert.Equal(t, "operator: interrupt", m["reason"])
+}
+
+// sigintIgnored reports whether the SigIgn line of a /proc/PID/status
+// text has SIGINT's bit set.
+func sigintIgnored(t *testing.T, status string) bool {
+	t.Helper()
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			require.NoError(t, err, "%q", line)
+			return mask&(1<<(uint(syscall.SIGINT)-1)) != 0
+		}
+	}
+	t.Fatalf("no SigIgn line in %q", status)
+	return false
 }
 
 // TestSIGINTThenSIGTERM sends Ctrl-C, then SIGTERM, to a run on the
