@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -462,6 +463,12 @@ func TestSaveRecipe(t *testing.T) {
 	rec, err := r.D.LoadRecipe("mine")
 	require.NoError(t, err)
 	assert.Len(t, rec.Sites, 1)
+
+	// A FIFO (or a device) where a recipe file belongs: refused at once,
+	// not read without end or blocked on.
+	require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "fifo.toml"), 0o644))
+	_, err = r.D.RecipeText("fifo")
+	assert.ErrorContains(t, err, "not a regular file")
 
 	for _, name := range []string{"../x", ".hidden", "a/b", ""} {
 		_, err := r.D.SaveRecipe(name, []byte(daemontest.Recipe))

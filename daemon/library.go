@@ -17,6 +17,7 @@ import (
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/atomicfile"
+	"github.com/waferd/waferd/internal/tomlfile"
 )
 
 // checkRecipeName refuses names with a path separator or "..", and hidden
@@ -62,7 +63,7 @@ func (d *Daemon) RecipeText(name string) ([]byte, error) {
 		}
 		return data, nil
 	}
-	data, err := os.ReadFile(filepath.Join(dir, file))
+	data, err := tomlfile.ReadFile(filepath.Join(dir, file)) // bounded, regular files only
 	if err != nil {
 		return nil, fmt.Errorf("daemon: recipe %q: %w", name, err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/waferd/waferd/gem"
 	"github.com/waferd/waferd/gem/gemhost"
+	"github.com/waferd/waferd/internal/tomlfile"
 )
 
 // cmdGemHost is a factory host for people: it connects to a waferd (or any
@@ -367,7 +368,7 @@ func (g *gemHostCLI) command(line string) (quit bool) {
 			g.say("error: put FILE [NAME]")
 			return false
 		}
-		data, err := os.ReadFile(args[0])
+		data, err := tomlfile.ReadFile(args[0]) // a recipe: bounded, regular files only
 		if err != nil {
 			fail(err)
 			return false
