@@ -99,6 +99,7 @@ func checkDataDir(t *testing.T, data string, settled bool, checked map[string]st
 			SitesDone int    `json:"sites_done"`
 			Complete  bool   `json:"complete"`
 			Sites     []struct {
+				Index  int    `json:"index"`
 				Status string `json:"status"`
 				Result string `json:"result"`
 				Image  string `json:"image"`
@@ -130,6 +131,23 @@ func checkDataDir(t *testing.T, data string, settled bool, checked map[string]st
 				// Every site whose result file exists counts as done.
 				files, _ := filepath.Glob(filepath.Join(dir, "sites", "*.json"))
 				assert.Len(t, files, run.SitesDone, "%s: the sites it finished", dir)
+			}
+			// Every site image (sites/NNNN.png, inspection/results) has
+			// its site record: a done site that names it. An image a kill
+			// left without its defect list is removed by the restart.
+			images, _ := filepath.Glob(filepath.Join(dir, "sites", "*.png"))
+			assert.Len(t, images, run.SitesDone, "%s: site images, one per site done", dir)
+			recorded := map[string]bool{}
+			for _, s := range run.Sites {
+				if s.Status == "done" {
+					recorded[s.Image] = true
+				}
+			}
+			for _, img := range images {
+				rel := "sites/" + filepath.Base(img)
+				n, err := strconv.Atoi(strings.TrimSuffix(filepath.Base(img), ".png"))
+				assert.NoError(t, err, "%s/%s: site images are named sites/NNNN.png", dir, rel)
+				assert.True(t, recorded[rel], "%s/%s (site %d) has no site record", dir, rel, n)
 			}
 		}
 		if wm, err := os.Open(filepath.Join(dir, "wafermap.png")); err == nil {
