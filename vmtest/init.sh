@@ -13,7 +13,8 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 [ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 say() { echo "WAFERD-VM: $*"; }
 
-say "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s)"
+# The uptime: how long the kernel took to reach /init under emulation.
+say "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s), /init at $(cut -d' ' -f1 /proc/uptime)s"
 while read -r mod args; do
 	insmod "/lib/modules/$mod" $args || say "insmod $mod failed"
 done < /lib/modules/load.order

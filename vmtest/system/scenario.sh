@@ -7,6 +7,11 @@
 # "SYSTEST: FIGURE ..." for measured times on the serial console, then
 # "SYSTEST: DONE" and powers the VM off.
 #
+# A check's name is the same in its PASS and its FAIL line and comes first:
+# what varies (a PID, a run, a time) follows it in parentheses or after
+# ": ". vmtest/system.sh lists every name and fails on a check that
+# reported nothing: a check added here is added to that list.
+#
 # The devices, as waferd.toml names them:
 #   stage    /dev/ttyS1, wired by qemu to /dev/ttyS2 where vmhelper serves
 #            the GRBL emulator (systemd-run unit grblsim)
@@ -49,10 +54,10 @@ started() {
 	local r
 	if r=$($H run $DATA running 1 60s); then
 		cur=${r%% *}
-		pass "$1: run $cur in progress"
+		pass "$1: run in progress ($cur)"
 	else
 		cur=none
-		fail "$1: no run in progress: $r"
+		fail "$1: run in progress: none: $r"
 	fi
 }
 waitrun() { $H run $DATA/runs/$cur "$@"; }
@@ -73,7 +78,7 @@ SIM=/sys/kernel/config/gpio-sim/waferd
 line() { echo "/sys/devices/platform/$(cat $SIM/dev_name)/$(cat $SIM/bank0/chip_name)/sim_gpio$1"; }
 LIGHT=0 BUTTON=1 ESTOP=2
 
-echo "SYSTEST: BEGIN $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2)"
+echo "SYSTEST: BEGIN $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2) $(at)"
 
 # --- install ---------------------------------------------------------------
 check "install: dpkg -i the amd64 package" dpkg -i $T/waferd.deb
@@ -92,7 +97,7 @@ udevadm settle
 echo pull-up >"$(line $BUTTON)/pull"  # the button is open: pulled up
 echo pull-down >"$(line $ESTOP)/pull" # the e-stop's closed contact holds it low
 chip=/dev/$(cat $SIM/bank0/chip_name)
-check "board: gpio-sim chip $chip is root:gpio 0660 (waferd's udev rule)" sh -c "[ \"\$(stat -c %G:%a $chip)\" = gpio:660 ]"
+check "board: the gpio-sim chip is root:gpio 0660 (waferd's udev rule: $chip)" sh -c "[ \"\$(stat -c %G:%a $chip)\" = gpio:660 ]"
 # The administrator gives the hardware watchdog to waferd (README), and
 # allows the board's UARTs (waferd.service: DeviceAllow= in a drop-in).
 echo 'KERNEL=="watchdog[0-9]*", GROUP="waferd", MODE="0660"' >/etc/udev/rules.d/61-waferd-watchdog.rules
@@ -117,7 +122,7 @@ t0=$(now)
 if systemctl start waferd; then
 	pass "start: systemctl start returned (Type=notify: READY=1) after $(ms $t0 $(now)) ms"
 else
-	fail "start: systemctl start waferd failed: $(journalctl -u waferd -b --no-pager | tail -5 | tr '\n' ' ')"
+	fail "start: systemctl start returned: it failed: $(journalctl -u waferd -b --no-pager | tail -5 | tr '\n' ' ')"
 fi
 check "start: active (running)" sh -c '[ "$(systemctl show -p ActiveState,SubState --value waferd | tr "\n" " ")" = "active running " ]'
 check "start: as user waferd, watchdog armed" sh -c '[ "$(ps -o user= -p '"$(mainpid)"')" = waferd ] && [ "$(systemctl show -p WatchdogUSec --value waferd)" = 20s ]'
@@ -133,9 +138,10 @@ case $r in *'"button'*) pass "button: reason ($r)" ;; *) fail "button: reason: $
 check "button: light line low" [ "$(cat "$(line $LIGHT)/value")" = 0 ]
 hold=$(journalctl -u grblsim -o cat --no-pager | awk -v t="$press" '$1 == "RT" && $2 == "!" && $3 >= t {print $3; exit}')
 if [ -n "$hold" ]; then
+	pass "button: feed hold reached the emulator"
 	figure "button edge (pull written) -> '!' read by the emulator over the UART: $(((hold - press) / 1000)) us"
 else
-	fail "button: no feed hold reached the emulator after the press"
+	fail "button: feed hold reached the emulator: none after the press"
 fi
 $H write "$(line $BUTTON)/pull" pull-up >/dev/null
 sleep 0.5 # released for longer than the debounce time
@@ -173,7 +179,7 @@ r=$(lastrun)
 case $r in *'"shutdown'*) pass "stop: reason ($r)" ;; *) fail "stop: reason: $r" ;; esac
 check "stop: exit status 0" [ "$(prop ExecMainStatus)" = 0 ]
 check "stop: result success" [ "$(prop Result)" = success ]
-if [ "$took" -lt 20000 ]; then pass "stop: within TimeoutStopSec=20s ($took ms)"; else fail "stop: took $took ms"; fi
+if [ "$took" -lt 20000 ]; then pass "stop: within TimeoutStopSec=20s ($took ms)"; else fail "stop: within TimeoutStopSec=20s: took $took ms"; fi
 figure "systemctl stop mid-run -> stopped: $took ms"
 
 # --- frozen: systemd's watchdog ------------------------------------------------------
@@ -198,9 +204,9 @@ while [ $i -lt 600 ] && { [ "$(mainpid)" = "$old" ] || [ "$(mainpid)" = 0 ] || !
 done
 new=$(mainpid)
 if [ "$new" != "$old" ] && [ "$new" != 0 ] && systemctl is-active -q waferd; then
-	pass "watchdog: frozen daemon $old killed and restarted as $new after $(ms $t0 $(now)) ms"
+	pass "watchdog: frozen daemon killed and restarted ($old -> $new after $(ms $t0 $(now)) ms)"
 else
-	fail "watchdog: not restarted within 60 s (MainPID $new, $(systemctl show -p ActiveState,SubState,Result --value waferd | tr '\n' ' '))"
+	fail "watchdog: frozen daemon killed and restarted: not within 60 s (MainPID $new, $(systemctl show -p ActiveState,SubState,Result --value waferd | tr '\n' ' '))"
 fi
 figure "SIGSTOP -> restarted and READY: $(ms $t0 $(now)) ms (WatchdogSec=8s, RestartSec=2s)"
 check "watchdog: NRestarts went up" [ "$(prop NRestarts)" -gt "$restarts" ]
@@ -214,7 +220,7 @@ for s in button estop shutdown; do
 	l=$(echo "$jw" | grep -m1 "stop requested: stopped: $s")
 	case $l in
 	"<4> "*) pass "journal: the $s stop at priority warning ($l)" ;;
-	*) fail "journal: the $s stop not at warning: '$l'" ;;
+	*) fail "journal: the $s stop at priority warning: got '$l'" ;;
 	esac
 done
 check "journal: the e-stop latch at priority error" sh -c "echo \"\$1\" | grep -q '^<3> .*machine estop'" - "$jw"
@@ -228,7 +234,7 @@ check "upgrade: dpkg -i the newer package" dpkg -i $T/waferd-new.deb
 check "upgrade: the running daemon was not restarted (MainPID $pid)" [ "$(mainpid)" = "$pid" ]
 check "upgrade: still active" systemctl is-active -q waferd
 after=$(waferd version)
-if [ "$after" != "$before" ]; then pass "upgrade: new binary ($before -> $after)"; else fail "upgrade: binary still $after"; fi
+if [ "$after" != "$before" ]; then pass "upgrade: new binary ($before -> $after)"; else fail "upgrade: new binary: still $after"; fi
 check "upgrade: the edited configuration kept" cmp -s $T/waferd.toml /etc/waferd/waferd.toml
 
 # --- purge ------------------------------------------------------------------------
