@@ -340,6 +340,13 @@ func (d *Daemon) Hurry(detail string) { d.Machine.Hurry(detail) }
 // stage heartbeat on every answer (and while a self-reconnecting stage's
 // link is down, see New). During homing the GRBL driver answers from what
 // it knows without asking the controller, which ignores '?' then.
+//
+// While the stage reports motion (a move or a homing cycle under way) it
+// also beats the runner's heartbeat: a run waiting for its stage is not a
+// stuck runner, and a homing cycle (bounded by stage.homing_timeout_ms,
+// 60 s) or a long slow move may outlast the runner's limit
+// (runner_heartbeat_ms, 30 s; a stock GRBL homes 300 mm at its 500 mm/min
+// seek rate in about 36 s). The runner beats at every step otherwise.
 func (d *Daemon) pollStage(ctx context.Context) error {
 	poll := config.MS(d.opts.Config.Stage.PollMS)
 	t := time.NewTicker(poll)
@@ -351,10 +358,13 @@ func (d *Daemon) pollStage(ctx context.Context) error {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, 4*poll)
-		_, err := d.opts.Devices.Stage.Status(pctx)
+		st, err := d.opts.Devices.Stage.Status(pctx)
 		cancel()
 		if err == nil || d.Machine.LinkDown() && errors.Is(err, motion.ErrLinkLost) {
 			d.stageHB.Beat()
+		}
+		if err == nil && !st.Stopped() {
+			d.runHB.Beat() // paused outside runs
 		}
 		if err != nil && ctx.Err() == nil {
 			d.log.Debugf("stage status: %v", err)

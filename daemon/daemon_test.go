@@ -100,6 +100,62 @@ func TestLightLeaseExpiryFaultsTheRun(t *testing.T) {
 	assert.Equal(t, gpio.Low, r.Light(), "light switched off")
 }
 
+// TestASlowHomingIsNotAStuckRunner: a run's homing cycle may outlast the
+// runner's heartbeat limit (a stock GRBL homes 300 mm in about 36 s; the
+// limit is 30 s): the stage poll sees it homing and vouches for the runner.
+// Checked where the homing ends, at the run's first move (the rest of the
+// run, with a 300 ms limit under the race detector, is not this test's).
+func TestASlowHomingIsNotAStuckRunner(t *testing.T) {
+	var r *daemontest.Rig
+	atMove := make(chan machine.State, 1)
+	r = daemontest.New(t, daemontest.Options{HomeTime: 1500 * time.Millisecond,
+		Config: func(c *config.Config) { c.Watchdog.RunnerHeartbeatMS = 300 },
+		OnStep: func(s inspection.Step, _ int) {
+			if s == inspection.StepMove {
+				select {
+				case atMove <- r.D.Machine.State():
+					r.D.Stop(stop.Operator, "test: homed")
+				default:
+				}
+			}
+		},
+	})
+	require.False(t, r.D.Machine.Trusted(), "the run homes first")
+	require.NoError(t, r.D.StartRun(context.Background(), r.Recipe))
+	out := result(t, r)
+	select {
+	case st := <-atMove:
+		assert.Equal(t, machine.Running, st, "not stopped during the homing")
+	default:
+		t.Fatalf("the run did not reach its first move: %s (%s)", out.Outcome, out.Reason)
+	}
+}
+
+// TestAStuckRunnerTripsTheWatchdog: a runner that stops taking steps while
+// the stage stands still is stopped by the watchdog.
+func TestAStuckRunnerTripsTheWatchdog(t *testing.T) {
+	stopped := make(chan struct{})
+	var once, stuck sync.Once
+	r := daemontest.New(t, daemontest.Options{
+		Config: func(c *config.Config) { c.Watchdog.RunnerHeartbeatMS = 300 },
+		Events: func(e control.Event) {
+			if e.Kind == control.StopRequested {
+				once.Do(func() { close(stopped) })
+			}
+		},
+		OnStep: func(s inspection.Step, site int) {
+			if s == inspection.StepSave && site == 2 {
+				stuck.Do(func() { <-stopped }) // a hung disk, say, until the machine stops the run
+			}
+		},
+	})
+	require.NoError(t, r.D.StartRun(context.Background(), r.Recipe))
+	out := result(t, r)
+	assert.Equal(t, machine.Aborted, out.Outcome)
+	assert.Contains(t, out.Reason, "watchdog: runner")
+	assert.Equal(t, machine.Faulted, r.D.Machine.State())
+}
+
 func TestTemperatureAlarmStopsTheRun(t *testing.T) {
 	zone := filepath.Join(t.TempDir(), "temp")
 	require.NoError(t, os.WriteFile(zone, []byte("45000\n"), 0o644))

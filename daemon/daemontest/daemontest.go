@@ -8,6 +8,7 @@
 package daemontest
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"strings"
@@ -96,10 +97,13 @@ type Options struct {
 	// Reach and LinkNoise are passed to daemon.Devices.
 	Reach     func(motion.Point) motion.Point
 	LinkNoise func() string
+	// HomeTime is how long the stage's homing cycle takes (default 50 ms).
+	HomeTime time.Duration
 }
 
-// New makes a daemon on fake devices (moves take 20 ms, homing 50 ms) and
-// starts it; it is shut down when the test ends.
+// New makes a daemon on fake devices (moves take 20 ms, homing 50 ms
+// unless o.HomeTime says) and starts it; it is shut down when the test
+// ends.
 func New(t testing.TB, o Options) *Rig {
 	t.Helper()
 	cfg := config.Default()
@@ -119,7 +123,7 @@ func New(t testing.TB, o Options) *Rig {
 	require.NoError(t, err)
 	r := &Rig{
 		Config: cfg, Store: store, Notes: &Notes{},
-		Stage:     motiontest.New(20*time.Millisecond, 50*time.Millisecond),
+		Stage:     motiontest.New(20*time.Millisecond, cmp.Or(o.HomeTime, 50*time.Millisecond)),
 		Camera:    cameratest.New(160, 160, 10),
 		LightPin:  &gpiotest.Pin{N: "LIGHT", Num: 1},
 		ButtonPin: &gpiotest.Pin{N: "BUTTON", Num: 2, EdgesChan: make(chan gpio.Level, 16)},
