@@ -529,11 +529,14 @@ func (b *Board) Close() error {
 // ExpectedLimits are the limits recipes are validated against before the
 // board is opened: the simulated board's when [sim] is enabled, else the
 // configured stage travel and feed and the configured camera's field of
-// view. Open's Board.Limits may differ only where a real camera chose
-// another frame size than configured.
+// view; with the longest exposure the watchdog allows (ExposureLimit).
+// Open's Board.Limits may differ only where a real camera chose another
+// frame size than configured.
 func ExpectedLimits(cfg *config.Config) recipe.Limits {
 	if cfg.Sim.Enabled {
-		return sim.Config{}.Limits()
+		lim := sim.Config{}.Limits()
+		lim.MaxExposure = ExposureLimit(cfg)
+		return lim
 	}
 	lim := recipe.Limits{
 		Travel: cfg.Stage.Travel(),
@@ -541,10 +544,21 @@ func ExpectedLimits(cfg *config.Config) recipe.Limits {
 			X: motion.Distance(float64(cfg.Camera.Width) * cfg.Camera.PixelUM),
 			Y: motion.Distance(float64(cfg.Camera.Height) * cfg.Camera.PixelUM),
 		},
-		MaxFeed: motion.Speed(cfg.Stage.MaxFeedMMMin),
+		MaxFeed:     motion.Speed(cfg.Stage.MaxFeedMMMin),
+		MaxExposure: ExposureLimit(cfg),
 	}
 	if cfg.Camera.Device == config.SimDevice {
 		lim.MinPitch = sim.MinDiePitch
 	}
 	return lim
+}
+
+// ExposureLimit is the longest exposure a recipe may ask of this machine
+// (recipe.Limits.MaxExposure; the program sets it on the Board's Limits):
+// half the shorter of the light's maximum on-time and the camera's
+// heartbeat limit ([watchdog] light_max_on_ms, camera_heartbeat_ms), so
+// that a normal capture, light on around it, can never look like a light
+// left on or a hung camera and fault the machine.
+func ExposureLimit(cfg *config.Config) time.Duration {
+	return min(config.MS(cfg.Watchdog.LightMaxOnMS), config.MS(cfg.Watchdog.CameraHeartbeatMS)) / 2
 }

@@ -83,6 +83,7 @@ func TestBadInputIsOneLine(t *testing.T) {
 	shortArray := write("short.toml", strings.Replace(smallRecipe, "center_mm = [150.0, 150.0]", "center_mm = [150.0]", 1))
 	fine := write("fine.toml", strings.Replace(smallRecipe, "pitch_mm = [10.0, 10.0]", "pitch_mm = [0.15, 10.0]", 1))
 	nanDiameter := write("nan.toml", strings.Replace(smallRecipe, "diameter_mm = 50.0", "diameter_mm = nan", 1))
+	longExposure := write("exposure.toml", strings.Replace(smallRecipe, "exposure_ms = 2", "exposure_ms = 2000", 1))
 	sim := "[sim]\nenabled = true\n[data]\ndir = \"" + dir + "\"\n"
 	shortTravel := write("travel.toml", sim+"[stage]\ntravel_max_mm = [300.0]\n")
 	longHold := write("hold.toml", sim+"[runner]\nhold_timeout_ms = 30000\n")
@@ -98,6 +99,7 @@ func TestBadInputIsOneLine(t *testing.T) {
 		{[]string{"run", "--recipe", dir}, "waferd run: recipe: " + dir + ": not a regular file (a directory): give a TOML file"},
 		{[]string{"run", "--recipe", shortArray}, "waferd run: recipe: " + shortArray + ":5: wafer.center_mm: expected an array of 2 numbers, found an array of 1 element"},
 		{[]string{"run", "--recipe", nanDiameter}, "waferd run: recipe: " + nanDiameter + ":4: wafer.diameter_mm: expected a finite number, found nan"},
+		{[]string{"run", "--recipe", longExposure}, "waferd run: recipe: " + longExposure + ":11: capture.exposure_ms: 2000 ms is longer than this machine's watchdog allows, 1500 ms (half the shorter of [watchdog] light_max_on_ms and camera_heartbeat_ms)"},
 		{[]string{"run", "--recipe", fine}, "waferd run: recipe: " + fine + ":7: dies.pitch_mm: X: 0.15 mm is less than the 0.201mm this camera can image"},
 		{[]string{"serve", "--config", shortTravel}, "waferd serve: config: " + shortTravel + ":6: stage.travel_max_mm: expected an array of 2 numbers, found an array of 1 element"},
 		{[]string{"serve", "--config", longHold}, "waferd serve: config: " + longHold + ":6: runner.hold_timeout_ms: a safe stop could take hold_timeout_ms 30000 + reset_timeout_ms 3000 + 4s (camera, results, exit) = 37s, not below the unit's TimeoutStopSec=20s"},

@@ -116,6 +116,8 @@ func openMachine(ctx context.Context, cfg *config.Config, o machineOptions) (*wi
 		return nil, errors.Join(err, m.closeHW())
 	}
 	b := m.board
+	// The watchdog's limits are the configuration's, not the board's.
+	b.Limits.MaxExposure = board.ExposureLimit(cfg)
 	if !cfg.Sim.Enabled {
 		m.log.Infof("board: %v", b)
 		if len(b.Simulated) > 0 {

@@ -114,6 +114,9 @@ type Limits struct {
 	// synthetic camera draws 100 µm scribe lines on both sides of a die;
 	// 0: no minimum).
 	MinPitch motion.Distance
+	// MaxExposure is the longest exposure the machine's watchdog lets a
+	// capture take (see board.ExposureLimit; 0: only the 10 s bound).
+	MaxExposure time.Duration
 }
 
 // Bounds of a recipe that keep every value far from overflow and every
@@ -232,8 +235,12 @@ func build(path string, tf *tomlfile.File, f *File, lim Limits) (*Recipe, error)
 	r.DiePitch = motion.Point{X: motion.MM(f.Dies.PitchMM[0]), Y: motion.MM(f.Dies.PitchMM[1])}
 
 	c := f.Capture
-	if !missing["capture.exposure_ms"] && (c.ExposureMS <= 0 || c.ExposureMS > 10000) {
+	switch {
+	case missing["capture.exposure_ms"]:
+	case c.ExposureMS <= 0 || c.ExposureMS > 10000:
 		bad("capture.exposure_ms", "must be in (0, 10000] ms (got %g)", c.ExposureMS)
+	case lim.MaxExposure > 0 && c.ExposureMS > float64(lim.MaxExposure.Milliseconds()):
+		bad("capture.exposure_ms", "%g ms is longer than this machine's watchdog allows, %d ms (half the shorter of [watchdog] light_max_on_ms and camera_heartbeat_ms)", c.ExposureMS, lim.MaxExposure.Milliseconds())
 	}
 	if !missing["capture.light_level"] && !ValidLightLevel(c.LightLevel) {
 		bad("capture.light_level", "must be a fraction from 0.01 to 1 in steps of 0.01 (1%%) (got %g)", c.LightLevel)
