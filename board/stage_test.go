@@ -3,6 +3,7 @@ package board
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,7 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/waferd/waferd/config"
+	"github.com/waferd/waferd/inspection"
+	"github.com/waferd/waferd/inspection/recipe"
+	"github.com/waferd/waferd/inspection/results"
 	"github.com/waferd/waferd/internal/logging"
+	"github.com/waferd/waferd/machine"
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/sim"
 	"github.com/waferd/waferd/sim/grblsim"
@@ -99,72 +104,65 @@ func TestOpenLogsDriverDiagnostics(t *testing.T) {
 	assert.Positive(t, b.Stage.Noise().Garbled)
 }
 
-// run61 is the stage's part of a 61-site run on the simulated board: home,
-// then for every site move (to a target off the 800 steps/mm grid), ask
-// the status and capture a lit frame, as the runner does. It returns the
-// first error and the sites done; the driver's log goes to logs.
-func run61(t *testing.T, noise float64, seed uint64, logs *logBuf, cut func(site int, b *Board)) (int, error) {
+// run61 runs the demo recipe's 61 sites on the simulated board through
+// the machine and the runner, as waferd does, over a link corrupting
+// noise of the controller's lines (seeded). cut, if set, is called at the
+// start of every site's move (from the run's goroutine). The driver's log
+// goes to logs.
+func run61(t *testing.T, noise float64, seed uint64, logs *logBuf, cut func(site int, b *Board)) inspection.Result {
 	t.Helper()
-	log := logging.New(logs, logging.Options{Level: logging.Info}).For("grbl")
+	log := logging.New(logs, logging.Options{Level: logging.Info})
 	cfg := SimConfig{
-		Sim:  sim.Config{TimeScale: 20, FrameWidth: 32, FrameHeight: 32, LinkNoise: noise, LinkNoiseSeed: seed},
-		GRBL: GRBLLog(fastGRBL(), log),
+		Sim:  sim.Config{TimeScale: 20, LinkNoise: noise, LinkNoiseSeed: seed},
+		GRBL: GRBLLog(fastGRBL(), log.For("grbl")),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	b, err := OpenSim(ctx, cfg)
 	require.NoError(t, err)
 	defer b.Close()
-	if err := b.Stage.Home(ctx); err != nil {
-		return 0, err
-	}
-	for i := range 61 {
-		if cut != nil {
-			cut(i, b)
-		}
-		// A wafer's dies, 10.2431 mm apart: hardly any on the grid.
-		p := motion.Point{X: motion.MM(100 + 10.2431*float64(i%9)), Y: motion.MM(100 + 10.2431*float64(i/9))}
-		if err := b.Stage.MoveTo(ctx, p, 6000); err != nil {
-			return i, fmt.Errorf("site %d: %w", i, err)
-		}
-		st, err := b.Stage.Status(ctx)
-		if err != nil {
-			return i, fmt.Errorf("site %d: status: %w", i, err)
-		}
-		if want := b.Stage.Reach(p); st.XY() != want || st.State != motion.StateIdle {
-			return i, fmt.Errorf("site %d: %v, want Idle at %v", i, st, want)
-		}
-		if err := b.Light.On(1); err != nil {
-			return i, err
-		}
-		f, err := b.Camera.Capture(ctx, time.Millisecond)
-		if err != nil {
-			return i, fmt.Errorf("site %d: capture: %w", i, err)
-		}
-		f.Release()
-		if err := b.Light.Off(); err != nil {
-			return i, err
-		}
-	}
+	rec, err := recipe.Load(filepath.Join("..", "examples", "recipes", "demo.toml"), b.Limits)
+	require.NoError(t, err)
+	require.Len(t, rec.Sites, 61)
+	store, err := results.Open(t.TempDir())
+	require.NoError(t, err)
+	m := machine.New(machine.Config{Stage: b.Stage, Light: b.Light, HoldTimeout: 5 * time.Second, ResetTimeout: 3 * time.Second, Log: log.For("machine")})
+	defer m.Close()
+	r := &inspection.Runner{Stage: b.Stage, Light: b.Light, Camera: b.Camera, Store: store, Log: log.For("runner"),
+		OnStep: func(s inspection.Step, site int) {
+			if s == inspection.StepMove && cut != nil {
+				cut(site, b)
+			}
+		}}
+	c, err := m.Claim(ctx, "run demo")
+	require.NoError(t, err)
+	defer c.Release()
+	res, err := r.Run(c, rec)
+	require.NoError(t, err)
 	if n := b.Stage.Noise(); n.Any() {
 		t.Logf("noise %.0f%%: emulator corrupted %d lines; driver: %v", noise*100, b.Sim.Emulator.Counters().Corrupted, n)
 	}
-	return 61, nil
+	return res
 }
 
-// TestRun61OverNoisyLink: a 61-site run completes over a link that
-// corrupts 1 % of the controller's lines, and the log says there was
+// TestRun61OverNoisyLink: the demo's 61-site run completes over a link
+// that corrupts 1 % of the controller's lines, and the log says there was
 // noise; over a clean link it completes with no noise line in the log.
+// With -short (the ARM suites) only the first noisy run: a clean run's
+// log is also checked by cmd/waferd's TestRunCompletes.
 func TestRun61OverNoisyLink(t *testing.T) {
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		noise float64
 		seed  uint64
 	}{{0.01, 1}, {0.01, 2}, {0, 0}} {
+		if testing.Short() && i > 0 {
+			break
+		}
 		t.Run(fmt.Sprintf("noise %.0f%% seed %d", tc.noise*100, tc.seed), func(t *testing.T) {
 			logs := &logBuf{}
-			done, err := run61(t, tc.noise, tc.seed, logs, nil)
-			require.NoError(t, err, "log:\n%s", logs.String())
-			assert.Equal(t, 61, done)
+			res := run61(t, tc.noise, tc.seed, logs, nil)
+			require.Equal(t, machine.Completed, res.Outcome, "%s\nlog:\n%s", res.Reason, logs.String())
+			assert.Equal(t, 61, res.Done)
 			if tc.noise == 0 {
 				assert.Zero(t, logs.count("noise"), "log:\n%s", logs.String())
 			} else {
@@ -175,11 +173,11 @@ func TestRun61OverNoisyLink(t *testing.T) {
 }
 
 // TestRun61LinkCut: with the link cut mid-run (on a noisy link too) the
-// move in progress fails with the lost link, as before: the fault the
-// daemon latches.
+// run is aborted by the lost link, a fault, and the machine latched
+// Faulted, as before.
 func TestRun61LinkCut(t *testing.T) {
 	logs := &logBuf{}
-	done, err := run61(t, 0.01, 3, logs, func(site int, b *Board) {
+	res := run61(t, 0.01, 3, logs, func(site int, b *Board) {
 		if site == 20 {
 			go func() {
 				assert.Eventually(t, b.Sim.Emulator.Moving, 5*time.Second, time.Millisecond)
@@ -187,8 +185,11 @@ func TestRun61LinkCut(t *testing.T) {
 			}()
 		}
 	})
-	require.ErrorIs(t, err, motion.ErrLinkLost)
-	assert.Equal(t, 20, done)
+	assert.Equal(t, machine.Aborted, res.Outcome)
+	assert.Contains(t, res.Reason, "fault: stage")
+	assert.ErrorIs(t, res.Err, motion.ErrLinkLost)
+	assert.Equal(t, machine.Faulted, res.After)
+	assert.LessOrEqual(t, res.Done, 21, "stopped at site 20's move (one site may be in processing)")
 }
 
 // TestOpenRefusesHomingThatDisagrees: start-up refuses a controller whose
