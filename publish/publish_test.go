@@ -400,6 +400,27 @@ func TestOutboxFullDropsTheOldest(t *testing.T) {
 	assert.Equal(t, 5*(8+4), int(st.Dropped)+len(entries), "every message (started, 8 sites, ended, record, ledger) waits or was counted dropped")
 }
 
+// TestAcceptNeverBlocksAStop: the machine hands its events to Accept with
+// its lock held, during a stop. With nothing draining the queue (a disk
+// that stopped answering, an outbox full behind a broker that is down),
+// Accept still returns at once: past MaxQueue the newest events are
+// counted dropped. A blocking Accept would hang this test.
+func TestAcceptNeverBlocksAStop(t *testing.T) {
+	dir := t.TempDir()
+	store, err := results.Open(dir)
+	require.NoError(t, err)
+	ob, err := OpenOutbox(filepath.Join(dir, "outbox.db"), 4096)
+	require.NoError(t, err)
+	defer ob.Close()
+	pub, err := New(Config{Tool: "tool1", Prefix: "fab", Brokers: []string{"mqtt://127.0.0.1:1"}, QoS: 1, Outbox: ob, Store: store})
+	require.NoError(t, err)
+	// Run is not started: nothing takes the queue.
+	for range MaxQueue + 100 {
+		pub.Accept(control.Event{Kind: control.StopRequested, Reason: stop.EStop, Text: "estop"})
+	}
+	assert.EqualValues(t, 100, pub.Status().Dropped)
+}
+
 func ledgerOf(t *testing.T, ob *Outbox) []LedgerRun {
 	runs, err := ob.Ledger()
 	require.NoError(t, err)
