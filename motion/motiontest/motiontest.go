@@ -38,6 +38,7 @@ type Stage struct {
 	state    motion.State
 	sub      int
 	pos      motion.Point
+	moves    int // MoveTo calls in progress
 	calls    []string
 	statuses int
 	linkLost bool
@@ -323,8 +324,14 @@ func (s *Stage) MoveTo(ctx context.Context, p motion.Point, f motion.Speed) erro
 		return fmt.Errorf("motiontest: move to %v: stage held: %w", p, motion.ErrNotReady)
 	}
 	s.state, s.sub = motion.StateRun, -1
+	s.moves++
 	hook := s.onCall
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.moves--
+		s.mu.Unlock()
+	}()
 	if hook != nil {
 		hook("moving")
 	}
@@ -414,7 +421,8 @@ func (s *Stage) Hold(ctx context.Context) error {
 	}
 }
 
-// Resume continues a held move.
+// Resume continues a held move; a stage held with no move in progress
+// becomes Idle, as GRBL's does.
 func (s *Stage) Resume(context.Context) error {
 	if err := s.begin("Resume"); err != nil {
 		return fmt.Errorf("motiontest: resume: %w", err)
@@ -422,7 +430,10 @@ func (s *Stage) Resume(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state == motion.StateHold {
-		s.state, s.sub = motion.StateRun, -1
+		s.state, s.sub = motion.StateIdle, -1
+		if s.moves > 0 {
+			s.state = motion.StateRun
+		}
 		s.wakeLocked()
 	}
 	return nil
