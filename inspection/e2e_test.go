@@ -3,11 +3,9 @@ package inspection_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +23,6 @@ import (
 	"github.com/waferd/waferd/motion"
 	"github.com/waferd/waferd/motion/grbl"
 	"github.com/waferd/waferd/sim"
-	"github.com/waferd/waferd/stop"
 )
 
 func TestMain(m *testing.M) {
@@ -195,52 +192,6 @@ func lightLevel(g *rig) gpio.Level {
 	return p.L
 }
 
-func TestCanceledRunLeavesValidPartialRecord(t *testing.T) {
-	g := newRig(t, testRecipe)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	g.runner.Progress = func(p inspection.Progress) {
-		if p.Done == 3 {
-			// Stop while the stage moves to the fourth site.
-			time.AfterFunc(5*time.Millisecond, func() { cancel(stop.New(stop.Operator, "test")) })
-		}
-	}
-	out, err := runClaimed(ctx, g.m, g.runner, g.rec)
-	require.NoError(t, err)
-	assert.Equal(t, machine.Canceled, out.Outcome, "err %v", out.Err)
-	assert.Equal(t, "operator: test", out.Reason)
-	assert.ErrorIs(t, out.Err, context.Cause(ctx))
-
-	run := loadRun(t, out.Dir)
-	assert.Equal(t, results.Canceled, run.State)
-	assert.False(t, run.Complete)
-	assert.Equal(t, "operator: test", run.Reason)
-	assert.GreaterOrEqual(t, run.SitesDone, 3)
-	assert.Less(t, run.SitesDone, len(g.rec.Sites))
-	done := 0
-	for _, s := range run.Sites {
-		if s.Status == results.SiteDone {
-			done++
-			assert.FileExists(t, filepath.Join(out.Dir, s.Result))
-		}
-	}
-	assert.Equal(t, run.SitesDone, done)
-	assert.NotNil(t, run.EndedAt)
-	assert.FileExists(t, filepath.Join(out.Dir, "wafermap.png"))
-
-	assert.Equal(t, gpio.Low, lightLevel(g), "light off after a stop")
-	assert.False(t, g.board.Sim.Emulator.Moving(), "stage at rest after a stop")
-	st, _ := g.board.Sim.Emulator.State()
-	assert.Equal(t, motion.StateIdle, st, "hold then reset leaves GRBL idle, not in alarm")
-	assert.True(t, g.m.Trusted(), "a controlled hold keeps the position")
-
-	// The next run starts and completes.
-	g.runner.Progress = nil
-	out2, err := g.run(t, g.rec)
-	require.NoError(t, err)
-	assert.Equal(t, machine.Completed, out2.Outcome, "err %v", out2.Err)
-}
-
 func TestDeviceFaultAbortsRun(t *testing.T) {
 	g := newRig(t, testRecipe)
 	g.runner.Progress = func(p inspection.Progress) {
@@ -274,77 +225,4 @@ func TestDeviceFaultAbortsRun(t *testing.T) {
 	out, err = g.run(t, g.rec)
 	require.NoError(t, err)
 	assert.Equal(t, machine.Completed, out.Outcome, "after reset the next run homes and completes: %v", out.Err)
-}
-
-// TestHeldStageRefusesToStart: a controller held by a feed hold (a hold
-// button wired to GRBL, say) executes no motion. A run refuses to start on
-// it at once, naming the state, instead of waiting out its first move's
-// budget and blaming the stage's silence; nothing is recorded. Once the
-// hold is released, runs start again.
-func TestHeldStageRefusesToStart(t *testing.T) {
-	g := newRig(t, testRecipe)
-	ctx := context.Background()
-	require.NoError(t, g.board.Stage.Home(ctx)) // out of the start-up alarm, in which GRBL ignores a feed hold
-	require.NoError(t, g.board.Stage.Halt())
-	require.True(t, waitFor(func() bool {
-		st, err := g.board.Stage.Status(ctx)
-		return err == nil && st.State == motion.StateHold && st.Sub == 0
-	}), "the emulator did not reach Hold:0")
-
-	_, err := g.run(t, g.rec)
-	require.ErrorIs(t, err, motion.ErrNotReady)
-	assert.ErrorContains(t, err, `cannot start "e2e": motion: stage not ready: the controller reports Hold:0: held (feed hold)`)
-	assert.Equal(t, machine.Idle, g.m.State())
-	runs, err := g.runner.Store.List()
-	require.NoError(t, err)
-	assert.Empty(t, runs, "a run that did not start leaves no record")
-
-	require.NoError(t, g.board.Stage.Resume(ctx)) // returns once '~' is written
-	require.True(t, waitFor(func() bool {
-		st, err := g.board.Stage.Status(ctx)
-		return err == nil && st.State == motion.StateIdle
-	}), "the emulator did not resume")
-	out, err := g.run(t, g.rec)
-	require.NoError(t, err)
-	assert.Equal(t, machine.Completed, out.Outcome, "%v", out.Err)
-}
-
-// TestSitesArePipelined holds up the processing of the first site until the
-// stage has started moving to the second: that happens only if acquisition
-// runs ahead of analysis and saving. With Config.Serial it must not.
-func TestSitesArePipelined(t *testing.T) {
-	for _, serial := range []bool{false, true} {
-		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
-			g := newRig(t, testRecipe)
-			g.runner.Config.Serial = serial
-			second := g.rec.Sites[1].Index
-			moving := make(chan struct{})
-			var once sync.Once
-			g.runner.OnStep = func(s inspection.Step, site int) {
-				if s == inspection.StepMove && site == second {
-					once.Do(func() { close(moving) })
-				}
-			}
-			overlapped := false
-			g.runner.Progress = func(p inspection.Progress) {
-				if p.Done != 1 {
-					return
-				}
-				wait := 5 * time.Second
-				if serial {
-					wait = 200 * time.Millisecond // nothing can come
-				}
-				select {
-				case <-moving:
-					overlapped = true
-				case <-time.After(wait):
-				}
-			}
-			out, err := g.run(t, g.rec)
-			require.NoError(t, err)
-			require.Equal(t, machine.Completed, out.Outcome, "%s %v", out.Reason, out.Err)
-			assert.Equal(t, !serial, overlapped, "stage moving to site 2 while site 1 is still being processed")
-			assert.Equal(t, len(g.rec.Sites), out.Done)
-		})
-	}
 }

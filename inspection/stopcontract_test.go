@@ -1,20 +1,19 @@
 package inspection_test
 
-// The stop contract, proven: a stop at every step boundary of a run, for
-// every reason, at random moments, with injected faults and racing stops,
-// always leaves the machine at rest, the light off, the camera idle and a
-// valid partial record, and the next run works.
+// The stop contract, proven through the GRBL driver against the emulator:
+// a stop for every reason at random moments, and faults of the stage's
+// link, always leave the machine at rest, the light off, the camera idle
+// and a valid partial record, and the next run works. The runner's own
+// faults are tested on fakes (runner_test.go).
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +22,6 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/waferd/waferd/board"
-	"github.com/waferd/waferd/illumination"
 	"github.com/waferd/waferd/inspection"
 	"github.com/waferd/waferd/inspection/recipe"
 	"github.com/waferd/waferd/inspection/results"
@@ -143,9 +141,9 @@ type expect struct {
 	linkLost bool
 }
 
-// checkStopped asserts the invariants of a stopped run, then resets the
-// machine if it is latched and checks the next run starts and completes.
-func (g *stopRig) checkStopped(t *testing.T, out inspection.Result, want expect, nextRun bool) {
+// checkStopped asserts the invariants of a stopped run: the machine at
+// rest and a valid record that says what happened.
+func (g *stopRig) checkStopped(t *testing.T, out inspection.Result, want expect) {
 	t.Helper()
 	assert.Equal(t, want.state, out.Outcome, "outcome (reason %q, err %v)", out.Reason, out.Err)
 	assert.True(t, strings.HasPrefix(out.Reason, want.reason), "reason %q, want prefix %q", out.Reason, want.reason)
@@ -167,8 +165,13 @@ func (g *stopRig) checkStopped(t *testing.T, out inspection.Result, want expect,
 		assert.False(t, g.m.Trusted(), "an alarm means the position is not trusted")
 	}
 	assert.False(t, g.board.Sim.Camera.Streaming(), "camera not streaming")
+	checkRecord(t, out, want)
+}
 
-	// The record is valid and says what happened.
+// checkRecord asserts that the record of a stopped run is valid and says
+// what happened.
+func checkRecord(t *testing.T, out inspection.Result, want expect) {
+	t.Helper()
 	run := loadRun(t, out.Dir)
 	assert.Equal(t, want.complete, run.Complete)
 	assert.NotEqual(t, results.Running, run.State)
@@ -190,19 +193,6 @@ func (g *stopRig) checkStopped(t *testing.T, out inspection.Result, want expect,
 	case want.done >= 0:
 		assert.Equal(t, want.done, run.SitesDone, "sites done")
 	}
-
-	if !nextRun {
-		return
-	}
-	if out.After.Latched() {
-		_, err := g.run(t, g.rec)
-		require.ErrorIs(t, err, machine.ErrLatched)
-		require.NoError(t, g.m.Reset(context.Background()))
-	}
-	g.runner.OnStep = nil
-	next, err := g.run(t, g.oneSite)
-	require.NoError(t, err)
-	require.Equal(t, machine.Completed, next.Outcome, "next run: %s %v", next.Reason, next.Err)
 }
 
 // waitFor polls cond (for a state only visible by polling the simulator)
@@ -297,209 +287,72 @@ func (g *stopRig) randomStop(t *testing.T, reason stop.Reason, delay time.Durati
 		return
 	}
 	state, latched := outcomeFor(reason)
-	g.checkStopped(t, out, expect{state: state, reason: reason.String(), latched: latched, done: -1}, false)
+	g.checkStopped(t, out, expect{state: state, reason: reason.String(), latched: latched, done: -1})
 	if out.After.Latched() {
 		require.NoError(t, g.m.Reset(context.Background()))
 	}
 }
 
-// failingLight fails On after a number of successful calls, and records
-// whether it was left off.
-type failingLight struct {
-	illumination.Lamp
-	mu     sync.Mutex
-	okLeft int
-}
-
-func (l *failingLight) On(level float64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.okLeft <= 0 {
-		_ = l.Lamp.Off()
-		return errors.New("light driver: EIO")
-	}
-	l.okLeft--
-	return l.Lamp.On(level)
-}
-
-// stopOnStatus is a stage whose next Status call runs a hook first: the
-// run asks for the status after claiming the machine and before creating
-// its record.
-type stopOnStatus struct {
-	motion.Stage
-	hook func()
-}
-
-func (s *stopOnStatus) Status(ctx context.Context) (motion.Status, error) {
-	if h := s.hook; h != nil {
-		s.hook = nil
-		h()
-	}
-	return s.Stage.Status(ctx)
-}
-
-// TestStopWhileARunFailsToStart: a run whose record cannot be created
-// never starts, but a stop that arrived meanwhile must not be lost with it:
-// an e-stop or a fault still latches the idle machine.
-func TestStopWhileARunFailsToStart(t *testing.T) {
-	for _, reason := range []stop.Reason{stop.EStop, stop.Fault, stop.Operator} {
-		t.Run(reason.String(), func(t *testing.T) {
-			g := newRig(t, testRecipe)
-			// The runs directory replaced by a file: creating a record fails.
-			runs := filepath.Join(g.data, "runs")
-			require.NoError(t, os.RemoveAll(runs))
-			require.NoError(t, os.WriteFile(runs, nil, 0o644))
-			g.runner.Stage = &stopOnStatus{Stage: g.board.Stage, hook: func() { g.m.Stop(reason, "test") }}
-
-			_, err := g.run(t, g.rec)
-			require.Error(t, err)
-			assert.ErrorContains(t, err, "inspection: results:")
-			want := map[stop.Reason]machine.State{stop.EStop: machine.EStop, stop.Fault: machine.Faulted, stop.Operator: machine.Idle}[reason]
-			assert.Equal(t, want, g.m.State())
-			if want != machine.Idle {
-				assert.Equal(t, reason.String()+": test", g.m.LatchReason())
-			}
-		})
-	}
-}
-
-func TestInjectedFaults(t *testing.T) {
+// TestInjectedLinkFaults injects faults of the stage and its link through
+// the GRBL driver against the emulator, while the stage moves to site 1: a
+// stage that never comes to rest after the feed hold, one that stops
+// answering, a serial line that closes. Each run aborts, the machine at
+// rest, its record valid. The runner's own faults (a device error, a step
+// that overruns its budget) are TestInjectedFaults, on fakes.
+func TestInjectedLinkFaults(t *testing.T) {
 	type fault struct {
-		name   string
-		inject func(g *stopRig) // called when the stage starts moving to site 1 (or as noted)
-		reason string
-		state  machine.Outcome
-		check  func(t *testing.T, g *stopRig, out inspection.Result)
-		next   bool
-		scale  float64 // stage time scale: 5 where a move must be caught in progress
-	}
-	duringMove := func(f func(g *stopRig)) func(g *stopRig) {
-		return func(g *stopRig) {
-			g.runner.OnStep = func(s inspection.Step, i int) {
-				if s == inspection.StepMove && i == 1 {
-					go func() {
-						waitFor(g.board.Sim.Emulator.Moving)
-						f(g)
-					}()
-				}
-			}
-		}
+		name     string
+		inject   func(g *stopRig) // called once the stage moves to site 1
+		reason   string
+		done     int  // sites done (or 1); -1: not checked
+		linkLost bool // the emulator's state is frozen with its link
+		check    func(t *testing.T, g *stopRig, out inspection.Result)
+		next     bool
 	}
 	faults := []fault{
-		{name: "stage never leaves Hold:1", scale: 5, state: machine.Aborted, reason: "operator: test", next: true,
-			inject: duringMove(func(g *stopRig) {
+		{name: "stage never leaves Hold:1", reason: "operator: test", done: -1, next: true,
+			inject: func(g *stopRig) {
 				g.board.Sim.Emulator.InjectStuckHold(true)
 				g.m.Stop(stop.Operator, "test")
-			}),
+			},
 			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout, "hold deadline missed")
 				assert.False(t, g.m.Trusted(), "reset while decelerating: position untrusted")
 				assert.Contains(t, g.m.LatchReason(), "safe stop incomplete")
 				g.board.Sim.Emulator.InjectStuckHold(false)
 			}},
-		{name: "stage stops answering", scale: 5, state: machine.Aborted, reason: "fault: stage", next: true,
-			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectMute(true) }),
+		{name: "stage stops answering", reason: "fault: stage", next: true,
+			inject: func(g *stopRig) { g.board.Sim.Emulator.InjectMute(true) },
 			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
 				g.board.Sim.Emulator.InjectMute(false)
 			}},
-		{name: "stage left in a feed hold", scale: 50, state: machine.Aborted, reason: "fault: stage", next: true,
-			inject: func(g *stopRig) {
-				g.runner.OnStep = func(s inspection.Step, i int) {
-					if s == inspection.StepMove && i == 1 {
-						// A feed hold from elsewhere (a hold button on the
-						// controller): GRBL executes nothing until resumed.
-						require.NoError(t, g.board.Stage.Halt())
-					}
-				}
-			},
-			check: func(t *testing.T, g *stopRig, out inspection.Result) {
-				assert.ErrorIs(t, out.Err, motion.ErrTimeout)
-				assert.ErrorContains(t, out.Err, "not finished within")
-			}},
-		{name: "alarm mid-move", scale: 5, state: machine.Aborted, reason: "fault: stage", next: true,
-			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectAlarm(1) }),
-			check: func(t *testing.T, g *stopRig, out inspection.Result) {
-				assert.ErrorIs(t, out.Err, motion.ErrAlarm)
-				assert.False(t, g.m.Trusted())
-			}},
-		{name: "serial line closes mid-move", scale: 5, state: machine.Aborted, reason: "fault: stage",
-			inject: duringMove(func(g *stopRig) { g.board.Sim.Emulator.InjectHangup() }),
+		{name: "serial line closes mid-move", reason: "fault: stage", linkLost: true,
+			inject: func(g *stopRig) { g.board.Sim.Emulator.InjectHangup() },
 			check: func(t *testing.T, g *stopRig, out inspection.Result) {
 				assert.ErrorIs(t, out.Err, motion.ErrLinkLost)
 				assert.Equal(t, machine.Faulted, g.m.State())
-			}},
-		{name: "camera frame wait never returns", scale: 50, state: machine.Aborted, reason: "fault: camera", next: true,
-			inject: func(g *stopRig) {
-				g.runner.OnStep = func(s inspection.Step, i int) {
-					if s == inspection.StepCapture && i == 1 {
-						g.board.Sim.Camera.InjectHang(true)
-					}
-				}
-			},
-			check: func(t *testing.T, g *stopRig, out inspection.Result) {
-				assert.ErrorContains(t, out.Err, "no frame within")
-				g.board.Sim.Camera.InjectHang(false)
-			}},
-		{name: "camera errors", scale: 50, state: machine.Aborted, reason: "fault: camera", next: true,
-			inject: func(g *stopRig) {
-				g.runner.OnStep = func(s inspection.Step, i int) {
-					if s == inspection.StepCapture && i == 1 {
-						g.board.Sim.Camera.InjectError(errors.New("VIDIOC_DQBUF: EIO"))
-					}
-				}
-			},
-			check: func(t *testing.T, g *stopRig, out inspection.Result) {
-				assert.ErrorContains(t, out.Err, "VIDIOC_DQBUF: EIO")
-			}},
-		{name: "light driver errors", scale: 50, state: machine.Aborted, reason: "fault: light", next: true,
-			inject: func(g *stopRig) {
-				g.runner.Light = &failingLight{Lamp: g.board.Light, okLeft: 2} // reference, site 0
-			},
-			check: func(t *testing.T, g *stopRig, out inspection.Result) {
-				assert.ErrorContains(t, out.Err, "light driver: EIO")
-				g.runner.Light = g.board.Light
-			}},
-		{name: "results not writable", scale: 50, state: machine.Failed, reason: "error: ", next: true,
-			inject: func(g *stopRig) {
-				g.runner.OnStep = func(s inspection.Step, i int) {
-					if s == inspection.StepSave && i == 1 {
-						// A directory where the site image must go: the
-						// atomic rename onto it fails.
-						ents, _ := filepath.Glob(filepath.Join(g.data, "runs", "*-three*", "sites"))
-						for _, e := range ents {
-							_ = os.MkdirAll(filepath.Join(e, "0001.png", "x"), 0o755)
-						}
-					}
-				}
-			},
-			check: func(t *testing.T, g *stopRig, out inspection.Result) {
-				assert.ErrorContains(t, out.Err, "0001.png")
-				// What was saved before is intact.
-				run := loadRun(t, out.Dir)
-				assert.Equal(t, results.SiteDone, run.Sites[0].Status)
-				assert.FileExists(t, filepath.Join(out.Dir, run.Sites[0].Image))
 			}},
 	}
 	checkNoFDLeak(t)
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
-			g := newStopRig(t, threeSites, f.scale)
-			_, err := g.run(t, g.rec) // homed and warm
+			g := newStopRig(t, threeSites, 5) // slow enough to catch a move in progress
+			_, err := g.run(t, g.rec)         // homed and warm
 			require.NoError(t, err)
-			f.inject(g)
+			g.runner.OnStep = func(s inspection.Step, i int) {
+				if s == inspection.StepMove && i == 1 {
+					go func() {
+						waitFor(g.board.Sim.Emulator.Moving)
+						f.inject(g)
+					}()
+				}
+			}
 			out, err := g.run(t, g.rec)
 			require.NoError(t, err)
-			latched := machine.Faulted
-			if f.state == machine.Failed {
-				latched = machine.Idle
-			}
-			want := expect{state: f.state, reason: f.reason, latched: latched, done: 0, doneMax: 1, linkLost: f.name == "serial line closes mid-move"}
-			if f.name == "stage never leaves Hold:1" || f.name == "results not writable" {
-				want.done = -1
-			}
-			g.checkStopped(t, out, want, false)
+			g.checkStopped(t, out, expect{state: machine.Aborted, reason: f.reason, latched: machine.Faulted,
+				done: f.done, doneMax: 1, linkLost: f.linkLost})
 			f.check(t, g, out)
 			if f.next {
 				if g.m.State().Latched() {
