@@ -27,6 +27,32 @@ import (
 	"github.com/waferd/waferd/stop"
 )
 
+// TestETACountsSitesOnly: the first site's ETA is the remaining sites at
+// the pace of the sites done; homing (an hour of it, on the fake clock)
+// and the reference die are behind the run and must not inflate it.
+func TestETACountsSitesOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newFakeRig(t, testRecipe)
+		g.stage.SetHomeTime(time.Hour)
+		require.False(t, g.m.Trusted(), "the run homes first")
+		var first []inspection.Progress
+		g.runner.Progress = func(p inspection.Progress) {
+			if len(first) == 0 {
+				first = append(first, p)
+			}
+		}
+		out, err := g.run(t, g.rec)
+		require.NoError(t, err)
+		require.Equal(t, machine.Completed, out.Outcome, out.Reason)
+		require.Len(t, first, 1)
+		p := first[0]
+		require.Equal(t, 1, p.Done)
+		require.Greater(t, p.Total, 2)
+		assert.Less(t, p.Elapsed, time.Minute, "the first site's time, not homing's")
+		assert.Equal(t, p.Elapsed*time.Duration(p.Total-1), p.ETA, "the remaining sites at the first site's pace")
+	})
+}
+
 func TestCanceledRunLeavesValidPartialRecord(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newFakeRig(t, testRecipe)

@@ -60,6 +60,13 @@ func New(moveTime, homeTime time.Duration) *Stage {
 	return &Stage{moveTime: moveTime, homeTime: homeTime, state: motion.StateIdle, sub: -1, halted: make(chan struct{})}
 }
 
+// SetHomeTime makes a homing cycle take d.
+func (s *Stage) SetHomeTime(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.homeTime = d
+}
+
 // SetHoldTime makes a hold take d to come to rest (Hold:1 meanwhile).
 func (s *Stage) SetHoldTime(d time.Duration) {
 	s.mu.Lock()
@@ -266,12 +273,12 @@ func (s *Stage) Home(ctx context.Context) error {
 		return fmt.Errorf("motiontest: home: stage held: %w", motion.ErrNotReady)
 	}
 	s.state, s.sub = motion.StateHome, -1
-	f := s.onCall
+	f, homeTime := s.onCall, s.homeTime
 	s.mu.Unlock()
 	if f != nil {
 		f("homing")
 	}
-	t := time.NewTimer(s.homeTime)
+	t := time.NewTimer(homeTime)
 	defer t.Stop()
 	for {
 		s.mu.Lock()
