@@ -244,6 +244,36 @@ func TestFleet(t *testing.T) {
 	}
 }
 
+// fleetRun is one run.json of one tool.
+type fleetRun struct {
+	tool      string
+	ID        string `json:"id"`
+	State     string `json:"state"`
+	SitesDone int    `json:"sites_done"`
+	Sites     []struct {
+		Index  int    `json:"index"`
+		Status string `json:"status"`
+	} `json:"sites"`
+}
+
+// readFleetRuns reads every run.json of every tool.
+func readFleetRuns(t *testing.T, tools []*fleetTool) []fleetRun {
+	t.Helper()
+	var runs []fleetRun
+	for _, ft := range tools {
+		files, err := filepath.Glob(filepath.Join(ft.data, "runs", "*", "run.json"))
+		require.NoError(t, err)
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			require.NoError(t, err)
+			run := fleetRun{tool: ft.name}
+			require.NoError(t, json.Unmarshal(raw, &run))
+			runs = append(runs, run)
+		}
+	}
+	return runs
+}
+
 // compareFleet compares every run.json of every tool with the database and
 // returns the number of lost messages (runs missing or with another
 // outcome, sites missing) and a description of the differences.
@@ -251,56 +281,41 @@ func compareFleet(t *testing.T, db *pgxpool.Pool, tools []*fleetTool) (lost int,
 	t.Helper()
 	ctx := context.Background()
 	var diffs []string
-	for _, ft := range tools {
-		files, err := filepath.Glob(filepath.Join(ft.data, "runs", "*", "run.json"))
+	for _, run := range readFleetRuns(t, tools) {
+		if run.State == "running" {
+			lost++
+			diffs = append(diffs, fmt.Sprintf("%s %s: still running", run.tool, run.ID))
+			continue
+		}
+		var state string
+		if err := db.QueryRow(ctx, `SELECT state FROM runs WHERE tool = $1 AND run_id = $2 AND record IS NOT NULL`, run.tool, run.ID).Scan(&state); err != nil {
+			lost++
+			diffs = append(diffs, fmt.Sprintf("%s %s: no record in the database (%v)", run.tool, run.ID, err))
+			continue
+		}
+		if state != run.State {
+			lost++
+			diffs = append(diffs, fmt.Sprintf("%s %s: %s in the database, %s in run.json", run.tool, run.ID, state, run.State))
+		}
+		rows, err := db.Query(ctx, `SELECT idx FROM sites WHERE tool = $1 AND run_id = $2`, run.tool, run.ID)
 		require.NoError(t, err)
-		for _, f := range files {
-			raw, err := os.ReadFile(f)
-			require.NoError(t, err)
-			var run struct {
-				ID    string `json:"id"`
-				State string `json:"state"`
-				Sites []struct {
-					Index  int    `json:"index"`
-					Status string `json:"status"`
-				} `json:"sites"`
+		have := map[int]int{}
+		for rows.Next() {
+			var i int
+			require.NoError(t, rows.Scan(&i))
+			have[i]++
+		}
+		rows.Close()
+		var missing []int
+		for _, s := range run.Sites {
+			if s.Status == "done" && have[s.Index] != 1 {
+				missing = append(missing, s.Index)
 			}
-			require.NoError(t, json.Unmarshal(raw, &run))
-			if run.State == "running" {
-				lost++
-				diffs = append(diffs, fmt.Sprintf("%s %s: still running", ft.name, run.ID))
-				continue
-			}
-			var state string
-			if err := db.QueryRow(ctx, `SELECT state FROM runs WHERE tool = $1 AND run_id = $2 AND record IS NOT NULL`, ft.name, run.ID).Scan(&state); err != nil {
-				lost++
-				diffs = append(diffs, fmt.Sprintf("%s %s: no record in the database (%v)", ft.name, run.ID, err))
-				continue
-			}
-			if state != run.State {
-				lost++
-				diffs = append(diffs, fmt.Sprintf("%s %s: %s in the database, %s in run.json", ft.name, run.ID, state, run.State))
-			}
-			rows, err := db.Query(ctx, `SELECT idx FROM sites WHERE tool = $1 AND run_id = $2`, ft.name, run.ID)
-			require.NoError(t, err)
-			have := map[int]int{}
-			for rows.Next() {
-				var i int
-				require.NoError(t, rows.Scan(&i))
-				have[i]++
-			}
-			rows.Close()
-			var missing []int
-			for _, s := range run.Sites {
-				if s.Status == "done" && have[s.Index] != 1 {
-					missing = append(missing, s.Index)
-				}
-			}
-			if len(missing) > 0 {
-				sort.Ints(missing)
-				lost += len(missing)
-				diffs = append(diffs, fmt.Sprintf("%s %s: sites %v missing", ft.name, run.ID, missing))
-			}
+		}
+		if len(missing) > 0 {
+			sort.Ints(missing)
+			lost += len(missing)
+			diffs = append(diffs, fmt.Sprintf("%s %s: sites %v missing", run.tool, run.ID, missing))
 		}
 	}
 	return lost, strings.Join(diffs, "\n")
@@ -312,23 +327,12 @@ func compareFleet(t *testing.T, db *pgxpool.Pool, tools []*fleetTool) (lost int,
 func fleetSiteCounts(t *testing.T, db *pgxpool.Pool, tools []*fleetTool) (diffs []string, done int) {
 	t.Helper()
 	ctx := context.Background()
-	for _, ft := range tools {
-		files, err := filepath.Glob(filepath.Join(ft.data, "runs", "*", "run.json"))
-		require.NoError(t, err)
-		for _, f := range files {
-			raw, err := os.ReadFile(f)
-			require.NoError(t, err)
-			var run struct {
-				ID        string `json:"id"`
-				SitesDone int    `json:"sites_done"`
-			}
-			require.NoError(t, json.Unmarshal(raw, &run))
-			done += run.SitesDone
-			var rows int
-			require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM sites WHERE tool = $1 AND run_id = $2`, ft.name, run.ID).Scan(&rows))
-			if rows != run.SitesDone {
-				diffs = append(diffs, fmt.Sprintf("%s %s: %d site rows, sites_done %d", ft.name, run.ID, rows, run.SitesDone))
-			}
+	for _, run := range readFleetRuns(t, tools) {
+		done += run.SitesDone
+		var rows int
+		require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM sites WHERE tool = $1 AND run_id = $2`, run.tool, run.ID).Scan(&rows))
+		if rows != run.SitesDone {
+			diffs = append(diffs, fmt.Sprintf("%s %s: %d site rows, sites_done %d", run.tool, run.ID, rows, run.SitesDone))
 		}
 	}
 	return diffs, done
