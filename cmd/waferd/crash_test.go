@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
@@ -53,6 +54,21 @@ func TestCrashLeavesNothingCorrupt(t *testing.T) {
 		}
 		checkDataDir(t, data, false, checked)
 	}
+	// One kill certain to land mid-run, after its first site, however
+	// slowly this host (or an emulator) starts waferd: the random delays
+	// above may all fall before the run's record or after its end.
+	cmd := exec.Command(waferdBin, "run", "--sim", "--recipe", recipe, "--data", data, "--time-scale", "20")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "site 1/") {
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	for sc.Scan() {
+	}
+	_ = cmd.Wait()
+	checkDataDir(t, data, false, checked)
 	// A clean start marks the last victim interrupted and completes a run.
 	out, err := exec.Command(waferdBin, "run", "--sim", "--recipe", recipe, "--data", data, "--time-scale", "20").CombinedOutput()
 	require.NoError(t, err, "%s", out)
