@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,6 +310,16 @@ func TestPipelinedHost(t *testing.T) {
 		_, err := c.Write(burst)
 		require.NoError(t, err)
 		f, err := readFrame(c, 10*time.Second)
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			// Closed unanswered: the equipment still counted the last
+			// session live and refused this connection, as a host that
+			// comes straight back may meet (seen once under
+			// qemu-aarch64). It tries again, as for status 1 below.
+			c.Close()
+			refused++
+			require.Less(t, refused, 50, "refused again and again")
+			continue
+		}
 		require.NoError(t, err, "case %d: Select.rsp", i)
 		require.Equal(t, byte(2), f[9], "case %d: Select.rsp: % x", i, f)
 		if f[7] == 1 {
